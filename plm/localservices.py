@@ -1,0 +1,294 @@
+"""Start real mosquitto, influxd 1.x and victoria-metrics on free loopback ports in a temp directory.
+
+Used by the test fixtures and by ``plm demo``: the product is tested against the servers it runs
+with, not against mocks. Each service can be stopped, killed and restarted on the same port and data
+directory, which the outage and soak tests need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "apt-get install -y mosquitto mosquitto-clients influxdb victoria-metrics"
+
+
+class ServiceError(RuntimeError):
+    """A local service binary is missing or did not come up."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def find_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for folder in ("/usr/sbin", "/usr/local/sbin", "/usr/bin"):
+        candidate = Path(folder) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def _wait_until(check, timeout_s: float, what: str, proc: subprocess.Popen[bytes], log_file: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServiceError(f"{what} exited with code {proc.returncode}: {_tail(log_file)}")
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if check():
+                return
+        time.sleep(0.05)
+    raise ServiceError(f"{what} did not come up within {timeout_s:.0f} s: {_tail(log_file)}")
+
+
+def _tail(path: Path, lines: int = 8) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _http_ok(url: str, expect: tuple[int, ...] = (200, 204)) -> bool:
+    with urllib.request.urlopen(url, timeout=1) as resp:
+        return resp.status in expect
+
+
+@dataclass
+class _Service:
+    """Common start/stop/kill/restart around one server process."""
+
+    workdir: Path
+    name: str = "service"
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        with open(self.log_file, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.command(), stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
+            )
+        _wait_until(self.ready, timeout_s, self.name, self.proc, self.log_file)
+        log.debug("%s up (pid %s)", self.name, self.proc.pid)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no flush -- what a power cut looks like."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class Mosquitto(_Service):
+    """mosquitto 2 with password authentication and optional ACLs; anonymous clients are refused."""
+
+    name: str = "mosquitto"
+    users: dict[str, str] = field(default_factory=lambda: {"plm": "plm-test-password"})
+    acl: str | None = None  # mosquitto acl_file text; None = every authenticated user may do anything
+    extra_config: str = ""
+    port: int = field(default_factory=free_port)
+    binary: str | None = field(default_factory=lambda: find_binary("mosquitto"))
+
+    def __post_init__(self) -> None:
+        if not self.binary or not find_binary("mosquitto_passwd"):
+            raise ServiceError(f"mosquitto not installed ({INSTALL_HINT})")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        passwd = self.workdir / "passwd"
+        passwd.write_text("")
+        for user, password in self.users.items():
+            subprocess.run(
+                [find_binary("mosquitto_passwd") or "mosquitto_passwd", "-b", str(passwd), user, password],
+                check=True,
+                capture_output=True,
+            )
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous false",
+            f"password_file {passwd}",
+            "persistence true",
+            f"persistence_location {self.workdir}/",
+            "user root",
+        ]
+        if self.acl is not None:
+            acl_file = self.workdir / "acl"
+            acl_file.write_text(self.acl)
+            lines.append(f"acl_file {acl_file}")
+        self.config_file = self.workdir / "mosquitto.conf"
+        self.config_file.write_text("\n".join(lines) + "\n" + self.extra_config + "\n")
+
+    def command(self) -> list[str]:
+        return [str(self.binary), "-c", str(self.config_file)]
+
+    def ready(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            return True
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Influxd1(_Service):
+    """InfluxDB 1.x (Debian's 1.6.7): the v1 /write API and InfluxQL."""
+
+    name: str = "influxd"
+    database: str = "plm"
+    auth: bool = False
+    admin: tuple[str, str] = ("admin", "admin-test-password")
+    port: int = field(default_factory=free_port)
+    rpc_port: int = field(default_factory=free_port)
+    binary: str | None = field(default_factory=lambda: find_binary("influxd"))
+
+    def __post_init__(self) -> None:
+        if not self.binary:
+            raise ServiceError(f"influxd not installed ({INSTALL_HINT})")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_file = self.workdir / "influxdb.conf"
+        self.config_file.write_text(
+            f'reporting-disabled = true\nbind-address = "127.0.0.1:{self.rpc_port}"\n'
+            f'[meta]\n  dir = "{self.workdir}/meta"\n'
+            f'[data]\n  dir = "{self.workdir}/data"\n  wal-dir = "{self.workdir}/wal"\n  query-log-enabled = false\n'
+            f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
+            f"  auth-enabled = {'true' if self.auth else 'false'}\n"
+            "[monitor]\n  store-enabled = false\n"
+            "[continuous_queries]\n  enabled = false\n"
+        )
+        self._initialised = False
+
+    def command(self) -> list[str]:
+        return [str(self.binary), "-config", str(self.config_file)]
+
+    def ready(self) -> bool:
+        return _http_ok(f"{self.url}/ping")
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        super().start(timeout_s)
+        if not self._initialised:
+            if self.auth:
+                self.query(f"CREATE USER {self.admin[0]} WITH PASSWORD '{self.admin[1]}' WITH ALL PRIVILEGES")
+            self.query(f'CREATE DATABASE "{self.database}"')
+            self._initialised = True
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def query(self, q: str, database: str | None = None, auth: tuple[str, str] | None = None) -> dict:
+        """Run InfluxQL through /query (POST, so it may also create/drop) and return the parsed JSON."""
+        import json
+
+        params = {"q": q, "epoch": "ms"}
+        if database:
+            params["db"] = database
+        if auth is None and self.auth:
+            auth = self.admin
+        if auth:
+            params["u"], params["p"] = auth
+        req = urllib.request.Request(
+            f"{self.url}/query", data=urllib.parse.urlencode(params).encode(), method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())
+
+
+@dataclass
+class VictoriaMetrics(_Service):
+    """victoria-metrics: a real server for InfluxDB's /api/v2/write line protocol."""
+
+    name: str = "victoria-metrics"
+    port: int = field(default_factory=free_port)
+    binary: str | None = field(default_factory=lambda: find_binary("victoria-metrics"))
+
+    def __post_init__(self) -> None:
+        if not self.binary:
+            raise ServiceError(f"victoria-metrics not installed ({INSTALL_HINT})")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+
+    def command(self) -> list[str]:
+        return [
+            str(self.binary),
+            f"-storageDataPath={self.workdir}/data",
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            "-retentionPeriod=100y",
+            "-search.disableCache",
+            "-loggerLevel=ERROR",
+        ]
+
+    def ready(self) -> bool:
+        return _http_ok(f"{self.url}/health")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def export(self, match: str, wait_s: float = 5.0) -> list[dict]:
+        """All series matching a selector (e.g. ``movement_duration``) as parsed JSON lines.
+
+        Fresh points become searchable a moment after they are written, so poll up to ``wait_s``
+        until something matches (an empty answer after that is a real empty answer).
+        """
+        import json
+
+        query = urllib.parse.urlencode({"match[]": match})
+        deadline = time.monotonic() + wait_s
+        while True:
+            _http_ok(f"{self.url}/internal/force_flush")
+            with urllib.request.urlopen(f"{self.url}/api/v1/export?{query}", timeout=30) as resp:
+                rows = [json.loads(line) for line in resp.read().decode().splitlines() if line.strip()]
+            if rows or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.1)

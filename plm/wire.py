@@ -1,0 +1,321 @@
+"""The MQTT wire format: the one contract between sensors, collector, simulator and detector.
+
+Everything that crosses the broker is defined here and nowhere else, so a third-party device
+(an ESP32 publishing JSON, say) and our own collector are held to the same rules. The byte layout
+and topics are documented for outsiders in ``docs/wire-format.md``; keep the two in step.
+
+Topics (``<subject>`` and ``<sensor>`` are validated ids, see :func:`validate_id`)::
+
+    plm/v1/<subject>/<sensor>/acc      sample batches                QoS 1, not retained
+    plm/v1/<subject>/<sensor>/status   sensor status, Last Will      QoS 1, retained
+    plm/v1/<subject>/_movement         each scored movement          QoS 1, not retained
+    plm/v1/<subject>/_night            night summary                 QoS 1, retained
+    plm/v1/<subject>/_diary            sleep-diary notes (inbound)   QoS 1, not retained
+    plm/v1/_detector/<instance>/status detector health               QoS 1, retained
+
+Ids cannot start with ``_``, so the reserved ``_name`` levels never collide with a subject or sensor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+TOPIC_ROOT = "plm/v1"
+SAMPLES_WILDCARD = f"{TOPIC_ROOT}/+/+/acc"
+STATUS_WILDCARD = f"{TOPIC_ROOT}/+/+/status"
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+MIN_RATE_HZ = 1.0
+MAX_RATE_HZ = 1000.0
+EARLIEST_NS = 946_684_800 * 10**9  # 2000-01-01T00:00:00Z: nothing real is older
+MAX_FUTURE_NS = 86_400 * 10**9  # a clock more than a day ahead is broken, not early
+MILLI_G_LIMIT = 32_767  # int16 milli-g: +-32.767 g, far beyond any ankle
+
+BINARY_MAGIC = 0x50  # "P"
+BINARY_VERSION = 1
+# magic u8, version u8, flags u16, seq u32, start ns i64, rate f32, count u16 -- little-endian
+_HEADER = struct.Struct("<BBHIqfH")
+BINARY_HEADER_BYTES = _HEADER.size
+MAX_SAMPLES_PER_BATCH = (MAX_PAYLOAD_BYTES - BINARY_HEADER_BYTES) // 6
+
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+_SIDES = ("left", "right")
+
+
+class WireFormatError(ValueError):
+    """A payload or topic that does not follow the wire format; the message says what is wrong."""
+
+
+def validate_id(value: str, what: str = "id") -> str:
+    """Return ``value`` if it is a safe topic level: 1-32 chars of letters, digits, ``_`` and ``-``,
+    starting with a letter or digit. Wildcards and slashes would let one device write another's topics."""
+    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+        raise WireFormatError(
+            f"invalid {what} {value!r}: expected 1-32 letters, digits, '_' or '-', starting with a letter or digit"
+        )
+    return value
+
+
+def acc_topic(subject: str, sensor: str) -> str:
+    return f"{TOPIC_ROOT}/{validate_id(subject, 'subject')}/{validate_id(sensor, 'sensor')}/acc"
+
+
+def status_topic(subject: str, sensor: str) -> str:
+    return f"{TOPIC_ROOT}/{validate_id(subject, 'subject')}/{validate_id(sensor, 'sensor')}/status"
+
+
+def movement_topic(subject: str) -> str:
+    return f"{TOPIC_ROOT}/{validate_id(subject, 'subject')}/_movement"
+
+
+def night_topic(subject: str) -> str:
+    return f"{TOPIC_ROOT}/{validate_id(subject, 'subject')}/_night"
+
+
+def diary_topic(subject: str) -> str:
+    return f"{TOPIC_ROOT}/{validate_id(subject, 'subject')}/_diary"
+
+
+def detector_status_topic(instance: str) -> str:
+    return f"{TOPIC_ROOT}/_detector/{validate_id(instance, 'detector instance')}/status"
+
+
+@dataclass(frozen=True, slots=True)
+class SensorTopic:
+    subject: str
+    sensor: str
+    kind: str  # "acc" | "status"
+
+
+def parse_sensor_topic(topic: str) -> SensorTopic:
+    """Split ``plm/v1/<subject>/<sensor>/<acc|status>``; anything else is a :class:`WireFormatError`."""
+    parts = topic.split("/")
+    if len(parts) != 5 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT or parts[4] not in ("acc", "status"):
+        raise WireFormatError(f"not a sensor topic: {topic!r} (expected {TOPIC_ROOT}/<subject>/<sensor>/acc|status)")
+    return SensorTopic(validate_id(parts[2], "subject"), validate_id(parts[3], "sensor"), parts[4])
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class SampleBatch:
+    """Consecutive samples of one sensor at a nominal rate.
+
+    The sample times are implied (``start_ns + i / rate``) so a batch is compact on the wire; a
+    sender that loses samples starts a new batch rather than stretching time over the hole.
+    ``seq`` counts batches per sensor stream (wrapping at 2**32) so receivers can spot loss and
+    redelivery without trusting clocks.
+    """
+
+    start_ns: int
+    rate_hz: float
+    xyz: np.ndarray  # float32, shape (n, 3), in g
+    seq: int = 0
+
+    @property
+    def count(self) -> int:
+        return int(self.xyz.shape[0])
+
+    @property
+    def duration_ns(self) -> int:
+        return round(self.count * 1e9 / self.rate_hz)
+
+    @property
+    def end_ns(self) -> int:
+        """Time just after the last sample (= start of the next contiguous batch)."""
+        return self.start_ns + self.duration_ns
+
+    def timestamps_ns(self) -> np.ndarray:
+        return self.start_ns + np.round(np.arange(self.count) * (1e9 / self.rate_hz)).astype(np.int64)
+
+    def timestamps_s(self) -> np.ndarray:
+        return self.start_ns / 1e9 + np.arange(self.count) / self.rate_hz
+
+
+def make_batch(start_ns: int, rate_hz: float, xyz: Any, seq: int = 0, *, now_ns: int | None = None) -> SampleBatch:
+    """Build a validated batch; every constructor path (decoders, simulator, collector) goes through here."""
+    if isinstance(start_ns, bool) or not isinstance(start_ns, int | np.integer):
+        raise WireFormatError(f"start time must be an integer of ns since the Unix epoch, got {start_ns!r}")
+    start_ns = int(start_ns)
+    now = time.time_ns() if now_ns is None else now_ns
+    if start_ns < EARLIEST_NS:
+        raise WireFormatError(f"start time {start_ns} ns is before 2000-01-01: not a Unix-epoch timestamp in ns")
+    if start_ns > now + MAX_FUTURE_NS:
+        raise WireFormatError(f"start time {start_ns} ns is more than a day in the future")
+    if isinstance(rate_hz, bool) or not isinstance(rate_hz, int | float | np.floating | np.integer):
+        raise WireFormatError(f"sample rate must be a number, got {rate_hz!r}")
+    rate = float(rate_hz)
+    if not (MIN_RATE_HZ <= rate <= MAX_RATE_HZ):  # also false for NaN
+        raise WireFormatError(f"sample rate {rate_hz!r} Hz outside {MIN_RATE_HZ:g}-{MAX_RATE_HZ:g} Hz")
+    if isinstance(seq, bool) or not isinstance(seq, int | np.integer) or not 0 <= seq < 2**32:
+        raise WireFormatError(f"seq must be an integer in 0..2**32-1, got {seq!r}")
+    try:
+        arr = np.asarray(xyz, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise WireFormatError(f"samples are not numbers: {exc}") from None
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise WireFormatError(f"samples must be a list of [x, y, z] triples, got shape {arr.shape}")
+    if not 1 <= arr.shape[0] <= MAX_SAMPLES_PER_BATCH:
+        raise WireFormatError(f"sample count {arr.shape[0]} outside 1..{MAX_SAMPLES_PER_BATCH}")
+    if not np.isfinite(arr).all():
+        raise WireFormatError("samples contain NaN or infinity")
+    if np.abs(arr).max() > MILLI_G_LIMIT / 1000:
+        raise WireFormatError(
+            f"sample magnitude {float(np.abs(arr).max()):.3f} beyond +-{MILLI_G_LIMIT / 1000} g: "
+            "samples must be in g (not m/s^2 or raw counts)"
+        )
+    return SampleBatch(start_ns, rate, arr, int(seq))
+
+
+# ----------------------------------------------------------------------------- binary
+
+
+def encode_binary(batch: SampleBatch) -> bytes:
+    """Compact encoding: 22-byte header then int16 milli-g x,y,z triples (6 bytes a sample)."""
+    milli_g = np.clip(np.rint(batch.xyz * 1000.0), -MILLI_G_LIMIT, MILLI_G_LIMIT).astype("<i2")
+    header = _HEADER.pack(BINARY_MAGIC, BINARY_VERSION, 0, batch.seq, batch.start_ns, batch.rate_hz, batch.count)
+    return header + milli_g.tobytes()
+
+
+def _decode_binary(payload: bytes, now_ns: int | None) -> SampleBatch:
+    if len(payload) < BINARY_HEADER_BYTES:
+        raise WireFormatError(f"truncated binary batch: {len(payload)} bytes, header needs {BINARY_HEADER_BYTES}")
+    magic, version, _flags, seq, start_ns, rate, count = _HEADER.unpack_from(payload)
+    if version != BINARY_VERSION:
+        raise WireFormatError(f"unknown binary wire version {version} (this decoder reads version {BINARY_VERSION})")
+    expected = BINARY_HEADER_BYTES + 6 * count
+    if len(payload) != expected:
+        raise WireFormatError(
+            f"sample count mismatch: header says {count} samples ({expected} bytes), payload has {len(payload)} bytes"
+        )
+    if count == 0:
+        raise WireFormatError("batch holds no samples")
+    if not (MIN_RATE_HZ <= rate <= MAX_RATE_HZ):
+        raise WireFormatError(f"sample rate {rate!r} Hz outside {MIN_RATE_HZ:g}-{MAX_RATE_HZ:g} Hz")
+    now = time.time_ns() if now_ns is None else now_ns
+    if start_ns < EARLIEST_NS:
+        raise WireFormatError(f"start time {start_ns} ns is before 2000-01-01: not a Unix-epoch timestamp in ns")
+    if start_ns > now + MAX_FUTURE_NS:
+        raise WireFormatError(f"start time {start_ns} ns is more than a day in the future")
+    raw = np.frombuffer(payload, dtype="<i2", offset=BINARY_HEADER_BYTES).reshape(count, 3)
+    xyz = raw.astype(np.float32)
+    xyz *= np.float32(0.001)
+    return SampleBatch(start_ns, float(rate), xyz, seq)
+
+
+# ----------------------------------------------------------------------------- JSON
+
+
+def encode_json(batch: SampleBatch) -> bytes:
+    """Human-writable encoding for DIY devices: ``{"v":1,"t0":ns,"rate":Hz,"seq":n,"acc":[[x,y,z],...]}`` in g."""
+    doc = {
+        "v": 1,
+        "t0": batch.start_ns,
+        "rate": batch.rate_hz,
+        "seq": batch.seq,
+        "acc": np.round(batch.xyz.astype(np.float64), 4).tolist(),
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _reject_constant(name: str) -> float:
+    raise WireFormatError(f"JSON holds {name}: samples must be finite numbers")
+
+
+def _decode_json(payload: bytes, now_ns: int | None) -> SampleBatch:
+    try:
+        doc = json.loads(payload, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise WireFormatError("JSON batch is not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise WireFormatError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise WireFormatError("invalid JSON: nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise WireFormatError("JSON batch must be an object")
+    missing = [k for k in ("v", "t0", "rate", "acc") if k not in doc]
+    if missing:
+        raise WireFormatError(f"JSON batch lacks field(s) {', '.join(missing)}")
+    if doc["v"] != 1 or isinstance(doc["v"], bool):
+        raise WireFormatError(f"unknown JSON wire version {doc['v']!r} (this decoder reads version 1)")
+    acc = doc["acc"]
+    if not isinstance(acc, list) or not all(
+        isinstance(s, list) and len(s) == 3 and all(isinstance(v, int | float) and not isinstance(v, bool) for v in s)
+        for s in acc
+    ):
+        raise WireFormatError('"acc" must be a list of [x, y, z] number triples')
+    if "n" in doc and doc["n"] != len(acc):
+        raise WireFormatError(f'sample count mismatch: "n" says {doc["n"]!r}, "acc" holds {len(acc)} samples')
+    for name in ("t0", "rate", "seq"):
+        value = doc.get(name, 0)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise WireFormatError(f'"{name}" is not finite')
+    return make_batch(doc["t0"], doc["rate"], acc if acc else np.zeros((0, 3)), doc.get("seq", 0), now_ns=now_ns)
+
+
+def decode(payload: bytes, *, now_ns: int | None = None) -> SampleBatch:
+    """Decode either encoding (binary starts with the magic byte, JSON with ``{``).
+
+    Raises :class:`WireFormatError` -- and nothing else -- for any malformed payload.
+    """
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise WireFormatError(f"payload must be bytes, got {type(payload).__name__}")
+    payload = bytes(payload)
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise WireFormatError(f"payload of {len(payload)} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte limit")
+    if not payload:
+        raise WireFormatError("empty payload")
+    if payload[0] == BINARY_MAGIC:
+        return _decode_binary(payload, now_ns)
+    if payload.lstrip()[:1] == b"{":
+        return _decode_json(payload, now_ns)
+    raise WireFormatError(f"unknown encoding: first byte 0x{payload[0]:02x} is neither the binary magic 0x50 nor '{{'")
+
+
+# ----------------------------------------------------------------------------- status
+
+
+SENSOR_STATES = ("online", "offline", "lost")
+
+
+@dataclass(frozen=True, slots=True)
+class SensorStatus:
+    """Retained per-sensor status. ``lost`` is the Last Will: the link died without a goodbye."""
+
+    state: str
+    side: str | None = None
+    model: str | None = None
+    battery_pct: int | None = None
+    rssi_dbm: int | None = None
+    rate_hz: float | None = None
+    frames_received: int | None = None
+    frames_dropped: int | None = None
+    queue_depth: int | None = None
+    time_ns: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def encode_status(status: SensorStatus) -> bytes:
+    doc = {k: getattr(status, k) for k in SensorStatus.__slots__ if k != "extra"}
+    doc = {k: v for k, v in doc.items() if v is not None}
+    doc.update(status.extra)
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def decode_status(payload: bytes) -> SensorStatus:
+    try:
+        doc = json.loads(payload, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise WireFormatError("status payload is not valid JSON") from None
+    if not isinstance(doc, dict) or doc.get("state") not in SENSOR_STATES:
+        raise WireFormatError(f"status must be a JSON object with state one of {', '.join(SENSOR_STATES)}")
+    if doc.get("side") is not None and doc["side"] not in _SIDES:
+        raise WireFormatError(f"status side must be left or right, got {doc['side']!r}")
+    known = {k: doc.pop(k) for k in list(doc) if k in SensorStatus.__slots__ and k != "extra"}
+    return SensorStatus(**known, extra=doc)
