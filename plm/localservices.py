@@ -238,9 +238,7 @@ class Influxd1(_Service):
             auth = self.admin
         if auth:
             params["u"], params["p"] = auth
-        req = urllib.request.Request(
-            f"{self.url}/query", data=urllib.parse.urlencode(params).encode(), method="POST"
-        )
+        req = urllib.request.Request(f"{self.url}/query", data=urllib.parse.urlencode(params).encode(), method="POST")
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())
 

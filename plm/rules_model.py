@@ -100,8 +100,16 @@ class RuleSet:
     title: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("same_leg_merge_s", "min_lm_s", "max_mono_s", "max_bilateral_s", "bilateral_merge_s",
-                     "bilateral_onset_window_s", "min_imi_s", "max_imi_s"):
+        for name in (
+            "same_leg_merge_s",
+            "min_lm_s",
+            "max_mono_s",
+            "max_bilateral_s",
+            "bilateral_merge_s",
+            "bilateral_onset_window_s",
+            "min_imi_s",
+            "max_imi_s",
+        ):
             value = getattr(self, name)
             _require_finite(name, value)
             if value < 0:

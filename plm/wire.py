@@ -186,7 +186,7 @@ def encode_binary(batch: SampleBatch) -> bytes:
 def _decode_binary(payload: bytes, now_ns: int | None) -> SampleBatch:
     if len(payload) < BINARY_HEADER_BYTES:
         raise WireFormatError(f"truncated binary batch: {len(payload)} bytes, header needs {BINARY_HEADER_BYTES}")
-    magic, version, _flags, seq, start_ns, rate, count = _HEADER.unpack_from(payload)
+    _magic, version, _flags, seq, start_ns, rate, count = _HEADER.unpack_from(payload)
     if version != BINARY_VERSION:
         raise WireFormatError(f"unknown binary wire version {version} (this decoder reads version {BINARY_VERSION})")
     expected = BINARY_HEADER_BYTES + 6 * count
