@@ -1,0 +1,108 @@
+"""A paho-mqtt 2.x client built from the project's settings, the same way for every stage.
+
+Why one place: authentication, TLS, MQTT 5, the Last Will and reconnect back-off must be identical
+for the collector, the simulator and the detector, and each is easy to get subtly wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from plm.config import MqttSettings
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 24 * 3600  # a persistent consumer keeps its queued messages this long while away
+
+
+def make_client(
+    settings: MqttSettings,
+    client_id: str = "",
+    *,
+    will: tuple[str, bytes] | None = None,
+    on_connect: Callable[[mqtt.Client], None] | None = None,
+) -> mqtt.Client:
+    """Create (not connect) an MQTT 5 client with auth, TLS and an optional retained Last Will.
+
+    ``on_connect(client)`` runs after every successful (re)connect: subscribe there, so
+    subscriptions come back after the broker restarts.
+    """
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, reconnect_on_failure=True
+    )
+    if settings.username is not None:
+        password = settings.password.get_secret_value() if settings.password else None
+        client.username_pw_set(settings.username, password)
+    if settings.tls:
+        context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+        if settings.client_cert:
+            context.load_cert_chain(
+                str(settings.client_cert), str(settings.client_key) if settings.client_key else None
+            )
+        client.tls_set_context(context)
+    if will is not None:
+        client.will_set(will[0], will[1], qos=1, retain=True)
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+
+    def _connected(c: mqtt.Client, _userdata, _flags, reason, _props) -> None:
+        if reason.is_failure:
+            log.error("MQTT broker %s refused the connection: %s", settings.host, reason)
+            return
+        log.info("connected to MQTT broker %s:%s", settings.host, settings.port)
+        if on_connect is not None:
+            on_connect(c)
+
+    def _disconnected(_c, _userdata, _flags, reason, _props) -> None:
+        if reason != 0:
+            log.warning("lost MQTT broker %s:%s (%s); reconnecting", settings.host, settings.port, reason)
+
+    client.on_connect = _connected
+    client.on_disconnect = _disconnected
+    return client
+
+
+def connect_properties(persistent: bool) -> Properties | None:
+    """MQTT 5 CONNECT properties: a session that outlives short disconnects for persistent consumers."""
+    if not persistent:
+        return None
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = SESSION_EXPIRY_S
+    return props
+
+
+def connect(client: mqtt.Client, settings: MqttSettings, *, persistent: bool = False, timeout_s: float = 10.0) -> None:
+    """Connect and start the network loop; wait until the broker accepted us (or raise ConnectionError)."""
+    done = threading.Event()
+    outcome: dict[str, object] = {}
+    previous = client.on_connect
+
+    def _first(c, userdata, flags, reason, props) -> None:
+        outcome["reason"] = reason
+        done.set()
+        if previous is not None:
+            previous(c, userdata, flags, reason, props)
+
+    client.on_connect = _first
+    client.connect(
+        settings.host,
+        settings.port,
+        keepalive=settings.keepalive_s,
+        clean_start=not persistent,
+        properties=connect_properties(persistent),
+    )
+    client.loop_start()
+    if not done.wait(timeout_s):
+        client.loop_stop()
+        raise ConnectionError(f"MQTT broker {settings.host}:{settings.port} did not answer within {timeout_s:.0f} s")
+    client.on_connect = previous
+    reason = outcome["reason"]
+    if getattr(reason, "is_failure", False):
+        client.loop_stop()
+        raise ConnectionError(f"MQTT broker {settings.host}:{settings.port} refused the connection: {reason}")
