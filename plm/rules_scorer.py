@@ -225,17 +225,29 @@ class EventScorer:
         self._group = _Group.start(mono)
 
     def _release_in_onset_order(self) -> None:
+        """Feed stage 2 in global onset order, never before the other leg can no longer undercut it.
+
+        Equal onsets on both legs are released together, the one that joins the open group first
+        (else left first). That makes the grouping independent of arrival timing and symmetric
+        under swapping the legs.
+        """
         left, right = self._ready["left"], self._ready["right"]
         while left or right:
-            if left and (not right or left[0].onset <= right[0].onset):
-                if left[0].onset > self._lower_bound("right"):
-                    return
-                self._feed_group(left.popleft())
+            if left and right and left[0].onset == right[0].onset:
+                side = "left"
+                group = self._group
+                if (
+                    group is not None
+                    and self._can_join(group, right[0].onset, "right")
+                    and not self._can_join(group, left[0].onset, "left")
+                ):
+                    side = "right"
             else:
-                # strict: on equal onsets the left LM goes first, whenever it arrives
-                if right[0].onset >= self._lower_bound("left"):
+                side = "left" if left and (not right or left[0].onset < right[0].onset) else "right"
+                # strict: a movement on the other leg with the same onset may still come
+                if self._ready[side][0].onset >= self._lower_bound(_OTHER_SIDE[side]):
                     return
-                self._feed_group(right.popleft())
+            self._feed_group(self._ready[side].popleft())
 
     # ------------------------------------------------------------- pipeline
     def _pump(self) -> None:
