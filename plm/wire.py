@@ -150,15 +150,18 @@ def make_batch(start_ns: int, rate_hz: float, xyz: Any, seq: int = 0, *, now_ns:
         raise WireFormatError(f"start time {start_ns} ns is more than a day in the future")
     if isinstance(rate_hz, bool) or not isinstance(rate_hz, int | float | np.floating | np.integer):
         raise WireFormatError(f"sample rate must be a number, got {rate_hz!r}")
-    rate = float(rate_hz)
+    try:
+        rate = float(rate_hz)
+    except OverflowError:
+        rate = math.inf
     if not (MIN_RATE_HZ <= rate <= MAX_RATE_HZ):  # also false for NaN
         raise WireFormatError(f"sample rate {rate_hz!r} Hz outside {MIN_RATE_HZ:g}-{MAX_RATE_HZ:g} Hz")
     if isinstance(seq, bool) or not isinstance(seq, int | np.integer) or not 0 <= seq < 2**32:
         raise WireFormatError(f"seq must be an integer in 0..2**32-1, got {seq!r}")
     try:
         arr = np.asarray(xyz, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise WireFormatError(f"samples are not numbers: {exc}") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise WireFormatError(f"samples are not numbers in range: {exc}") from None
     if arr.ndim != 2 or arr.shape[1] != 3:
         raise WireFormatError(f"samples must be a list of [x, y, z] triples, got shape {arr.shape}")
     if not 1 <= arr.shape[0] <= MAX_SAMPLES_PER_BATCH:
@@ -273,7 +276,7 @@ def decode(payload: bytes, *, now_ns: int | None = None) -> SampleBatch:
         raise WireFormatError("empty payload")
     if payload[0] == BINARY_MAGIC:
         return _decode_binary(payload, now_ns)
-    if payload.lstrip()[:1] == b"{":
+    if payload.lstrip()[:1] in (b"{", b"["):
         return _decode_json(payload, now_ns)
     raise WireFormatError(f"unknown encoding: first byte 0x{payload[0]:02x} is neither the binary magic 0x50 nor '{{'")
 
