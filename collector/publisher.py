@@ -1,0 +1,200 @@
+"""Per-sensor MQTT publisher: durable queue in front, QoS 1, in order, delete only after PUBACK.
+
+Each sensor has its own MQTT connection because MQTT allows one Last Will per connection and the
+wire format puts the will ("lost") on the sensor's own retained status topic. A worker thread owns
+the SQLite queue: the asyncio side only hands batches over, so disk and network never stall BLE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from plm.config import MqttSettings
+from plm.mqtt import make_client
+from plm.wire import SampleBatch, SensorStatus, acc_topic, encode_binary, encode_status, status_topic
+
+from .queue import DurableQueue
+
+log = logging.getLogger(__name__)
+
+IN_FLIGHT = 32  # unacknowledged batches at a time
+
+
+class SensorPublisher:
+    def __init__(
+        self,
+        mqtt_settings: MqttSettings,
+        subject: str,
+        sensor: str,
+        side: str | None,
+        queue_dir: Path,
+        max_batches: int,
+        *,
+        client_id: str | None = None,
+    ) -> None:
+        self.settings = mqtt_settings
+        self.subject, self.sensor, self.side = subject, sensor, side
+        self.topic = acc_topic(subject, sensor)
+        self.status_topic = status_topic(subject, sensor)
+        self.queue_path = Path(queue_dir) / f"{subject}--{sensor}.sqlite"
+        self.max_batches = max_batches
+        self.client_id = client_id or f"plm-collector-{subject}-{sensor}"
+        self._handoff: queue.SimpleQueue[tuple[str, bytes] | None] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._acked: deque[tuple[int, bool]] = deque()
+        self._connected = threading.Event()
+        self._stopping = threading.Event()
+        self._drained = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_status: SensorStatus | None = None
+        self.published = 0
+        self.rejected = 0
+        self._depth = 0
+        self._dropped = 0
+        self.client = make_client(
+            mqtt_settings,
+            self.client_id,
+            will=(self.status_topic, encode_status(SensorStatus("lost", side=side))),
+            on_connect=self._on_connect,
+        )
+        self.client.on_publish = self._on_publish
+        previous_disconnect = self.client.on_disconnect
+
+        def _on_disconnect(c, userdata, flags, reason, props) -> None:
+            self._connected.clear()
+            if previous_disconnect is not None:
+                previous_disconnect(c, userdata, flags, reason, props)
+
+        self.client.on_disconnect = _on_disconnect
+
+    # ------------------------------------------------------------------ callbacks (paho thread)
+    def _on_connect(self, client: mqtt.Client) -> None:
+        self._connected.set()
+        if self._last_status is not None:
+            client.publish(self.status_topic, encode_status(self._last_status), qos=1, retain=True)
+        self._wake.set()
+
+    def _on_publish(self, _client, _userdata, mid: int, reason, _props) -> None:
+        self._acked.append((mid, not getattr(reason, "is_failure", False)))
+        self._wake.set()
+
+    # ------------------------------------------------------------------ API (any thread)
+    def start(self) -> None:
+        self._queue = DurableQueue(self.queue_path, self.max_batches)
+        self._depth, self._dropped = len(self._queue), self._queue.dropped
+        if self._depth:
+            log.info("%s: %d batches waiting from an earlier run will be published first", self.topic, self._depth)
+        self.client.connect_async(self.settings.host, self.settings.port, keepalive=self.settings.keepalive_s)
+        self.client.loop_start()
+        self._thread = threading.Thread(target=self._work, name=f"mqtt-{self.sensor}", daemon=True)
+        self._thread.start()
+
+    def submit(self, batches: list[SampleBatch]) -> None:
+        for batch in batches:
+            self._handoff.put((self.topic, encode_binary(batch)))
+        self._wake.set()
+
+    def publish_status(self, status: SensorStatus) -> None:
+        """Retained status; re-sent on every reconnect, skipped (not queued) while the broker is away."""
+        self._last_status = status
+        if self._connected.is_set():
+            self.client.publish(self.status_topic, encode_status(status), qos=1, retain=True)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._depth + self._handoff.qsize()
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def stop(self, final_status: SensorStatus | None = None, flush_timeout_s: float = 5.0) -> None:
+        """Publish what can be published within the timeout, leave the rest on disk, say goodbye."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._drained.wait(flush_timeout_s)
+            self._handoff.put(None)
+            self._wake.set()
+            self._thread.join(flush_timeout_s + 5)
+        if final_status is not None and self._connected.is_set():
+            info = self.client.publish(self.status_topic, encode_status(final_status), qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(2.0)
+        self.client.disconnect()
+        self.client.loop_stop()
+        if self._depth:
+            log.warning("%s: %d batches stay queued on disk for the next run", self.topic, self._depth)
+
+    # ------------------------------------------------------------------ worker thread
+    def _work(self) -> None:
+        q = self._queue
+        in_flight: dict[int, int] = {}  # mid -> row id
+        last_sent = 0
+        try:
+            while True:
+                self._wake.wait(0.5)
+                self._wake.clear()
+                items, finished = [], False
+                while True:
+                    try:
+                        item = self._handoff.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        finished = True
+                        break
+                    items.append(item)
+                if items:
+                    dropped = q.put_many(items)
+                    if dropped:
+                        log.error(
+                            "%s: queue full (%d batches); dropped the %d oldest", self.topic, q.max_items, dropped
+                        )
+                done: list[int] = []
+                while self._acked:
+                    mid, ok = self._acked.popleft()
+                    row = in_flight.pop(mid, None)
+                    if row is None:
+                        continue
+                    done.append(row)
+                    if ok:
+                        self.published += 1
+                    else:
+                        self.rejected += 1
+                        log.error("%s: broker refused a batch (PUBACK failure); not retrying it", self.topic)
+                q.delete(done)
+                if not in_flight and not self._connected.is_set():
+                    last_sent = 0  # anything unacknowledged gets sent again from the oldest
+                if self._connected.is_set() and len(in_flight) < IN_FLIGHT:
+                    for row_id, topic, payload in q.peek(IN_FLIGHT - len(in_flight), last_sent):
+                        info = self.client.publish(topic, payload, qos=1)
+                        in_flight[info.mid] = row_id
+                        last_sent = row_id
+                self._depth, self._dropped = len(q), q.dropped
+                if self._stopping.is_set() and not len(q) and self._handoff.empty():
+                    self._drained.set()
+                if finished:
+                    return
+        except Exception:  # pragma: no cover - a crash here must be loud
+            log.exception("%s: publisher thread failed", self.topic)
+            raise
+        finally:
+            self._drained.set()
+            q.close()
+
+
+def now_ns() -> int:
+    return time.time_ns()

@@ -1,0 +1,82 @@
+"""A bounded, durable FIFO of encoded batches: SQLite in WAL mode, one file per sensor.
+
+Why SQLite: it is in the standard library, survives power cuts (WAL + synchronous=NORMAL loses at
+most the last transaction, never corrupts), and a FIFO is one indexed table. A batch leaves the
+queue only after the broker acknowledged it (PUBACK), so a crash or a broker outage at any moment
+loses nothing up to the bound; beyond the bound the oldest batch is dropped and counted.
+
+One connection, used from one thread (the sensor's publisher thread).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+
+class DurableQueue:
+    def __init__(self, path: Path | str, max_items: int) -> None:
+        if max_items < 1:
+            raise ValueError(f"queue bound must be at least 1, got {max_items}")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.max_items = max_items
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS q (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT, payload BLOB)"
+        )
+        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER)")
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('dropped', 0)")
+        self._len = self._db.execute("SELECT COUNT(*) FROM q").fetchone()[0]
+        self.dropped = self._db.execute("SELECT value FROM meta WHERE key='dropped'").fetchone()[0]
+
+    def __len__(self) -> int:
+        return self._len
+
+    def put_many(self, items: list[tuple[str, bytes]]) -> int:
+        """Append in order; returns how many old items were dropped to stay within the bound."""
+        if not items:
+            return 0
+        with self._tx():
+            self._db.executemany("INSERT INTO q (topic, payload) VALUES (?, ?)", items)
+            self._len += len(items)
+            over = self._len - self.max_items
+            if over > 0:
+                self._db.execute("DELETE FROM q WHERE id IN (SELECT id FROM q ORDER BY id LIMIT ?)", (over,))
+                self._len -= over
+                self.dropped += over
+                self._db.execute("UPDATE meta SET value=? WHERE key='dropped'", (self.dropped,))
+        return max(0, over)
+
+    def put(self, topic: str, payload: bytes) -> int:
+        return self.put_many([(topic, payload)])
+
+    def peek(self, limit: int, after_id: int = 0) -> list[tuple[int, str, bytes]]:
+        """The oldest ``limit`` items with id > ``after_id``, oldest first."""
+        return self._db.execute(
+            "SELECT id, topic, payload FROM q WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        ).fetchall()
+
+    def delete(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        with self._tx():
+            cur = self._db.executemany("DELETE FROM q WHERE id = ?", [(i,) for i in ids])
+            self._len -= cur.rowcount if cur.rowcount >= 0 else len(ids)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _tx(self):
+        db = self._db
+
+        class _Tx:
+            def __enter__(self_inner):
+                db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self_inner, exc_type, *_):
+                db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+        return _Tx()
