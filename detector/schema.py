@@ -164,67 +164,62 @@ def series_key(line_text: str) -> str:
     Two pending lines with the same identity are interchangeable in the outbox: the newer one
     overwrites every field of the older one, so the older one need not be sent at all.
     """
-    head, fields, timestamp = _split_line(line_text)
-    field_keys = sorted(_split_unescaped(part, "=")[0] for part in _split_fields(fields))
-    return f"{head} {','.join(field_keys)} {timestamp}"
+    head, fields, timestamp = split_line(line_text)
+    return f"{head} {','.join(sorted(key for key, _ in fields))} {timestamp}"
 
 
-def _split_line(text: str) -> tuple[str, str, str]:
-    """Split at the unescaped spaces outside quoted strings: (measurement+tags, fields, timestamp)."""
-    parts: list[str] = []
-    current: list[str] = []
-    in_quotes = escaped = False
-    for ch in text:
-        if escaped:
-            current.append(ch)
-            escaped = False
-        elif ch == "\\":
-            current.append(ch)
-            escaped = True
-        elif ch == '"':
-            current.append(ch)
-            in_quotes = not in_quotes
-        elif ch == " " and not in_quotes:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-    parts.append("".join(current))
-    if len(parts) != 3:
-        raise ValueError(f"not a line with a timestamp: {text[:200]!r}")
-    return parts[0], parts[1], parts[2]
+def split_line(text: str) -> tuple[str, list[tuple[str, str]], str]:
+    """Split a line like InfluxDB's scanner: (measurement+tags, [(field key, raw value)], timestamp).
 
-
-def _split_fields(fields: str) -> list[str]:
-    out: list[str] = []
-    current: list[str] = []
-    in_quotes = escaped = False
-    for ch in fields:
+    Spaces, commas and equals signs count unless escaped with a backslash; a double quote opens a
+    string only at the start of a field *value* (in names and tags it is an ordinary character).
+    """
+    head_end = _find_unescaped(text, " ", 0)
+    if head_end <= 0:
+        raise ValueError(f"not a line-protocol line: {text[:200]!r}")
+    fields: list[tuple[str, str]] = []
+    key_start = i = head_end + 1
+    value_start = -1
+    escaped = quoted = False
+    while i < len(text):
+        ch = text[i]
         if escaped:
             escaped = False
         elif ch == "\\":
             escaped = True
-        elif ch == '"':
-            in_quotes = not in_quotes
-        elif ch == "," and not in_quotes:
-            out.append("".join(current))
-            current = []
-            continue
-        current.append(ch)
-    out.append("".join(current))
-    return out
+        elif quoted:
+            quoted = ch != '"'
+        elif ch == "=" and value_start < 0:
+            value_start = i + 1
+        elif ch == '"' and i == value_start:
+            quoted = True
+        elif ch in ", ":
+            if value_start < 0:
+                raise ValueError(f"field without a value in line: {text[:200]!r}")
+            fields.append((text[key_start : value_start - 1], text[value_start:i]))
+            key_start, value_start = i + 1, -1
+            if ch == " ":
+                break
+        i += 1
+    else:
+        raise ValueError(f"line has no timestamp: {text[:200]!r}")
+    timestamp = text[i + 1 :]
+    if not timestamp or not fields or any(not k or not v for k, v in fields):
+        raise ValueError(f"not a line with fields and a timestamp: {text[:200]!r}")
+    return text[:head_end], fields, timestamp
 
 
-def _split_unescaped(text: str, sep: str) -> tuple[str, str]:
+def _find_unescaped(text: str, sep: str, start: int) -> int:
     escaped = False
-    for i, ch in enumerate(text):
+    for i in range(start, len(text)):
+        ch = text[i]
         if escaped:
             escaped = False
         elif ch == "\\":
             escaped = True
         elif ch == sep:
-            return text[:i], text[i + 1 :]
-    return text, ""
+            return i
+    return -1
 
 
 # ------------------------------------------------------------------ helpers for the builders
