@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 
 from plm.wire import SampleBatch
 
-
 RECENT_STARTS_KEPT = 300  # five minutes of 1-s batches
 
 
