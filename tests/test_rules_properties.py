@@ -151,8 +151,13 @@ def run_schedule(scorer: EventScorer, schedule: list[tuple[str, object]], final:
             watermark: float = item  # type: ignore[assignment]
             for movement in scorer.advance(watermark):
                 emitted[movement.onset] = movement
-            # every movement whose merge windows have closed must have been emitted by now
-            due = [m.onset for m in final.movements if m.offset + window_s(scorer.rules) <= watermark]
+            # every movement whose merge windows have closed, and those of all movements before it (its
+            # IMI and series depend on them), must have been emitted by now
+            due = []
+            for m in final.movements:
+                if m.offset + window_s(scorer.rules) > watermark:
+                    break
+                due.append(m.onset)
             assert all(onset in emitted for onset in due), (watermark, due, sorted(emitted))
     for movement in scorer.advance(math.inf):
         emitted[movement.onset] = movement
