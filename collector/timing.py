@@ -34,6 +34,7 @@ class OffsetTracker:
     _slope: float = 0.0
     _intercept: float = 0.0
     _x0: int = 0
+    _y0: int = 0
     resets: int = 0
 
     def observe(self, x_ns: int, arrival_ns: int) -> None:
@@ -61,17 +62,17 @@ class OffsetTracker:
         if len(points) < 2:
             # too early for a slope: the lowest offset seen so far
             best = min([*points, self._cur], key=lambda p: p[1]) if self._cur else points[0]
-            self._slope, self._x0, self._intercept = 0.0, best[0], float(best[1])
+            self._slope, self._x0, self._y0, self._intercept = 0.0, best[0], best[1], 0.0
             return
-        x = np.array([p[0] for p in points], dtype=np.float64)
-        y = np.array([p[1] for p in points], dtype=np.float64)
-        self._x0 = int(x[-1])
-        xs = x - self._x0
-        slope, intercept = np.polyfit(xs, y, 1)
+        # fit relative to the newest minimum: offsets are ~1e18 ns, beyond float64's exact integers
+        self._x0, self._y0 = points[-1]
+        xs = np.array([p[0] - self._x0 for p in points], dtype=np.float64)
+        ys = np.array([p[1] - self._y0 for p in points], dtype=np.float64)
+        slope, intercept = np.polyfit(xs, ys, 1)
         self._slope, self._intercept = float(slope), float(intercept)
 
     def offset_at(self, x_ns: int) -> int:
-        return round(self._intercept + self._slope * (x_ns - self._x0))
+        return self._y0 + round(self._intercept + self._slope * (x_ns - self._x0))
 
     def to_wall(self, x_ns: int) -> int:
         return x_ns + self.offset_at(x_ns)
@@ -157,6 +158,7 @@ class CounterTimeline:
     tracker: OffsetTracker = field(default_factory=OffsetTracker)
     _k: int = 0
     _started: bool = False
+    _usual_late: float = 0.0
     lost_samples: int = 0
     gaps: int = 0
 
@@ -169,11 +171,14 @@ class CounterTimeline:
             last_x = round((self._k + n - 1) * nominal)
             late = arrival_ns - self.tracker.to_wall(last_x)
             if late > self.gap_s * NS:
-                lost = round(late / nominal)
+                # the packet's own latency above the floor is not loss: subtract the usual excess
+                lost = max(1, round((late - self._usual_late) / nominal))
                 self._k += lost
                 gap = True
                 self.gaps += 1
                 self.lost_samples += lost
+            else:
+                self._usual_late += 0.05 * (max(late, 0) - self._usual_late)
         self._started = True
         ks = self._k + np.arange(n)
         x = np.round(ks * nominal).astype(np.int64)
