@@ -1,0 +1,141 @@
+"""``simulate_night``: the one call tests, the demo, benchmarks and new users make."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simulator.csvio import write_leg_csv
+from simulator.night import SIDES, plan_night
+from simulator.profiles import get_profile
+from simulator.sensor import SensorModel, make_sensors
+from simulator.truth import Truth
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DURATION_H = 8.0
+MIN_RATE_HZ, MAX_RATE_HZ = 10.0, 500.0
+_EPOCH_2024_03_01_2230 = 1_709_332_200.0
+_OPTIONS = {
+    "age": "subject age in years (default: the profile's)",
+    "plms_per_h": "force tonight's PLMS index target instead of drawing it from the profile band",
+    "orientation": "'random' mounting per night (default) or 'fixed' (leg frame = sensor frame)",
+    "noise_mg": "white noise floor in mg RMS (default: 2-4.5 drawn per sensor)",
+    "drift": "clock drift of +-50 ppm (default True)",
+    "jitter_ms": "per-packet timestamp jitter SD in ms (default 2; bounded so samples stay ordered)",
+    "drops": "bursts of dropped packets, ~4 an hour (default True)",
+    "gap": "sensor off for 2-15 min: None = on 25 % of nights (default), True = always, False = never",
+    "partner": "bed-partner vibration: True (default), False, or None = on 60 % of nights",
+    "calibration": "per-axis bias (~15 mg) and scale (~1 %) errors (default True)",
+}
+
+
+@dataclass
+class LegRecording:
+    """One sensor's night as the collector would publish it.
+
+    ``t``: the collector's wall-time estimate of each sample (Unix s; true time + a few ms jitter);
+    ``xyz``: float32 (n, 3) in g, quantised to 1 mg; ``device_ns``: the sensor's own drifting clock
+    (Unix ns) -- what Polar frames carry; ``index``: the device's sample counter (jumps at losses).
+    """
+
+    side: str
+    rate_hz: float
+    t: np.ndarray
+    xyz: np.ndarray
+    device_ns: np.ndarray
+    index: np.ndarray
+    sensor: SensorModel
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    @property
+    def milli_g(self) -> np.ndarray:
+        """Samples as the int16 milli-g a device sends."""
+        return np.rint(self.xyz.astype(np.float64) * 1000.0).astype(np.int16)
+
+
+@dataclass
+class SimulatedNight:
+    legs: dict[str, LegRecording]
+    truth: Truth
+
+    def write(self, out_dir: str | Path, gzip: bool = False) -> dict[str, Path]:
+        """Write ``<side>.csv`` (``.csv.gz`` when asked) per leg and ``truth.json``; returns the paths."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for side, leg in self.legs.items():
+            paths[side] = write_leg_csv(out / f"{side}.csv{'.gz' if gzip else ''}", leg.t, leg.xyz, gzip=gzip)
+        paths["truth"] = self.truth.write(out / "truth.json")
+        return paths
+
+
+def parse_legs(legs: str) -> tuple[str, ...]:
+    if legs == "both":
+        return SIDES
+    if legs in SIDES:
+        return (legs,)
+    raise ValueError(f"legs must be 'both', 'left' or 'right', got {legs!r}")
+
+
+def prepare_night(
+    profile: str = "rls-moderate",
+    seed: int = 0,
+    rate_hz: float = 52.0,
+    legs: str = "both",
+    start_unix_s: float | None = None,
+    duration_h: float | None = None,
+    **options: Any,
+) -> Truth:
+    """Plan the night and draw the sensors, without rendering samples (cheap: the streamer's entry point)."""
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown simulator option(s) {', '.join(unknown)}; known: {', '.join(_OPTIONS)}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if not isinstance(rate_hz, int | float) or not MIN_RATE_HZ <= float(rate_hz) <= MAX_RATE_HZ:
+        raise ValueError(f"rate_hz must be {MIN_RATE_HZ:g}-{MAX_RATE_HZ:g} Hz, got {rate_hz!r}")
+    duration_h = DEFAULT_DURATION_H if duration_h is None else float(duration_h)
+    if not 0.25 <= duration_h <= 16:
+        raise ValueError(f"duration_h must be 0.25-16 h, got {duration_h!r}")
+    if options.get("orientation", "random") not in ("random", "fixed"):
+        raise ValueError(f"orientation must be 'random' or 'fixed', got {options['orientation']!r}")
+    sides = parse_legs(legs)
+    prof = get_profile(profile, options.get("age"))
+    start = _EPOCH_2024_03_01_2230 - 86400.0 * (int(seed) % 365) if start_unix_s is None else float(start_unix_s)
+    plan = plan_night(prof, int(seed), start, duration_h * 3600.0, options.get("plms_per_h"))
+    sensor_opts = {k: v for k, v in options.items() if k not in ("age", "plms_per_h")}
+    sensors = make_sensors(plan, float(rate_hz), sides, seed=int(seed), **sensor_opts)
+    return Truth(plan, sensors, float(rate_hz), {k: options[k] for k in sorted(options)})
+
+
+def render_leg(truth: Truth, side: str) -> LegRecording:
+    sensor = truth.sensors[side]
+    t, xyz, dev, keep = sensor.render(truth.plan, 0, sensor.n_total)
+    index = np.flatnonzero(keep)
+    return LegRecording(side, sensor.rate_hz, t[keep], xyz[keep], dev[keep], index, sensor)
+
+
+def simulate_night(
+    profile: str = "rls-moderate",
+    seed: int = 0,
+    rate_hz: float = 52.0,
+    legs: str = "both",
+    start_unix_s: float | None = None,
+    duration_h: float | None = None,
+    **options: Any,
+) -> SimulatedNight:
+    """A realistic night of ankle acceleration with ground truth; deterministic per seed.
+
+    ``options`` (all optional): see ``simulator.api._OPTIONS`` -- age, plms_per_h, orientation,
+    noise_mg, drift, jitter_ms, drops, gap, partner, calibration.
+    """
+    truth = prepare_night(profile, seed, rate_hz, legs, start_unix_s, duration_h, **options)
+    recordings = {side: render_leg(truth, side) for side in truth.sensors}
+    return SimulatedNight(recordings, truth)

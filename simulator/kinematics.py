@@ -1,0 +1,152 @@
+"""Body plan -> acceleration of the shank in the leg's own frame, for any window of sample times.
+
+Leg frame: x along the shank towards the knee, y lateral, z anterior (the front of the shin).
+An accelerometer at rest reads the *up* vector (+1 g against gravity), so lying supine reads
+(0, 0, 1), lying on the side about (0, +-1, 0) and standing (1, 0, 0). ``roll`` turns the leg about
+the shank, ``pitch`` tilts the shank up (knee flexion, sitting, standing)::
+
+    up = (sin pitch, cos pitch sin roll, cos pitch cos roll)
+
+A leg movement is a smooth rise-hold-release of a small rotation (ankle dorsiflexion with knee/hip
+flexion moves the shank a few degrees) plus the linear acceleration of the ankle on its lever arm and
+a few-Hz tremor; never a rectangle of noise. Everything is vectorised per event slice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.night import SCORED_KINDS, SIDES, NightPlan
+
+G = 9.81
+_MAX_MOVEMENT_S = 40.0  # longest scored movement the renderer has to look back for
+
+
+@dataclass
+class _SideIndex:
+    act_start: np.ndarray
+    movements: list
+    mov_onset: np.ndarray
+    partner_start: np.ndarray
+
+
+def _index(plan: NightPlan, side: str) -> _SideIndex:
+    cache = plan.__dict__.setdefault("_render_index", {})
+    if side not in cache:
+        movs = [m for m in plan.movements if m.side == side and m.kind in SCORED_KINDS]
+        cache[side] = _SideIndex(
+            np.array([a.start for a in plan.activities[side]]),
+            movs,
+            np.array([m.onset for m in movs]),
+            np.array([p["start"] for p in plan.partner]),
+        )
+    return cache[side]
+
+
+def _minjerk(tau: np.ndarray) -> np.ndarray:
+    return tau * tau * tau * (10 - 15 * tau + 6 * tau * tau)
+
+
+def leg_acceleration(plan: NightPlan, side: str, t: np.ndarray, *, partner: bool = True) -> np.ndarray:
+    """Specific force (g) of the ``side`` shank in its leg frame at true wall times ``t`` (sorted), shape (n, 3)."""
+    if side not in SIDES:
+        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+    n = len(t)
+    roll = np.zeros(n)
+    pitch = np.zeros(n)
+    dyn = np.zeros((n, 3))
+    if n == 0:
+        return dyn
+    idx = _index(plan, side)
+    t_first, t_last = t[0], t[-1]
+    acts = plan.activities[side]
+    a0 = max(0, int(np.searchsorted(idx.act_start, t_first, "right")) - 1)
+    a1 = int(np.searchsorted(idx.act_start, t_last, "right"))
+    for act in acts[a0:a1]:
+        i0, i1 = np.searchsorted(t, (act.start, act.end))
+        if i1 <= i0:
+            continue
+        tt = t[i0:i1] - act.start
+        p = act.params
+        if act.kind == "still":
+            roll[i0:i1] = p["roll"]
+            pitch[i0:i1] = p["pitch"]
+            if p["pitch"] > 45:  # standing or sitting: postural sway
+                pitch[i0:i1] += 1.2 * np.sin(2 * math.pi * 0.3 * tt + p["roll"])
+        elif act.kind == "transition":
+            dur = act.end - act.start
+            tau = tt / dur
+            s = _minjerk(tau)
+            roll[i0:i1] = p["from"]["roll"] + (p["to"]["roll"] - p["from"]["roll"]) * s
+            pitch[i0:i1] = p["from"]["pitch"] + (p["to"]["pitch"] - p["from"]["pitch"]) * s
+            env = np.sin(math.pi * tau)
+            for amp, hz, ph, d in zip(p["w_amp"], p["w_hz"], p["w_phase"], p["w_dir"], strict=True):
+                dyn[i0:i1] += np.outer(amp * env * np.sin(2 * math.pi * hz * tt + ph), d)
+        else:  # walk
+            stride_hz = p["step_hz"] / 2
+            dur = act.end - act.start
+            env = np.clip(np.minimum(tt, dur - tt) / 0.7, 0, 1)
+            cycle = stride_hz * tt + p["phase"] / (2 * math.pi)
+            roll[i0:i1] = p["roll"]
+            pitch[i0:i1] = 90.0 + env * p["swing_deg"] * np.sin(2 * math.pi * cycle)
+            since_strike = (cycle % 1.0) / stride_hz
+            heel = p["heel_g"] * np.exp(-since_strike / 0.03) * np.cos(2 * math.pi * p["heel_hz"] * since_strike)
+            bounce = p["bounce_g"] * np.sin(2 * math.pi * p["step_hz"] * tt + 2 * p["phase"])
+            dyn[i0:i1, 0] += env * (heel + bounce)
+            dyn[i0:i1, 2] += env * 0.3 * heel
+    m0 = int(np.searchsorted(idx.mov_onset, t_first - _MAX_MOVEMENT_S))
+    m1 = int(np.searchsorted(idx.mov_onset, t_last, "right"))
+    for m in idx.movements[m0:m1]:
+        i0, i1 = np.searchsorted(t, (m.onset, m.offset))
+        if i1 <= i0:
+            continue
+        _add_leg_movement(m, t[i0:i1] - m.onset, roll[i0:i1], pitch[i0:i1], dyn[i0:i1])
+    pr, pp = np.radians(roll), np.radians(pitch)
+    cp = np.cos(pp)
+    up = np.empty((n, 3))
+    up[:, 0] = np.sin(pp)
+    up[:, 1] = cp * np.sin(pr)
+    up[:, 2] = cp * np.cos(pr)
+    if partner and plan.partner:
+        vib = np.zeros(n)
+        leg = SIDES.index(side)
+        p0 = max(0, int(np.searchsorted(idx.partner_start, t_first - 60.0)))
+        p1 = int(np.searchsorted(idx.partner_start, t_last, "right"))
+        for ev in plan.partner[p0:p1]:
+            i0, i1 = np.searchsorted(t, (ev["start"], ev["end"]))
+            if i1 <= i0:
+                continue
+            tt = t[i0:i1] - ev["start"]
+            env = np.sin(math.pi * tt / (ev["end"] - ev["start"])) ** 2
+            wave = sum(np.sin(2 * math.pi * hz * tt + ph) for hz, ph in zip(ev["hz"], ev["phase"], strict=True))
+            vib[i0:i1] += ev["amp_g"] * ev["legs"][leg] * env * wave / math.sqrt(len(ev["hz"]) / 2)
+        up *= (1.0 + vib)[:, None]  # the mattress moves vertically: the vibration is along "up"
+    return up + dyn
+
+
+def _add_leg_movement(m, tau: np.ndarray, roll: np.ndarray, pitch: np.ndarray, dyn: np.ndarray) -> None:
+    p = m.params
+    dur = m.offset - m.onset
+    rise, rel = p["rise"], p["release"]
+    env = np.ones_like(tau)
+    acc = np.zeros_like(tau)  # second derivative of env, 1/s^2
+    r = tau < rise
+    env[r] = 0.5 * (1 - np.cos(math.pi * tau[r] / rise))
+    acc[r] = 0.5 * (math.pi / rise) ** 2 * np.cos(math.pi * tau[r] / rise)
+    f = tau > dur - rel
+    x = (tau[f] - (dur - rel)) / rel
+    env[f] = np.minimum(env[f], 0.5 * (1 + np.cos(math.pi * x)))
+    acc[f] = -0.5 * (math.pi / rel) ** 2 * np.cos(math.pi * x)
+    angle = p["rot_deg"] * env
+    if "slow_deg" in p:  # a long, restless movement keeps moving
+        angle = angle + p["slow_deg"] * env * np.sin(2 * math.pi * p["slow_hz"] * tau)
+    axis = math.radians(p["axis_deg"])
+    pitch += angle * math.cos(axis)
+    roll += angle * math.sin(axis)
+    d = p["dir"]
+    lin = p["lever_m"] * math.radians(p["rot_deg"]) * acc / G
+    tremor = p["tremor_g"] * env * np.sin(2 * math.pi * p["tremor_hz"] * tau + p["tremor_phase"])
+    dyn += np.outer(lin, d) + np.outer(tremor, d[[1, 2, 0]])

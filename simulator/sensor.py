@@ -1,0 +1,172 @@
+"""The sensor on the ankle: mounting, noise floor, calibration error, quantisation, clock and losses.
+
+Three clocks matter (docs/simulator.md, "Time bases"):
+
+* true wall time -- when a sample was really taken; the ground truth uses it;
+* the device clock -- nominal ``i / rate`` from the start, but the crystal runs ``ppm`` fast or
+  slow, so over 8 h it drifts up to ~1.4 s from wall time; Polar frames carry this clock;
+* the collector's estimate -- wall time plus a little per-packet jitter; this is the CSV ``t`` and
+  the MQTT batch time, because a collector maps device time to wall time before publishing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from simulator.kinematics import leg_acceleration
+from simulator.night import SIDES, NightPlan
+
+NOISE_BLOCK = 4096  # samples per independently seeded noise block (rendering any window is reproducible)
+RANGE_G = 8.0  # Polar Verity Sense ACC range
+
+
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random 3-D rotation (normalised Gaussian quaternion)."""
+    q = rng.normal(size=4)
+    w, x, y, z = q / np.linalg.norm(q)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+@dataclass
+class SensorModel:
+    """Everything about one leg's sensor tonight; drawn once per night from the seed."""
+
+    side: str
+    rate_hz: float
+    start: float  # wall time of sample 0
+    n_total: int  # samples the device takes between start and the end of the recording
+    clock_ppm: float
+    mount: np.ndarray  # 3x3 rotation, leg frame -> sensor frame
+    noise_g: float
+    bias_g: np.ndarray
+    scale: np.ndarray
+    jitter_s: float
+    partner: bool
+    seed: int
+    gaps: list[tuple[float, float]] = field(default_factory=list)
+    drops: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def packet_len(self) -> int:
+        return max(1, round(self.rate_hz))
+
+    def wall_times(self, i0: int, i1: int) -> np.ndarray:
+        """True wall time of samples i0..i1-1: the crystal is ``ppm`` fast, so it samples that much faster."""
+        return self.start + np.arange(i0, i1, dtype=np.float64) / (self.rate_hz * (1 + self.clock_ppm * 1e-6))
+
+    def device_ns(self, i0: int, i1: int) -> np.ndarray:
+        """Device clock (Unix ns, set to wall time at sample 0) of samples i0..i1-1: nominal spacing."""
+        base = round(self.start * 1e9)
+        return base + np.round(np.arange(i0, i1, dtype=np.float64) * (1e9 / self.rate_hz)).astype(np.int64)
+
+    def kept(self, t_wall: np.ndarray) -> np.ndarray:
+        keep = np.ones(len(t_wall), dtype=bool)
+        for a, b in self.gaps + self.drops:
+            i0, i1 = np.searchsorted(t_wall, (a, b))
+            keep[i0:i1] = False
+        return keep
+
+    def render(self, plan: NightPlan, i0: int, i1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Samples i0..i1-1 -> (collector time s, xyz float32 g quantised to 1 mg, device ns, kept mask)."""
+        t_wall = self.wall_times(i0, i1)
+        leg = leg_acceleration(plan, self.side, t_wall, partner=self.partner)
+        xyz = leg @ self.mount.T
+        xyz *= self.scale
+        xyz += self.bias_g
+        noise, jitter = self._noise(i0, i1)
+        xyz += noise
+        np.clip(xyz, -RANGE_G, RANGE_G, out=xyz)
+        xyz = (np.rint(xyz * 1000.0) / 1000.0).astype(np.float32)
+        return t_wall + jitter, xyz, self.device_ns(i0, i1), self.kept(t_wall)
+
+    def _noise(self, i0: int, i1: int) -> tuple[np.ndarray, np.ndarray]:
+        """White noise and per-packet timestamp jitter, from per-block seeds so any window is reproducible."""
+        b0, b1 = i0 // NOISE_BLOCK, (i1 - 1) // NOISE_BLOCK + 1
+        pk = self.packet_len
+        bound = 0.2 / self.rate_hz  # adjacent packets never swap order
+        noise = np.empty(((b1 - b0) * NOISE_BLOCK, 3), dtype=np.float32)
+        jitter = np.empty((b1 - b0) * NOISE_BLOCK)
+        for b in range(b0, b1):
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, SIDES.index(self.side), b]))
+            k = (b - b0) * NOISE_BLOCK
+            noise[k : k + NOISE_BLOCK] = rng.standard_normal((NOISE_BLOCK, 3), dtype=np.float32)
+            idx = np.arange(b * NOISE_BLOCK, (b + 1) * NOISE_BLOCK) // pk
+            per_packet = np.clip(rng.normal(0, self.jitter_s, idx[-1] - idx[0] + 1), -bound, bound)
+            jitter[k : k + NOISE_BLOCK] = per_packet[idx - idx[0]]
+        off = i0 - b0 * NOISE_BLOCK
+        noise = noise[off : off + i1 - i0]
+        noise *= np.float32(self.noise_g)
+        return noise, jitter[off : off + i1 - i0]
+
+
+def make_sensors(
+    plan: NightPlan,
+    rate_hz: float,
+    legs: tuple[str, ...],
+    *,
+    seed: int,
+    orientation: str = "random",
+    noise_mg: float | None = None,
+    drift: bool = True,
+    jitter_ms: float = 2.0,
+    drops: bool = True,
+    gap: bool | None = None,
+    partner: bool | None = True,
+    calibration: bool = True,
+) -> dict[str, SensorModel]:
+    """Draw tonight's sensors. ``gap=None`` gives a sensor-off gap on 25 % of nights; True forces one."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x53454E]))
+    start = plan.start + rng.uniform(0, 1 / rate_hz)
+    in_bed = plan.lights_on - plan.lights_off
+    want_gap = rng.random() < 0.25 if gap is None else bool(gap)
+    gap_legs: tuple[str, ...] = ()
+    gap_span: tuple[float, float] | None = None
+    if want_gap:
+        dur = min(rng.uniform(120, 900), 0.2 * in_bed)
+        s = rng.uniform(plan.lights_off + 0.05 * in_bed, plan.lights_on - dur - 0.05 * in_bed)
+        gap_span = (float(s), float(s + dur))
+        gap_legs = legs if (len(legs) == 2 and rng.random() < 0.3) else (str(rng.choice(legs)),)
+    with_partner = (rng.random() < 0.6) if partner is None else bool(partner)
+    out = {}
+    for side in SIDES:
+        ppm = rng.uniform(-50, 50) if drift else 0.0
+        n_total = int((plan.end - start) * rate_hz * (1 + ppm * 1e-6))
+        mount = random_rotation(rng) if orientation == "random" else np.eye(3)
+        model = SensorModel(
+            side=side,
+            rate_hz=float(rate_hz),
+            start=float(start),
+            n_total=n_total,
+            clock_ppm=float(ppm),
+            mount=mount,
+            noise_g=(rng.uniform(2.0, 4.5) if noise_mg is None else float(noise_mg)) / 1000.0,
+            bias_g=rng.normal(0, 0.015, 3) if calibration else np.zeros(3),
+            scale=1 + rng.normal(0, 0.01, 3) if calibration else np.ones(3),
+            jitter_s=jitter_ms / 1000.0,
+            partner=with_partner,
+            seed=int(rng.integers(2**62)),
+        )
+        if gap_span and side in gap_legs:
+            model.gaps.append(gap_span)
+        if drops:
+            hours = (plan.end - plan.start) / 3600
+            for t in np.sort(rng.uniform(plan.start, plan.end, size=rng.poisson(4.0 * hours))):
+                packets = int(rng.geometric(0.5))
+                model.drops.append((float(t), float(t + packets * rng.uniform(1.0, 1.4))))
+        if side in legs:
+            out[side] = model
+    return out
+
+
+def wall_to_sample(model: SensorModel, t: float) -> int:
+    """Index of the first sample at or after wall time ``t``."""
+    return max(0, math.ceil((t - model.start) * model.rate_hz * (1 + model.clock_ppm * 1e-6)))

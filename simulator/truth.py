@@ -1,0 +1,157 @@
+"""Ground truth: what a perfect detector would report for a simulated night.
+
+The scored part is the project's own event-level rules (:func:`plm.rules.score_events`) applied to
+the true leg movements of the recorded legs, so "truth" and "detector" can only differ in detection,
+never in scoring. Times are true wall time (Unix seconds), the same base as the CSV ``t`` column
+(which adds only a few ms of collector jitter).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from plm.rules import AASM, WASM2016, EventScore, Gap, LegMovement, RuleSet, score_events
+from simulator.night import SCORED_KINDS, Movement, NightPlan
+from simulator.sensor import SensorModel
+
+TRUTH_FORMAT = "plm-sim-truth/1"
+SLEEP_STAGES = ("n1", "n2", "n3", "rem")
+
+
+def _overlaps(a: float, b: float, spans: list[tuple[float, float]]) -> bool:
+    return any(a < e and b > s for s, e in spans)
+
+
+@dataclass
+class Truth:
+    plan: NightPlan
+    sensors: dict[str, SensorModel]
+    rate_hz: float
+    options: dict[str, Any]
+    scores: dict[str, EventScore] = field(default_factory=dict)
+
+    # -- views
+    @property
+    def legs(self) -> tuple[str, ...]:
+        return tuple(self.sensors)
+
+    @property
+    def in_bed(self) -> tuple[float, float]:
+        return (self.plan.lights_off, self.plan.lights_on)
+
+    @property
+    def movements(self) -> list[Movement]:
+        return self.plan.movements
+
+    @property
+    def stages(self) -> list[tuple[float, float, str]]:
+        return self.plan.stages
+
+    @property
+    def sensor_gaps(self) -> list[tuple[float, float]]:
+        return sorted({g for s in self.sensors.values() for g in s.gaps})
+
+    @property
+    def gaps(self) -> list[Gap]:
+        """Spans no perfect detector can score: a recorded leg's sensor was off, or the subject was out of bed."""
+        spans = self.sensor_gaps + list(self.plan.out_of_bed)
+        return [Gap(a, b) for a, b in sorted(spans)]
+
+    def recorded(self, m: Movement) -> bool:
+        """True when the movement's leg was recorded and its sensor was on for the whole movement."""
+        s = self.sensors.get(m.side)
+        return s is not None and not _overlaps(m.onset, m.offset, s.gaps)
+
+    def leg_movements(self) -> list[LegMovement]:
+        """The true LMs (kinds lm, long, twitch) a perfect detector sees: recorded legs, outside sensor gaps."""
+        return [
+            LegMovement(m.onset, m.offset - m.onset, m.side)
+            for m in self.plan.movements
+            if m.kind in SCORED_KINDS and self.recorded(m)
+        ]
+
+    def score(self, rules: RuleSet = WASM2016) -> EventScore:
+        if rules.name not in self.scores:
+            self.scores[rules.name] = score_events(self.leg_movements(), rules, self.gaps)
+        return self.scores[rules.name]
+
+    def hours(self) -> dict[str, float]:
+        return self.plan.hours()
+
+    def indices(self, rules: RuleSet = WASM2016) -> dict[str, Any]:
+        """PLM index per hour in bed, PLMS index per hour of sleep, PLMW index per hour of wake in bed."""
+        score = self.score(rules)
+        hours = self.hours()
+        stages = [self.plan.stage_at(m.onset) for m in score.movements if m.plm]
+        plms = sum(1 for s in stages if s in SLEEP_STAGES)
+        plmw = sum(1 for s in stages if s == "wake")
+        return {
+            "plm_index": score.plm_count / hours["in_bed"] if hours["in_bed"] > 0 else None,
+            "plms_index": plms / hours["sleep"] if hours["sleep"] > 0 else None,
+            "plmw_index": plmw / hours["wake_in_bed"] if hours["wake_in_bed"] > 0 else None,
+            "plms_count": plms,
+            "plmw_count": plmw,
+        }
+
+    # -- JSON
+    def to_dict(self) -> dict[str, Any]:
+        plan = self.plan
+        hours = self.hours()
+        scores = {}
+        for rules in (WASM2016, AASM):
+            doc = self.score(rules).to_dict(hours["in_bed"])
+            doc.update(self.indices(rules))
+            scores[rules.name] = doc
+        return {
+            "format": TRUTH_FORMAT,
+            "note": "Simulated data. This product measures leg movements; it does not diagnose.",
+            "time_base": "true wall time, Unix seconds (the CSV t adds only collector jitter of a few ms)",
+            "generator": {
+                "profile": plan.profile.name,
+                "seed": plan.seed,
+                "rate_hz": self.rate_hz,
+                "legs": list(self.legs),
+                "options": self.options,
+            },
+            "subject": {
+                "profile": plan.profile.name,
+                "title": plan.profile.title,
+                "age": plan.profile.age,
+                "plms_target_per_h": round(plan.plms_target, 2),
+            },
+            "recording": {"start": plan.start, "end": plan.end},
+            "in_bed": {"start": plan.lights_off, "end": plan.lights_on},
+            "sleep_onset": plan.sleep_onset,
+            "hours": {k: round(v, 4) for k, v in hours.items()},
+            "stages": [{"start": round(a, 3), "end": round(b, 3), "stage": s} for a, b, s in plan.stages],
+            "out_of_bed": [{"start": round(a, 3), "end": round(b, 3)} for a, b in plan.out_of_bed],
+            "movements": [{**m.to_dict(), "recorded": self.recorded(m)} for m in plan.movements],
+            "gaps": [{"start": round(g.start, 3), "end": round(g.end, 3)} for g in self.gaps],
+            "partner": [
+                {"start": round(p["start"], 3), "end": round(p["end"], 3), "amplitude_mg": round(p["amp_g"] * 1000, 2)}
+                for p in plan.partner
+            ]
+            if any(s.partner for s in self.sensors.values())
+            else [],
+            "sensors": {
+                side: {
+                    "rate_hz": s.rate_hz,
+                    "clock_ppm": round(s.clock_ppm, 3),
+                    "noise_mg": round(s.noise_g * 1000, 3),
+                    "bias_mg": [round(v * 1000, 2) for v in s.bias_g],
+                    "mount_matrix": [[round(v, 6) for v in row] for row in s.mount],
+                    "gaps": [{"start": round(a, 3), "end": round(b, 3)} for a, b in s.gaps],
+                    "drops": [{"start": round(a, 3), "end": round(b, 3)} for a, b in s.drops],
+                }
+                for side, s in self.sensors.items()
+            },
+            "score": scores,
+        }
+
+    def write(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
