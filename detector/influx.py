@@ -36,6 +36,8 @@ from plm.logs import RateLimitedLog
 log = logging.getLogger(__name__)
 
 MAX_BATCH_LINES = 5000
+MAX_REJECTS_IN_A_ROW = 50
+"""After this many single lines refused with no line accepted in between, stop dead-lettering."""
 
 
 class WriteError(Exception):
@@ -199,6 +201,7 @@ class InfluxSink:
         self._rate_log = RateLimitedLog(log, 60.0)
         self._sent = 0
         self._retries = 0
+        self._rejects_in_a_row = 0
         self._last_error: str | None = None
         self._last_success: float | None = None
         self._thread = threading.Thread(target=self._run, name="influx-sink", daemon=True)
@@ -288,7 +291,11 @@ class InfluxSink:
                 self._wake.wait(1.0)
                 self._wake.clear()
                 continue
-            failure = self._deliver(batch)
+            try:
+                failure = self._deliver(batch)
+            except Exception as exc:  # e.g. the outbox cannot be updated (disk full): keep trying
+                log.error("influx sink: %s", self._redact(exc))
+                failure = WriteError("transient", self._redact(exc))
             if failure is None:
                 backoff = self._initial_backoff
                 continue
@@ -311,7 +318,14 @@ class InfluxSink:
             if err.kind != "rejected":
                 self._report(err)
                 return err
+            if len(batch) == 1 and self._rejects_in_a_row >= MAX_REJECTS_IN_A_ROW:
+                # Nothing has been accepted for a while and every line is refused: more likely a
+                # misconfiguration (e.g. a proxy answering 400) than a night of bad points. Keep them.
+                err = WriteError("config", err.args[0], err.status)
+                self._report(err)
+                return err
             if len(batch) == 1:
+                self._rejects_in_a_row += 1
                 log.error(
                     "InfluxDB refused a line; moved to dead letters: %s | line: %s", err.args[0], batch[0].line[:500]
                 )
@@ -324,6 +338,7 @@ class InfluxSink:
                     return failure
             return None
         self.outbox.ack(batch)
+        self._rejects_in_a_row = 0
         self._sent += len(batch)
         self._last_success = time.time()
         return None
@@ -341,7 +356,8 @@ class InfluxSink:
         elif err.kind == "config":
             self._rate_log.warning(
                 "config",
-                "InfluxDB at %s: database/bucket %r not found (check influx.bucket/influx.org): %s; lines stay queued",
+                "InfluxDB at %s refuses every write to %r (check influx.bucket, influx.org, influx.url): %s; "
+                "lines stay queued",
                 self.settings.url,
                 self.settings.bucket,
                 err.args[0],

@@ -404,3 +404,78 @@ def test_v2_server_down_keeps_data_and_hides_the_token(victoria_factory, tmp_pat
     with InfluxSink(v2_settings(server, token=token), outbox, **FAST) as sink:
         assert sink.flush(10)
     assert server.export('night_plm_index{subject="v2-down"}')[0]["values"] == [1.5]
+
+
+def _documented_queries() -> list[str]:
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "influx-schema.md").read_text()
+    block = text.split("```sql", 1)[1].split("```", 1)[0]
+    queries: list[str] = []
+    for raw in block.splitlines():
+        if not raw.strip() or raw.startswith("--"):
+            continue
+        if raw.startswith(" ") and queries:
+            queries[-1] += " " + raw.strip()
+        else:
+            queries.append(raw.strip())
+    return queries
+
+
+@pytest.mark.services
+def test_documented_grafana_queries_run_on_real_data(influxd, tmp_path):
+    from plm.rules import LegMovement, score_events
+
+    subject = "grafana"
+    start = T0 - 8 * 3600
+    events = [LegMovement(start + 600 + 25.0 * i, 2.0, "left" if i % 3 else "right") for i in range(6)]
+    events.append(LegMovement(start + 1200, 12.0, "left"))
+    score = score_events(events)
+    lines: list[str] = []
+    for m in score.movements:
+        lines.append(schema.movement_from(subject, m))
+        lines += schema.leg_state_points(subject, m.onset, m.duration, m.side, m.kind, m.plm)
+    lines += [schema.series_from(subject, s, final=True) for s in score.series]
+    for k in range(4):
+        night = start - 86400 * k
+        lines.append(schema.night_point(subject, night, {"plm_index": 5.0 + 10 * (k % 2), "series_count": 1}, True))
+        lines += schema.diary_points(subject, night, "", ["caffeine"] if k % 2 else ["exercise"])
+    with InfluxSink(v1_settings(influxd), tmp_path / "o.sqlite", **FAST) as sink:
+        sink.put(lines)
+        assert sink.flush(10) and sink.metrics().dead_letters == 0
+    time_filter = f"time >= {(start - 5 * 86400) * 1000}ms AND time <= {(T0 + 3600) * 1000}ms"
+    queries = _documented_queries()
+    assert len(queries) >= 6
+    results = {}
+    for q in queries:
+        q = q.replace("$timeFilter", time_filter).replace("$subject", subject).replace("$__interval", "1m")
+        answer = influxd.query(q, database=influxd.database)["results"][0]
+        assert "error" not in answer, (q, answer)
+        assert answer.get("series"), f"no data for documented query: {q}"
+        results[q] = answer["series"]
+    states = next(s for q, s in results.items() if "leg_state" in q)
+    assert {tuple(sorted(s["tags"].items())) for s in states} == {(("side", "left"),), (("side", "right"),)}
+    series_rows = next(s for q, s in results.items() if "plm_series" in q)[0]
+    assert series_rows["columns"] == ["time", "end_ms", "text"] and series_rows["values"][0][2] == 6
+    caffeine = next(s for q, s in results.items() if 'diary_caffeine" = true' in q)[0]["values"][0][1]
+    assert caffeine == 15.0
+
+
+@pytest.mark.services
+def test_when_everything_is_refused_lines_stay_queued_instead_of_all_becoming_dead_letters(
+    influxd, tmp_path, monkeypatch
+):
+    import detector.influx
+
+    monkeypatch.setattr(detector.influx, "MAX_REJECTS_IN_A_ROW", 3)
+    subject = "all-bad"
+    good = schema.night_point(subject, T0, {"plm_index": 1.0}, False)
+    bad = [f'night,subject={subject} plm_index="x{i}" {(T0 + i) * 1000}' for i in range(1, 9)]
+    with InfluxSink(v1_settings(influxd), tmp_path / "o.sqlite", **FAST) as sink:
+        sink.put([good])
+        assert sink.flush(10)
+        sink.put(bad)
+        assert not sink.flush(1.0)
+        assert len(sink.dead_letters()) == 3 and sink.depth() == 5
+        sink.put([schema.night_point(subject, T0, {"plm_index": 2.0}, True)])  # queued behind the bad ones
+        assert sink.depth() == 6
