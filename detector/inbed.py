@@ -1,0 +1,105 @@
+"""Time in bed from leg orientation, and an activity-based sleep/wake *estimate*, per 30-s epoch.
+
+Lying vs upright: when a person stands, walks or sits with feet down, the shank is near vertical, so
+gravity lies along the shank's long axis; lying in bed it is near horizontal. The sensor's mounting is
+unknown, so each leg's "upright" gravity direction is learned from the recording itself: epochs with
+sustained activity (walking to and from bed) are upright; a robust mean of their gravity directions is
+the upright reference. An epoch whose mean gravity is more than ``lying_angle_deg`` from it is lying.
+Limits (also in docs/scoring.md): a recording that starts and ends in bed has no walking, so there is
+no reference and the whole recording counts as in bed; restless tossing in bed with > 50 % activity
+for a whole epoch can pollute the reference (the robust mean keeps the majority direction).
+
+Sleep/wake: an in-bed epoch is wake when it holds a long movement (> 10 s: turning over, getting up)
+or activity for more than ``wake_active_fraction`` of it, and its neighbours within
+``wake_spread_epochs`` are wake too. This is an estimate, not polysomnography: quiet wakefulness
+looks like sleep to any accelerometer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from detector.params import DetectorParams
+
+
+@dataclass(frozen=True)
+class EpochClassification:
+    epochs: np.ndarray  # epoch indices (t // epoch_s), sorted
+    covered_s: np.ndarray  # seconds of data in each epoch (best leg)
+    in_bed: np.ndarray  # bool
+    asleep: np.ndarray  # bool (subset of in_bed)
+    posture_reference: dict[str, bool]  # per side: was an upright direction found?
+
+
+def upright_direction(table: dict[int, np.ndarray], rate_hz: float, params: DetectorParams) -> np.ndarray | None:
+    """The leg's gravity direction (unit vector) when upright, from walking-like epochs; None if unseen."""
+    if not table:
+        return None
+    rows = np.array(list(table.values()), dtype=np.float64)
+    full = rows[:, 0] >= 0.5 * params.epoch_s * rate_hz
+    active = rows[:, 4] >= params.upright_active_fraction * np.maximum(rows[:, 0], 1)
+    chosen = rows[full & active]
+    if chosen.shape[0] < params.upright_min_epochs:
+        return None
+    directions = chosen[:, 1:4] / np.linalg.norm(chosen[:, 1:4], axis=1, keepdims=True)
+    mean = _unit(directions.sum(axis=0))
+    cos_limit = np.cos(np.radians(params.upright_cluster_deg))
+    for _ in range(3):  # robust mean: keep the majority cluster
+        close = directions @ mean >= cos_limit
+        if close.sum() < params.upright_min_epochs:
+            return None
+        mean = _unit(directions[close].sum(axis=0))
+    return mean
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else v
+
+
+def classify_epochs(
+    tables: dict[str, dict[int, np.ndarray]],
+    rates: dict[str, float],
+    long_movement_spans: list[tuple[float, float]],
+    params: DetectorParams,
+) -> EpochClassification:
+    """In bed and asleep per epoch, from each leg's epoch table (see :class:`detector.lm.LegDetector`)."""
+    keys = sorted(set().union(*(t.keys() for t in tables.values()))) if tables else []
+    epochs = np.array(keys, dtype=np.int64)
+    m = epochs.shape[0]
+    covered = np.zeros(m)
+    active_fraction = np.zeros(m)
+    lying_votes = np.zeros(m, dtype=bool)
+    any_reference = False
+    reference: dict[str, bool] = {}
+    position = {key: i for i, key in enumerate(keys)}
+    for side, table in tables.items():
+        rate = rates.get(side)
+        if not table or not rate:
+            reference[side] = False
+            continue
+        up = upright_direction(table, rate, params)
+        reference[side] = up is not None
+        idx = np.array([position[k] for k in table], dtype=np.int64)
+        rows = np.array(list(table.values()), dtype=np.float64)
+        covered[idx] = np.maximum(covered[idx], np.minimum(rows[:, 0] / rate, params.epoch_s))
+        active_fraction[idx] = np.maximum(active_fraction[idx], rows[:, 4] / np.maximum(rows[:, 0], 1))
+        if up is not None:
+            any_reference = True
+            direction = rows[:, 1:4] / np.maximum(np.linalg.norm(rows[:, 1:4], axis=1, keepdims=True), 1e-12)
+            angle = np.degrees(np.arccos(np.clip(direction @ up, -1, 1)))
+            lying_votes[idx] |= angle > params.lying_angle_deg
+    in_bed = lying_votes if any_reference else covered > 0
+    wake_seed = in_bed & (active_fraction > params.wake_active_fraction)
+    for start, end in long_movement_spans:
+        first, last = int(np.floor(start / params.epoch_s)), int(np.floor(end / params.epoch_s))
+        lo, hi = np.searchsorted(epochs, first), np.searchsorted(epochs, last, side="right")
+        wake_seed[lo:hi] = True
+    wake = wake_seed.copy()
+    for shift in range(1, params.wake_spread_epochs + 1):
+        wake[shift:] |= wake_seed[:-shift]
+        wake[:-shift] |= wake_seed[shift:]
+    asleep = in_bed & ~wake
+    return EpochClassification(epochs, covered, in_bed, asleep, reference)

@@ -1,0 +1,296 @@
+"""The one night scorer: acceleration chunks in, final movements and a night summary out.
+
+:class:`NightScorer` is the implementation used live (MQTT) and offline (files): :func:`score_arrays`
+is one ``feed`` per leg plus :meth:`NightScorer.finish`. Per leg a :class:`detector.lm.LegDetector`
+turns samples into movements; LMs go to the event-level rules (:class:`plm.rules.EventScorer`), twitches
+are reported on their own. A movement can be final only when every leg's data has passed it (the
+*watermark* = the earliest time a leg could still report a movement from), so a leg that falls silent
+holds the others back until :meth:`NightScorer.mark_gap` says it is lost.
+
+One-leg gaps and bilateral scoring: while one leg has no data, a bilateral movement cannot be told from
+a monolateral one and a movement on the silent leg could break or extend a series; so a gap on either
+leg (>= ``series_gap_s``) is a data gap for the rules, which ends any PLM series (docs/scoring.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detector.inbed import classify_epochs
+from detector.lm import LegDetector, LegGap, RawMovement
+from detector.params import DetectorParams
+from plm.rules import WASM2016, EventScorer, Gap, LegMovement, RuleSet, ScoredMovement, Series
+
+logger = logging.getLogger(__name__)
+
+NOTICE = "Measures leg movements from acceleration; it does not diagnose. Sleep is an activity-based estimate."
+
+
+@dataclass(frozen=True, slots=True)
+class MovementEvent:
+    """One final (or updated) movement. ``kind``: lm, long or twitch; identity = (kind is twitch, side, onset)."""
+
+    onset: float
+    duration: float
+    side: str  # left | right | bilateral
+    kind: str  # lm | long | twitch
+    plm: bool = False
+    candidate: bool = False
+    series_id: int | None = None
+    imi: float | None = None
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        return ("twitch", self.side, self.onset) if self.kind == "twitch" else ("rules", self.onset)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "onset": self.onset,
+            "duration": self.duration,
+            "side": self.side,
+            "kind": self.kind,
+            "plm": self.plm,
+            "candidate": self.candidate,
+            "series_id": self.series_id,
+            "imi": self.imi,
+        }
+
+
+MovementUpdate = MovementEvent
+
+
+def _from_scored(m: ScoredMovement) -> MovementEvent:
+    return MovementEvent(m.onset, m.duration, m.side, m.kind, m.plm, m.candidate, m.series_id, m.imi)
+
+
+@dataclass(frozen=True)
+class NightSummary:
+    """Everything ``plm score --json`` prints; ``to_dict()`` is exactly that object."""
+
+    fields: dict[str, Any]
+    events: tuple[MovementEvent, ...] = field(default=())
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["fields"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.fields, "events": [e.to_dict() for e in self.events]}
+
+
+class NightScorer:
+    """Incremental scorer for one night of one subject (picklable; state bounded per sensor).
+
+    ``feed(side, t, xyz)``: t in seconds (any origin, strictly increasing per side), xyz in g, any
+    chunking; returns movements that became final or changed (a PLM flag set when a series forms).
+    """
+
+    def __init__(
+        self,
+        rules: RuleSet = WASM2016,
+        params: DetectorParams | None = None,
+        sides: tuple[str, ...] = ("left", "right"),
+        *,
+        keep_events: bool = True,
+    ) -> None:
+        if not sides or any(s not in ("left", "right") for s in sides) or len(set(sides)) != len(sides):
+            raise ValueError(f"sides must be a non-empty subset of ('left', 'right'), got {sides!r}")
+        self.rules = rules
+        self.params = params or DetectorParams()
+        self.sides = tuple(sides)
+        self.keep_events = keep_events
+        self._legs = {side: LegDetector(side, self.params) for side in self.sides}
+        self._rules = EventScorer(rules, keep_history=False)
+        self._events: dict[tuple[Any, ...], MovementEvent] = {}
+        self._series: list[Series] = []
+        self._counts = {"twitch": 0, "late": 0}
+        self._finished = False
+
+    # ----------------------------------------------------------------- input
+    def feed(self, side: str, t: np.ndarray, xyz: np.ndarray) -> list[MovementEvent]:
+        """Consume one chunk of one leg; ValueError (nothing consumed) for bad samples."""
+        leg = self._leg(side)
+        moves, gaps = leg.feed(t, xyz)
+        return self._after(moves, gaps)
+
+    def mark_gap(self, side: str, until: float) -> list[MovementEvent]:
+        """Declare that ``side`` has no data up to ``until`` (sensor lost); later samples must be after it."""
+        moves, gaps = self._leg(side).skip_to(float(until))
+        return self._after(moves, gaps)
+
+    def finish(self) -> NightSummary:
+        """End of the night: flush every leg and the rules, return the final summary."""
+        if not self._finished:
+            moves: list[RawMovement] = []
+            gaps: list[LegGap] = []
+            for leg in self._legs.values():
+                m, g = leg.flush()
+                moves += m
+                gaps += g
+            self._after(moves, gaps, watermark=math.inf)
+            self._finished = True
+        return self.summary()
+
+    # ----------------------------------------------------------------- plumbing
+    def _leg(self, side: str) -> LegDetector:
+        if self._finished:
+            raise ValueError("this night is finished; start a new NightScorer")
+        try:
+            return self._legs[side]
+        except KeyError:
+            raise ValueError(f"side {side!r} is not one of this scorer's sides {self.sides}") from None
+
+    def _after(self, moves: list[RawMovement], gaps: list[LegGap], watermark: float | None = None) -> list[MovementEvent]:
+        updates: list[MovementEvent] = []
+        floor = self._rules.watermark
+        for gap in gaps:
+            start = max(gap.start, floor)
+            if gap.end > start:
+                self._rules.add_gap(Gap(start, gap.end))
+        for move in sorted(moves, key=lambda m: m.onset):
+            if move.kind == "twitch":
+                event = MovementEvent(move.onset, move.duration, move.side, "twitch")
+                self._counts["twitch"] += 1
+                self._store(event)
+                updates.append(event)
+            elif move.onset < floor:
+                self._counts["late"] += 1
+                logger.warning("%s movement at %.3f arrived after the watermark; dropped", move.side, move.onset)
+            else:
+                self._rules.add(LegMovement(move.onset, move.duration, move.side))
+        if watermark is None:
+            watermark = min(leg.watermark for leg in self._legs.values())
+        if watermark > floor:
+            for scored in self._rules.advance(watermark):
+                event = _from_scored(scored)
+                self._store(event)
+                updates.append(event)
+            self._series += self._rules.pop_closed_series()
+        updates.sort(key=lambda e: e.onset)
+        return updates
+
+    def _store(self, event: MovementEvent) -> None:
+        if self.keep_events or event.kind == "long":
+            self._events[event.key] = event
+
+    # ----------------------------------------------------------------- summary
+    def summary(self) -> NightSummary:
+        """The night so far (live) or the final night (after :meth:`finish`)."""
+        p = self.params
+        legs = self._legs
+        events = sorted(self._events.values(), key=lambda e: (e.onset, e.side))
+        firsts = [leg.first_t for leg in legs.values() if leg.first_t is not None]
+        lasts = [leg.last_t for leg in legs.values() if leg.last_t is not None]
+        start = min(firsts) if firsts else None
+        end = max(lasts) if lasts else None
+        span = (end - start) if start is not None and end is not None else 0.0
+        rates = {side: leg.rate_hz for side, leg in legs.items() if leg.rate_hz}
+        longs = [(e.onset, e.onset + e.duration) for e in events if e.kind == "long"]
+        epochs = classify_epochs({s: leg.epochs for s, leg in legs.items()}, rates, longs, p)
+        epoch_s = p.epoch_s
+        in_bed_s = float(epochs.covered_s[epochs.in_bed].sum())
+        sleep_s = float(epochs.covered_s[epochs.asleep].sum())
+        wake_s = in_bed_s - sleep_s
+
+        def state_of(onset: float) -> int:  # 0 out of bed / unknown, 1 wake in bed, 2 asleep
+            i = int(np.searchsorted(epochs.epochs, math.floor(onset / epoch_s)))
+            if i < epochs.epochs.shape[0] and epochs.epochs[i] == math.floor(onset / epoch_s):
+                return 2 if epochs.asleep[i] else (1 if epochs.in_bed[i] else 0)
+            return 0
+
+        scored = [e for e in events if e.kind != "twitch"]
+        plms = [e for e in scored if e.plm]
+        plm_states = [state_of(e.onset) for e in plms]
+        plm_in_bed = sum(1 for s in plm_states if s > 0)
+        plm_sleep = sum(1 for s in plm_states if s == 2)
+        plm_wake = sum(1 for s in plm_states if s == 1)
+        clm = sum(1 for e in scored if e.candidate)
+        series = list(self._series)
+        if self._rules.open_series is not None:
+            series.append(self._rules.open_series)
+        missing = []
+        for leg in legs.values():
+            if leg.first_t is None or span <= 0:
+                missing.append(1.0 if span > 0 else 0.0)
+                continue
+            outside = (leg.first_t - start) + (end - (leg.last_t or end))
+            missing.append(min(1.0, (leg.missing_s + outside) / span))
+        missing_fraction = float(np.mean(missing)) if missing else 0.0
+        hours = max(1, math.ceil(span / 3600)) if span > 0 else 0
+        per_hour = []
+        for h in range(hours):
+            lo_t, hi_t = start + 3600 * h, start + 3600 * (h + 1)  # type: ignore[operator]
+            inside = [e for e in scored if lo_t <= e.onset < hi_t]
+            per_hour.append(
+                {
+                    "hour": h,
+                    "start": lo_t,
+                    "lm_count": sum(1 for e in inside if e.kind == "lm"),
+                    "plm_count": sum(1 for e in inside if e.plm),
+                    "twitch_count": sum(1 for e in events if e.kind == "twitch" and lo_t <= e.onset < hi_t),
+                }
+            )
+        gaps = sorted(
+            ({"side": g.side, "start": g.start, "end": g.end} for leg in legs.values() for g in leg.gaps),
+            key=lambda g: g["start"],
+        )
+
+        def per_hour_of(count: int, seconds: float) -> float | None:
+            return count / (seconds / 3600) if seconds > 0 else None
+
+        fields = {
+            "notice": NOTICE,
+            "rules": self.rules.name,
+            "sides": list(self.sides),
+            "start": start,
+            "end": end,
+            "recording_h": span / 3600,
+            "time_in_bed_h": in_bed_s / 3600,
+            "sleep_h": sleep_s / 3600,
+            "wake_in_bed_h": wake_s / 3600,
+            "lm_count": sum(1 for e in scored if e.kind == "lm"),
+            "clm_count": clm,
+            "plm_count": len(plms),
+            "plm_in_bed_count": plm_in_bed,
+            "plm_index": per_hour_of(plm_in_bed, in_bed_s),
+            "plms_index": per_hour_of(plm_sleep, sleep_s),
+            "plmw_index": per_hour_of(plm_wake, wake_s),
+            "periodicity_index": len(plms) / clm if clm else None,
+            "series_count": len(series),
+            "series": [{**s.to_dict(), "duration": s.end - s.start} for s in series],
+            "imis": [e.imi for e in scored if e.imi is not None],
+            "twitch_count": self._counts["twitch"],
+            "long_movement_count": sum(1 for e in scored if e.kind == "long"),
+            "bilateral_count": sum(1 for e in scored if e.side == "bilateral"),
+            "per_hour": per_hour,
+            "missing_fraction": missing_fraction,
+            "missing_flag": missing_fraction > p.missing_flag_fraction,
+            "gaps": gaps,
+            "rate_hz": {side: rates.get(side) for side in self.sides},
+            "posture_reference": epochs.posture_reference,
+            "late_movements_dropped": self._counts["late"],
+            "final": self._finished,
+        }
+        return NightSummary(fields, tuple(events) if self.keep_events else ())
+
+
+def score_arrays(
+    left: tuple[np.ndarray, np.ndarray],
+    right: tuple[np.ndarray, np.ndarray] | None = None,
+    rules: RuleSet = WASM2016,
+    params: DetectorParams | None = None,
+) -> NightSummary:
+    """Score a whole night held in memory: the same :class:`NightScorer`, one chunk per leg."""
+    sides = ("left",) if right is None else ("left", "right")
+    scorer = NightScorer(rules, params, sides)
+    scorer.feed("left", *left)
+    if right is not None:
+        scorer.feed("right", *right)
+    return scorer.finish()
