@@ -21,7 +21,7 @@ STAGE_CLI_MODULES = (
     "simulator.cli",
     "detector.cli",
     "collector.cli",
-    "plm.services_cli",
+    "plm.broker_cli",
 )
 
 log = logging.getLogger("plm")

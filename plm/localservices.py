@@ -7,6 +7,7 @@ directory, which the outage and soak tests need.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import http.client
 import logging
@@ -141,11 +142,14 @@ class Mosquitto(_Service):
     extra_config: str = ""
     port: int = field(default_factory=free_port)
     binary: str | None = field(default_factory=lambda: find_binary("mosquitto"))
+    config_file: Path | None = None  # a ready configuration (e.g. from plm.broker); its listener must use `port`
 
     def __post_init__(self) -> None:
         if not self.binary or not find_binary("mosquitto_passwd"):
             raise ServiceError(f"mosquitto not installed ({INSTALL_HINT})")
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.config_file is not None:
+            return
         passwd = self.workdir / "passwd"
         passwd.write_text("")
         for user, password in self.users.items():
@@ -236,9 +240,10 @@ class Influxd1(_Service):
             params["db"] = database
         if auth is None and self.auth:
             auth = self.admin
-        if auth:
-            params["u"], params["p"] = auth
         req = urllib.request.Request(f"{self.url}/query", data=urllib.parse.urlencode(params).encode(), method="POST")
+        if auth:  # influxd 1.x reads credentials from the URL or a Basic header, not from a POST body
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())
 

@@ -3,12 +3,8 @@ victoria-metrics (/api/v2/write)."""
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import time
-import urllib.parse
-import urllib.request
 
 import pytest
 from hypothesis import given, settings
@@ -17,7 +13,6 @@ from hypothesis import strategies as st
 from detector import schema
 from detector.influx import InfluxSink
 from plm.config import InfluxSettings
-from plm.localservices import Influxd1, ServiceError
 
 T0 = int(time.time()) - 3600  # recent: victoria-metrics drops points older than its retention
 FAST = {"initial_backoff_s": 0.05, "max_backoff_s": 0.5, "auth_backoff_s": 0.5}
@@ -303,31 +298,9 @@ def test_outbox_drains_after_restart(influxd_factory, tmp_path):
     assert rows(server, "SELECT count(plm_index) FROM night WHERE subject = 'restart'")[0]["count"] == 20
 
 
-class _AuthInfluxd(Influxd1):
-    """Influxd1 whose queries authenticate with a Basic header.
-
-    Workaround: influxd 1.x reads ``u``/``p`` only from the URL, not from a POST body, so
-    ``Influxd1(auth=True).query`` (which posts them in the body) gets 401 after the admin exists.
-    """
-
-    def query(self, q: str, database: str | None = None, auth: tuple[str, str] | None = None) -> dict:
-        params = {"q": q, "epoch": "ms"} | ({"db": database} if database else {})
-        request = urllib.request.Request(f"{self.url}/query", data=urllib.parse.urlencode(params).encode())
-        user, password = auth or self.admin
-        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            return json.loads(resp.read())
-
-
 @pytest.fixture
-def auth_influxd(tmp_path_factory):
-    try:
-        server = _AuthInfluxd(workdir=tmp_path_factory.mktemp("influxd-auth"), auth=True)
-        server.start()
-    except ServiceError as exc:
-        pytest.skip(str(exc))
-    yield server
-    server.stop()
+def auth_influxd(influxd_factory):
+    return influxd_factory(auth=True)
 
 
 @pytest.mark.services

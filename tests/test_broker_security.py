@@ -1,0 +1,233 @@
+"""The mosquitto configuration `plm broker-config` generates, checked against a real mosquitto."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import queue
+import ssl
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from plm.broker import BrokerUser, TlsFiles, acl_text, password_hash, write_broker_config
+from plm.localservices import Mosquitto, ServiceError, free_port
+
+PASSWORDS = {
+    "PLM_BROKER_PASSWORD_COLLECTOR_ALICE": "alice-collector-pw",
+    "PLM_BROKER_PASSWORD_DETECTOR": "detector-pw",
+    "PLM_BROKER_PASSWORD_VIEWER_ALICE": "viewer-pw",
+}
+USERS = [
+    BrokerUser("collector-alice", "collector", ("alice",)),
+    BrokerUser("detector", "detector"),
+    BrokerUser("viewer-alice", "viewer", ("alice",)),
+]
+
+
+def _start(tmp_path: Path, tls: TlsFiles | None = None) -> Mosquitto:
+    port = free_port()
+    files = write_broker_config(
+        tmp_path / "conf", USERS, PASSWORDS, port=port, bind="127.0.0.1", tls=tls, run_as_user="root"
+    )
+    try:
+        broker = Mosquitto(workdir=tmp_path / "run", port=port, config_file=files.config)
+        broker.start()
+    except ServiceError as exc:
+        import os
+
+        if os.environ.get("PLM_REQUIRE_SERVICES") == "1":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    return broker
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = _start(tmp_path)
+    yield b
+    b.stop()
+
+
+class Client:
+    """A paho client that records what it receives and whether the broker accepted it."""
+
+    def __init__(self, port: int, user: str | None, password: str | None, tls_ca: Path | None = None, tls_port=None):
+        self.messages: queue.Queue = queue.Queue()
+        self.connected: queue.Queue = queue.Queue()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        if user:
+            self.client.username_pw_set(user, password)
+        if tls_ca:
+            self.client.tls_set(ca_certs=str(tls_ca), cert_reqs=ssl.CERT_REQUIRED)
+        self.client.on_connect = lambda c, u, f, reason, p: self.connected.put(reason)
+        self.client.on_message = lambda c, u, msg: self.messages.put((msg.topic, msg.payload))
+        self.client.connect("127.0.0.1", tls_port or port)
+        self.client.loop_start()
+        self.reason = self.connected.get(timeout=5)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1):
+        info = self.client.publish(topic, payload, qos=qos)
+        info.wait_for_publish(5)
+        return info
+
+    def subscribe(self, topic: str) -> None:
+        self.client.subscribe(topic, qos=1)
+        time.sleep(0.2)
+
+    def drain(self, wait: float = 0.5) -> list:
+        out, deadline = [], time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                out.append(self.messages.get(timeout=0.05))
+        return out
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def test_password_hash_matches_mosquitto_passwd_format():
+    import base64
+
+    salt = base64.b64decode("8FaJrfF96fZQYHdy")  # from a `mosquitto_passwd -b FILE u p` run
+    assert password_hash("p", salt) == (
+        "$7$101$8FaJrfF96fZQYHdy$p0vzwqm/KoGU+Y2XXm53XkV80qJiCGYzleaO6eVUc4z1ZrPVfzLoLjaFcgGqz+VnpIC8kfYkXGj3xdfqgH6xYQ=="
+    )
+
+
+def test_anonymous_and_wrong_password_are_refused(broker):
+    for user, password in ((None, None), ("detector", "wrong"), ("nobody", "x")):
+        client = Client(broker.port, user, password)
+        assert client.reason.is_failure, f"accepted {user!r}"
+        client.close()
+
+
+def test_collector_publishes_only_its_own_subject_and_reads_nothing(broker):
+    detector = Client(broker.port, "detector", "detector-pw")
+    detector.subscribe("plm/v1/+/+/acc")
+    collector = Client(broker.port, "collector-alice", "alice-collector-pw")
+    assert not collector.reason.is_failure
+    collector.subscribe("plm/v1/#")
+    collector.publish("plm/v1/alice/left/acc", b"mine")
+    collector.publish("plm/v1/bob/left/acc", b"forged")
+    collector.publish("plm/v1/alice/_night", b"forged result")
+    got = detector.drain()
+    assert got == [("plm/v1/alice/left/acc", b"mine")]
+    # the collector cannot read anyone's data, its own included
+    detector.publish("plm/v1/alice/_night", b"summary")
+    assert collector.drain() == []
+    detector.close()
+    collector.close()
+
+
+def test_detector_cannot_publish_samples_and_viewer_sees_only_results(broker):
+    viewer = Client(broker.port, "viewer-alice", "viewer-pw")
+    viewer.subscribe("plm/v1/#")
+    detector = Client(broker.port, "detector", "detector-pw")
+    listener = Client(broker.port, "detector", "detector-pw")
+    listener.subscribe("plm/v1/+/+/acc")
+    detector.publish("plm/v1/alice/left/acc", b"forged samples")
+    assert listener.drain() == []
+    detector.publish("plm/v1/alice/_night", b"night")
+    detector.publish("plm/v1/bob/_night", b"someone else's night")
+    assert viewer.drain() == [("plm/v1/alice/_night", b"night")]
+    for c in (viewer, detector, listener):
+        c.close()
+
+
+def test_oversized_message_is_refused(broker):
+    detector = Client(broker.port, "detector", "detector-pw")
+    detector.subscribe("plm/v1/+/+/acc")
+    collector = Client(broker.port, "collector-alice", "alice-collector-pw")
+    collector.client.publish("plm/v1/alice/left/acc", b"x" * (200 * 1024), qos=1)
+    collector.publish("plm/v1/alice/left/acc", b"small")
+    got = [payload for _, payload in detector.drain(1.0)]
+    assert b"x" * (200 * 1024) not in got
+    detector.close()
+    collector.close()
+
+
+def _make_tls(tmp_path: Path) -> TlsFiles:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "plm test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    tls_dir = tmp_path / "tls"
+    tls_dir.mkdir()
+    (tls_dir / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (tls_dir / "server.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tls_dir / "server.key").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return TlsFiles(tls_dir / "ca.crt", tls_dir / "server.crt", tls_dir / "server.key", port=free_port())
+
+
+def test_tls_listener_works_with_generated_certificate(tmp_path):
+    tls = _make_tls(tmp_path)
+    broker = _start(tmp_path, tls)
+    try:
+        sub = Client(broker.port, "detector", "detector-pw", tls_ca=tls.cafile, tls_port=tls.port)
+        assert not sub.reason.is_failure
+        sub.subscribe("plm/v1/+/+/acc")
+        pub = Client(broker.port, "collector-alice", "alice-collector-pw", tls_ca=tls.cafile, tls_port=tls.port)
+        pub.publish("plm/v1/alice/right/acc", b"over tls")
+        assert sub.drain() == [("plm/v1/alice/right/acc", b"over tls")]
+        sub.close()
+        pub.close()
+        # the TLS listener still wants a password
+        anon = Client(broker.port, None, None, tls_ca=tls.cafile, tls_port=tls.port)
+        assert anon.reason.is_failure
+        anon.close()
+    finally:
+        broker.stop()
+
+
+def test_missing_password_names_the_variable(tmp_path):
+    from plm.broker import BrokerConfigError
+
+    with pytest.raises(BrokerConfigError, match="PLM_BROKER_PASSWORD_DETECTOR"):
+        write_broker_config(tmp_path, [BrokerUser("detector", "detector")], {})
+    files = write_broker_config(tmp_path, [BrokerUser("detector", "detector")], {}, generate_missing=True)
+    assert set(files.generated) == {"PLM_BROKER_PASSWORD_DETECTOR"}
+    assert (files.passwd.stat().st_mode & 0o777) == 0o600
+
+
+def test_acl_has_no_anonymous_rules_and_no_wildcard_writes_for_collectors():
+    text = acl_text(USERS)
+    first_user = text.index("user ")
+    assert "topic" not in text[:first_user]
+    collector_block = text.split("user collector-alice")[1].split("user ")[0]
+    assert "+/+/acc" not in collector_block and "#" not in collector_block
