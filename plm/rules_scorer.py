@@ -259,17 +259,14 @@ class EventScorer:
                 self._finalize_mono(pending)
         self._release_in_onset_order()
         group = self._group
-        if group is not None and not any(
-            self._can_join(group, self._lower_bound(side), side) for side in SIDES
-        ):
+        if group is not None and not any(self._can_join(group, self._lower_bound(side), side) for side in SIDES):
             self._closed_groups.append(group)
             self._group = None
         # a movement is scored once every gap that could precede it is known (gap.start < onset)
         while self._closed_groups and self._closed_groups[0].onset <= watermark:
             self._score(self._closed_groups.popleft())
         if self._run_len and (
-            watermark == math.inf
-            or quantize(self._next_onset_bound() - self._run_last_onset) > self.rules.max_imi_s
+            watermark == math.inf or quantize(self._next_onset_bound() - self._run_last_onset) > self.rules.max_imi_s
         ):
             self._close_run()
 
@@ -320,8 +317,15 @@ class EventScorer:
         # gaps ending at or before this onset cannot break any later link
         self._gaps = [gap for gap in self._gaps if gap.end > onset]
         movement = ScoredMovement(
-            onset=onset, duration=group.offset - onset, side=side, kind=kind, candidate=candidate,
-            plm=False, parts=group.parts, imi=imi, series_id=None,
+            onset=onset,
+            duration=group.offset - onset,
+            side=side,
+            kind=kind,
+            candidate=candidate,
+            plm=False,
+            parts=group.parts,
+            imi=imi,
+            series_id=None,
         )
         if not candidate:
             self._close_run()
