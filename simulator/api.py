@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,10 +70,15 @@ class SimulatedNight:
         """Write ``<side>.csv`` (``.csv.gz`` when asked) per leg and ``truth.json``; returns the paths."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {}
-        for side, leg in self.legs.items():
-            paths[side] = write_leg_csv(out / f"{side}.csv{'.gz' if gzip else ''}", leg.t, leg.xyz, gzip=gzip)
-        paths["truth"] = self.truth.write(out / "truth.json")
+        suffix = ".csv.gz" if gzip else ".csv"
+        # numpy releases the GIL in the heavy steps: one thread per leg halves the wall time on 2 cores
+        with ThreadPoolExecutor(max_workers=len(self.legs) or 1) as pool:
+            futures = {
+                side: pool.submit(write_leg_csv, out / f"{side}{suffix}", leg.t, leg.xyz, gzip=gzip)
+                for side, leg in self.legs.items()
+            }
+            paths = {"truth": self.truth.write(out / "truth.json")}
+            paths.update({side: f.result() for side, f in futures.items()})
         return paths
 
 
@@ -137,5 +143,7 @@ def simulate_night(
     noise_mg, drift, jitter_ms, drops, gap, partner, calibration.
     """
     truth = prepare_night(profile, seed, rate_hz, legs, start_unix_s, duration_h, **options)
-    recordings = {side: render_leg(truth, side) for side in truth.sensors}
+    with ThreadPoolExecutor(max_workers=len(truth.sensors)) as pool:
+        futures = {side: pool.submit(render_leg, truth, side) for side in truth.sensors}
+        recordings = {side: f.result() for side, f in futures.items()}
     return SimulatedNight(recordings, truth)

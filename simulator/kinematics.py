@@ -55,9 +55,9 @@ def leg_acceleration(plan: NightPlan, side: str, t: np.ndarray, *, partner: bool
     if side not in SIDES:
         raise ValueError(f"side must be 'left' or 'right', got {side!r}")
     n = len(t)
-    roll = np.zeros(n)
-    pitch = np.zeros(n)
-    dyn = np.zeros((n, 3))
+    roll = np.zeros(n, dtype=np.float32)
+    pitch = np.zeros(n, dtype=np.float32)
+    dyn = np.zeros((n, 3), dtype=np.float32)
     if n == 0:
         return dyn
     idx = _index(plan, side)
@@ -106,12 +106,12 @@ def leg_acceleration(plan: NightPlan, side: str, t: np.ndarray, *, partner: bool
         _add_leg_movement(m, t[i0:i1] - m.onset, roll[i0:i1], pitch[i0:i1], dyn[i0:i1])
     pr, pp = np.radians(roll), np.radians(pitch)
     cp = np.cos(pp)
-    up = np.empty((n, 3))
+    up = np.empty((n, 3), dtype=np.float32)
     up[:, 0] = np.sin(pp)
     up[:, 1] = cp * np.sin(pr)
     up[:, 2] = cp * np.cos(pr)
     if partner and plan.partner:
-        vib = np.zeros(n)
+        vib = np.zeros(n, dtype=np.float32)
         leg = SIDES.index(side)
         p0 = max(0, int(np.searchsorted(idx.partner_start, t_first - 60.0)))
         p1 = int(np.searchsorted(idx.partner_start, t_last, "right"))
@@ -124,7 +124,8 @@ def leg_acceleration(plan: NightPlan, side: str, t: np.ndarray, *, partner: bool
             wave = sum(np.sin(2 * math.pi * hz * tt + ph) for hz, ph in zip(ev["hz"], ev["phase"], strict=True))
             vib[i0:i1] += ev["amp_g"] * ev["legs"][leg] * env * wave / math.sqrt(len(ev["hz"]) / 2)
         up *= (1.0 + vib)[:, None]  # the mattress moves vertically: the vibration is along "up"
-    return up + dyn
+    up += dyn
+    return up
 
 
 def _add_leg_movement(m, tau: np.ndarray, roll: np.ndarray, pitch: np.ndarray, dyn: np.ndarray) -> None:

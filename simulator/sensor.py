@@ -79,14 +79,16 @@ class SensorModel:
         """Samples i0..i1-1 -> (collector time s, xyz float32 g quantised to 1 mg, device ns, kept mask)."""
         t_wall = self.wall_times(i0, i1)
         leg = leg_acceleration(plan, self.side, t_wall, partner=self.partner)
-        xyz = leg @ self.mount.T
-        xyz *= self.scale
-        xyz += self.bias_g
+        xyz = leg @ (self.mount * self.scale[:, None]).T.astype(np.float32)
+        xyz += self.bias_g.astype(np.float32)
         noise, jitter = self._noise(i0, i1)
         xyz += noise
-        np.clip(xyz, -RANGE_G, RANGE_G, out=xyz)
-        xyz = (np.rint(xyz * 1000.0) / 1000.0).astype(np.float32)
-        return t_wall + jitter, xyz, self.device_ns(i0, i1), self.kept(t_wall)
+        xyz *= np.float32(1000.0)
+        np.clip(xyz, -RANGE_G * 1000, RANGE_G * 1000, out=xyz)
+        np.rint(xyz, out=xyz)
+        xyz /= np.float32(1000.0)
+        t_wall += jitter
+        return t_wall, xyz, self.device_ns(i0, i1), self.kept(t_wall - jitter)
 
     def _noise(self, i0: int, i1: int) -> tuple[np.ndarray, np.ndarray]:
         """White noise and per-packet timestamp jitter, from per-block seeds so any window is reproducible."""
