@@ -99,6 +99,11 @@ class SessionCounters:
     disconnects: int = 0
     link_gaps: int = 0  # reconnects after a stream had run: a gap in the data
     last_error: str | None = None
+    errors: list[str] = field(default_factory=list)  # the most recent few, for status and tests
+
+    def error(self, text: str) -> None:
+        self.last_error = text
+        self.errors = [*self.errors[-9:], text]
 
 
 @dataclass
@@ -167,7 +172,7 @@ class SensorSession:
             except asyncio.CancelledError:
                 raise
             except (BleakError, TimeoutError, OSError, ValueError, pmd.PmdError, pmd.PmdProtocolError) as exc:
-                self.counters.last_error = f"{type(exc).__name__}: {exc}"
+                self.counters.error(f"{type(exc).__name__}: {exc}")
                 log.warning("%s: %s", self.label, self.counters.last_error)
             finally:
                 self.connected = False

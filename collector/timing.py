@@ -85,6 +85,11 @@ class OffsetTracker:
     def ready(self) -> bool:
         return self._cur is not None
 
+    @property
+    def warmed_up(self) -> bool:
+        """At least one full window of minima seen: the estimate no longer jumps by the jitter."""
+        return len(self._minima) >= 1
+
     def reset(self) -> None:
         self._minima.clear()
         self._cur = None
@@ -113,6 +118,9 @@ class DeviceClockTimeline:
     rate_hz: float
     tolerance: float = 0.25  # fraction of the frame duration
     tracker: OffsetTracker = field(default_factory=OffsetTracker)
+    max_slew_ns: int = 1_000_000
+    jump_ns: int = 100_000_000
+    _offset: int | None = None
     _last_device_ns: int | None = None
     frames: int = 0
     lost_samples: int = 0
@@ -136,8 +144,17 @@ class DeviceClockTimeline:
         self.tracker.observe(device_ns, arrival_ns)
         self._last_device_ns = device_ns
         rel = device_ns - np.round((n - 1 - np.arange(n)) * period).astype(np.int64)
-        offset = self.tracker.offset_at(device_ns)
-        return TimedChunk(rel + offset, xyz_g, lost, gap)
+        return TimedChunk(rel + self._slewed_offset(device_ns), xyz_g, lost, gap)
+
+    def _slewed_offset(self, device_ns: int) -> int:
+        """Once warmed up, move the offset by at most ``max_slew_ns`` a frame, so consecutive
+        batches join up on the wire; 1 ms a frame still follows 500 ppm of drift."""
+        estimate = self.tracker.offset_at(device_ns)
+        if self._offset is None or not self.tracker.warmed_up or abs(estimate - self._offset) > self.jump_ns:
+            self._offset = estimate
+        else:
+            self._offset += max(-self.max_slew_ns, min(self.max_slew_ns, estimate - self._offset))
+        return self._offset
 
     def link_lost(self) -> None:
         """After a reconnect the next frame starts a new segment, whatever its timestamp says."""
