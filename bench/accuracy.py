@@ -20,9 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detector.scorer import score_arrays  # noqa: E402
-from plm.rules import WASM2016, RuleSet  # noqa: E402
-from simulator.api import simulate_night  # noqa: E402
+from detector.scorer import score_arrays
+from plm.rules import WASM2016, RuleSet
+from simulator.api import simulate_night
 
 PROFILES = ("healthy", "mild", "rls-moderate", "rls-severe")
 RATES = (25.0, 52.0, 100.0)

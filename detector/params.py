@@ -20,8 +20,10 @@ class DetectorParams:
     series_gap_s: float = 5.0  # a hole this long is a data gap: ends movements and PLM series
     # --- activity signal (orientation-free)
     lowpass_hz: float = 2.0  # removes sensor noise above leg-motion frequencies (each axis)
+    tremor_low_hz: float = 1.0  # band of the dynamic part: tremor of a held contraction, jerks ...
+    tremor_high_hz: float = 10.0  # ... (a separate band, added in quadrature to the change signal)
     diff_lag_s: float = 0.5  # activity = change of the low-passed vector over this lag (removes gravity)
-    envelope_s: float = 0.1  # time constant of the activity envelope (1st-order smoothing)
+    envelope_s: float = 0.05  # time constant of the activity envelope (1st-order smoothing)
     # --- adaptive noise floor
     floor_block_s: float = 1.0  # block length for the per-block median of the envelope
     floor_window_blocks: int = 60  # floor = low order statistic of the last N block medians

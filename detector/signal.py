@@ -44,6 +44,10 @@ class ActivityFilter:
         self._sos_env = sps.butter(1, min(env_hz, 0.45 * rate_hz) / nyquist, "lowpass", output="sos")
         self._zi_low_unit = sps.sosfilt_zi(self._sos_low)  # (sections, 2) steady state for a unit step
         self.lag_n = max(1, round(params.diff_lag_s * rate_hz))
+        band = [params.tremor_low_hz / nyquist, min(params.tremor_high_hz, 0.45 * rate_hz) / nyquist]
+        self._sos_tremor = sps.butter(2, band, "bandpass", output="sos")
+        self._zi_tremor_unit = sps.sosfilt_zi(self._sos_tremor)
+        self._zi_tremor: np.ndarray | None = None
         self._zi_low: np.ndarray | None = None
         self._zi_env: np.ndarray | None = None
         self._history: np.ndarray | None = None  # last lag_n low-passed samples
@@ -52,6 +56,7 @@ class ActivityFilter:
         """Forget the past (after a hole in the data); the next sample settles the filters."""
         self._zi_low = None
         self._zi_env = None
+        self._zi_tremor = None
         self._history = None
 
     def process(self, xyz: np.ndarray) -> np.ndarray:
@@ -64,13 +69,16 @@ class ActivityFilter:
             self._zi_low = self._zi_low_unit[:, :, None] * xyz[0][None, None, :]
             self._zi_env = np.zeros((self._sos_env.shape[0], 2))
             self._history = np.repeat(xyz[:1], self.lag_n, axis=0)
+            self._zi_tremor = self._zi_tremor_unit[:, :, None] * xyz[0][None, None, :]
         low, self._zi_low = sps.sosfilt(self._sos_low, xyz, axis=0, zi=self._zi_low)
         assert self._history is not None
         extended = np.concatenate((self._history, low))
         change = low - extended[:n]
         self._history = extended[n:]
         change *= change
-        norm = np.sqrt(change.sum(axis=1))
+        tremor, self._zi_tremor = sps.sosfilt(self._sos_tremor, xyz, axis=0, zi=self._zi_tremor)
+        tremor *= tremor
+        norm = np.sqrt(change.sum(axis=1) + tremor.sum(axis=1))
         env, self._zi_env = sps.sosfilt(self._sos_env, norm, zi=self._zi_env)
         return env
 
