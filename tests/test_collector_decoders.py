@@ -235,3 +235,39 @@ def test_witmotion_any_split_gives_the_same_packets(cuts: list[int]) -> None:
     out.append(reader.feed(stream[pos:]))
     got = np.concatenate(out)
     assert len(got) == 12 and reader.garbage_bytes == 0
+
+
+# ----------------------------------------------------------------------------- simulator frames
+
+sim_frames = pytest.importorskip("simulator.frames")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(*[st.integers(-4000, 4000)] * 3), min_size=2, max_size=90),
+    st.sampled_from([0x80, 0x81]),
+    st.integers(1, 40),
+)
+def test_simulator_delta_frames_decode_exactly(samples, frame_type: int, block: int) -> None:
+    arr = np.array(samples, dtype=np.int64)
+    frame = sim_frames.encode_pmd_delta(123_456_789, arr, frame_type=frame_type, block_size=block)
+    got = pmd.decode_frame(frame, factor=0.001 if frame_type == 0x80 else 1.0)
+    assert got.device_ns == 123_456_789 and got.frame_type == frame_type
+    assert got.samples.tolist() == arr.tolist()
+
+
+@pytest.mark.parametrize("resolution", [8, 16, 24])
+def test_simulator_raw_frames_decode_exactly(resolution: int) -> None:
+    rng = np.random.default_rng(resolution)
+    lim = 2 ** (resolution - 1)
+    arr = rng.integers(-lim, lim, (36, 3))
+    got = pmd.decode_frame(sim_frames.encode_pmd_raw(7, arr, resolution=resolution))
+    assert got.samples.tolist() == arr.tolist()
+
+
+def test_simulator_witmotion_packets_reassemble() -> None:
+    acc = np.array([[0.01, -0.5, 1.0], [0.2, 0.3, -0.9], [1.5, -2.0, 0.0]])
+    stream = sim_frames.witmotion_packets(acc)
+    reader = wit.PacketReader()
+    got = np.concatenate([reader.feed(stream[i : i + 13]) for i in range(0, len(stream), 13)])
+    assert wit.acc_g(got[:, :3]) == pytest.approx(acc, abs=16 / 32768)

@@ -339,3 +339,43 @@ def test_scan_lists_supported_devices_with_driver_and_rssi() -> None:
         ("polar_pmd", "A0:9E:1A:00:00:01", -55),
         ("witmotion", "C4:00:00:00:00:02", -70),
     ]
+
+
+def test_eight_sensors_in_one_process_all_batches_arrive(mosquitto, tmp_path) -> None:
+    """Short version of bench/collector_load.py: 8 Polars at once, every sample of every sensor."""
+    wall0 = time.time_ns() - 600 * NS
+    clock = VirtualClock(wall0)
+    sub = Subscriber(mosquitto.url)
+    n_frames = 15
+    try:
+
+        async def main():
+            radio = ScriptedRadio()
+            sensors = []
+            for i in range(8):
+                p, _signal = _polar(n_frames, clock, wall0, pace_s=0.01)
+                p.address = f"A0:9E:1A:00:01:{i:02X}"
+                radio.add(p)
+                sensors.append({"id": f"ankle{i}", "side": "left", "driver": "polar_pmd", "address": p.address})
+            settings = Settings(
+                mqtt={"url": mosquitto.url, "username": "plm", "password": "plm-test-password"},
+                subjects=[{"id": "load", "sensors": [s]} for s in sensors[:1]]
+                + [{"id": f"load{i}", "sensors": [s]} for i, s in enumerate(sensors[1:], 1)],
+                collector={"queue_dir": str(tmp_path / "q"), "queue_max_batches": 1000},
+            )
+            collector = _collector(settings, radio, clock)
+            stop = asyncio.Event()
+            task = asyncio.create_task(collector.run(stop))
+            await asyncio.wait_for(asyncio.gather(*(p.done.wait() for p in radio.peripherals.values())), 30)
+            await asyncio.sleep(0.1)
+            stop.set()
+            await task
+
+        asyncio.run(main())
+        per_sensor = n_frames * PER_FRAME
+        sub.wait_for(8 * per_sensor)
+        with sub.lock:
+            total = sum(b.count for b in sub.batches)
+        assert total == 8 * per_sensor
+    finally:
+        sub.close()
