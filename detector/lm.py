@@ -9,6 +9,7 @@ contraction); otherwise it goes on to the event-level rules (which call > 10 s a
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from dataclasses import dataclass
@@ -188,7 +189,7 @@ class LegDetector:
         gaps: list[LegGap] = []
         cut_set = set(cuts.tolist())
         bounds = [0, *cuts.tolist(), t.shape[0]]
-        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+        for a, b in itertools.pairwise(bounds):
             if a == b:
                 continue
             if a in cut_set:
@@ -210,10 +211,13 @@ class LegDetector:
         gaps.append(gap)
 
     def _close_movement(self, quiet_start: float, out: list[RawMovement], *, lagged: bool = True) -> None:
-        """Close the open movement; the activity stays up ``diff_lag_s`` after the leg stops, so the
-        offset is the start of the quiet run minus that lag (never before the onset)."""
+        """Close the open movement. The activity stays up after the leg stops: ``diff_lag_s`` (the lagged
+        difference), the low-pass group delay (sqrt(2)/(2 pi f) for a 2nd-order Butterworth) and about
+        three envelope time constants to decay to the offset level; the offset is the start of the quiet
+        run minus that tail (never before the onset)."""
         p = self.params
-        offset = max(quiet_start - p.diff_lag_s, self._onset_t + 1e-3) if lagged else quiet_start
+        tail = p.diff_lag_s + math.sqrt(2) / (2 * math.pi * p.lowpass_hz) + 3 * p.envelope_s
+        offset = max(quiet_start - tail, self._onset_t + 1e-3) if lagged else quiet_start
         duration = offset - self._onset_t
         kind = "lm" if duration >= p.min_lm_s and self._sustained else "twitch"
         if kind == "twitch":

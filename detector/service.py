@@ -1,0 +1,540 @@
+"""The live detector: MQTT sample batches in, scored movements and night summaries out.
+
+Data path, and why each step is where it is::
+
+    paho network thread --on_message--> queue --worker thread--> journal (commit) --> PUBACK
+                                                                 |
+                                         decode -> SensorInbox (reorder, dedup) -> NightScorer
+                                                                 |
+                                         schema points -> InfluxSink (durable outbox) -> InfluxDB
+                                                       -> MQTT results (_movement, _night, HA discovery)
+
+* A batch is acknowledged to the broker only after it is committed to the journal (group commit),
+  so a crash -- even SIGKILL -- loses nothing that was acknowledged: on start the service loads its
+  last checkpoint and replays the journal rows after it through the very same code path.
+* Scoring is the offline scorer (:class:`detector.scorer.NightScorer`), fed batch by batch, so live
+  and ``plm score`` results cannot disagree.
+* Every write goes through the durable outbox; points are idempotent, so replays rewrite, never double.
+* Horizontal scale: ``shard=(k, n)`` keeps the subjects whose stable hash falls in slot k; every replica
+  subscribes to everything and ignores the rest, which is correct on any broker (see docs/live.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import threading
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from detector import schema
+from detector.influx import InfluxSink
+from detector.ingest import SensorInbox
+from detector.journal import Journal
+from detector.scorer import MovementEvent, NightScorer, NightSummary
+from plm import wire
+from plm.config import Settings, SubjectSettings
+from plm.logs import RateLimitedLog
+from plm.mqtt import connect, make_client
+from plm.rules import RULESETS
+
+log = logging.getLogger(__name__)
+
+DIARY_WILDCARD = f"{wire.TOPIC_ROOT}/+/_diary"
+NIGHT_GAP_S = 2 * 3600.0  # a hole this long in a subject's data starts a new night
+SUMMARY_EVERY_S = 60.0  # data time between live summary updates
+LEG_LOST_AFTER_S = 30.0  # data time one leg may lag the other before it is declared a gap
+
+
+def shard_of(subject: str, shards: int) -> int:
+    """Stable across processes and Python versions (unlike ``hash``), so replicas agree."""
+    return zlib.crc32(subject.encode()) % shards
+
+
+def side_from_sensor_id(sensor: str) -> str | None:
+    lowered = sensor.lower()
+    if lowered.startswith(("left", "l-", "l_")) or lowered in ("l",) or "left" in lowered:
+        return "left"
+    if lowered.startswith(("right", "r-", "r_")) or lowered in ("r",) or "right" in lowered:
+        return "right"
+    return None
+
+
+@dataclass
+class SubjectState:
+    """Everything the service keeps per subject; picklable for the checkpoint."""
+
+    subject: str
+    sides: tuple[str, ...]
+    scorer: NightScorer
+    night_start_s: float | None = None
+    inboxes: dict[str, SensorInbox] = field(default_factory=dict)  # by side
+    sensor_of_side: dict[str, str] = field(default_factory=dict)
+    last_t: dict[str, float] = field(default_factory=dict)  # data time reached per side
+    last_summary_t: float = -math.inf
+    last_wall: float = 0.0
+    offline_sides: set[str] = field(default_factory=set)  # sensors that said a clean goodbye
+    nights_finished: int = 0
+
+
+@dataclass
+class Stats:
+    received: int = 0
+    ignored_other_shard: int = 0
+    bad: Counter[str] = field(default_factory=Counter)
+    movements: int = 0
+    nights_finished: int = 0
+
+
+class LiveDetector:
+    """One detector process (or one shard of several)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        shard: tuple[int, int] = (0, 1),
+        instance: str | None = None,
+        idle_end_s: float = 1800.0,
+        checkpoint_every_s: float = 30.0,
+        status_every_s: float = 10.0,
+        publish_results: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.shard = shard
+        self.instance = wire.validate_id(instance or settings.detector.instance, "detector instance")
+        self.rules = RULESETS[settings.detector.rules]
+        self.idle_end_s = idle_end_s
+        self.checkpoint_every_s = checkpoint_every_s
+        self.status_every_s = status_every_s
+        self.publish_results = publish_results
+        state_dir = Path(settings.detector.state_dir)
+        self.journal = Journal(state_dir / f"{self.instance}-journal.sqlite")
+        self.sink = InfluxSink(settings.influx, state_dir / f"{self.instance}-outbox.sqlite")
+        self.stats = Stats()
+        self.subjects: dict[str, SubjectState] = {}
+        self._applied_id = 0
+        self._inbox: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue(maxsize=100_000)
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._limited = RateLimitedLog(log)
+        self._client: mqtt.Client | None = None
+        self._discovery_sent: set[str] = set()
+        self._restore()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Connect (persistent session, QoS 1, manual acks) and start the worker thread."""
+        client_id = f"plm-detector-{self.instance}"
+        status = wire.detector_status_topic(self.instance)
+        self._client = make_client(
+            self.settings.mqtt,
+            client_id,
+            will=(status, json.dumps({"state": "lost"}).encode()),
+            on_connect=self._subscribe,
+            manual_ack=True,
+        )
+        self._client.on_message = self._on_message
+        self._worker = threading.Thread(target=self._work, name="detector-worker", daemon=True)
+        self._worker.start()
+        connect(self._client, self.settings.mqtt, persistent=True)
+        log.info(
+            "detector %s running: rules %s, shard %d/%d", self.instance, self.rules.name, self.shard[0], self.shard[1]
+        )
+
+    def stop(self, finish_nights: bool = False) -> None:
+        """Stop cleanly: process what was received, checkpoint, flush the outbox as far as possible."""
+        self._stop.set()
+        if self._worker is not None:
+            self._inbox.put(None)
+            self._worker.join(timeout=60)
+        if finish_nights:
+            for state in list(self.subjects.values()):
+                self._end_night(state)
+        self._checkpoint()
+        if self._client is not None:
+            self._publish_status("offline")
+            self._client.disconnect()
+            self._client.loop_stop()
+        self.sink.close(flush_timeout_s=5.0)
+        self.journal.close()
+
+    def run_forever(self) -> None:
+        self.start()
+        try:
+            while not self._stop.wait(1.0):
+                pass
+        finally:
+            self.stop()
+
+    # ------------------------------------------------------------------ MQTT side
+
+    def _subscribe(self, client: mqtt.Client) -> None:
+        client.subscribe(
+            [(wire.SAMPLES_WILDCARD, 1), (wire.STATUS_WILDCARD, 1), (DIARY_WILDCARD, 1)],
+        )
+        self._publish_status("online")
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        # network thread: never block long, never raise
+        self._inbox.put(message)
+
+    def _owned(self, topic: str) -> bool:
+        parts = topic.split("/")
+        if len(parts) < 4:
+            return True  # let the parser count it as bad
+        return self.shard[1] == 1 or shard_of(parts[2], self.shard[1]) == self.shard[0]
+
+    def _work(self) -> None:
+        last_checkpoint = last_status = last_idle_check = time.monotonic()
+        while True:
+            batch: list[mqtt.MQTTMessage] = []
+            try:
+                first = self._inbox.get(timeout=0.2)
+            except queue.Empty:
+                first = None
+                if self._stop.is_set():
+                    break
+            stopping = first is None and self._stop.is_set()
+            if first is not None:
+                batch.append(first)
+                while len(batch) < 2000:
+                    try:
+                        more = self._inbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stopping = True
+                        break
+                    batch.append(more)
+            if batch:
+                self._handle_messages(batch)
+            now = time.monotonic()
+            if now - last_idle_check >= 1.0:
+                self._end_idle_nights(time.time())
+                last_idle_check = now
+            if now - last_checkpoint >= self.checkpoint_every_s:
+                self._checkpoint()
+                last_checkpoint = now
+            if now - last_status >= self.status_every_s:
+                self._publish_status("online")
+                last_status = now
+            if stopping:
+                break
+
+    def _handle_messages(self, messages: list[mqtt.MQTTMessage]) -> None:
+        owned = []
+        for m in messages:
+            if self._owned(m.topic):
+                owned.append(m)
+            else:
+                self.stats.ignored_other_shard += 1
+        ids = self.journal.append([(m.topic, bytes(m.payload)) for m in owned])
+        if self._client is not None:
+            for m in messages:
+                if m.qos > 0:
+                    self._client.ack(m.mid, m.qos)
+        for row_id, m in zip(ids, owned, strict=True):
+            self.apply(m.topic, bytes(m.payload))
+            self._applied_id = row_id
+
+    # ------------------------------------------------------------------ the pure-ish core
+
+    def apply(self, topic: str, payload: bytes, wall_s: float | None = None) -> None:
+        """Process one message (live or replayed). Never raises on bad input: counts it."""
+        self.stats.received += 1
+        wall = time.time() if wall_s is None else wall_s
+        try:
+            if topic.endswith("/_diary"):
+                self._apply_diary(topic, payload, wall)
+                return
+            parsed = wire.parse_sensor_topic(topic)
+        except wire.WireFormatError as exc:
+            self._bad("topic", f"ignoring message on {topic!r}: {exc}")
+            return
+        try:
+            if parsed.kind == "acc":
+                self._apply_batch(parsed, wire.decode(payload), wall)
+            else:
+                self._apply_status(parsed, wire.decode_status(payload), wall)
+        except wire.WireFormatError as exc:
+            kind = "clock" if "start time" in str(exc) else "payload"
+            self._bad(kind, f"bad {parsed.kind} payload from {parsed.subject}/{parsed.sensor}: {exc}")
+        except ValueError as exc:  # samples the scorer refuses (e.g. time going backwards)
+            self._bad("samples", f"samples from {parsed.subject}/{parsed.sensor} refused: {exc}")
+
+    def _bad(self, kind: str, message: str) -> None:
+        self.stats.bad[kind] += 1
+        self._limited.warning(kind, message)
+
+    def _subject_config(self, subject: str) -> SubjectSettings | None:
+        return self.settings.subject(subject)
+
+    def _state(self, subject: str, side: str, sensor: str) -> SubjectState | None:
+        state = self.subjects.get(subject)
+        if state is not None:
+            return state
+        config = self._subject_config(subject)
+        if self.settings.subjects and config is None:
+            self._bad("unknown_subject", f"samples for unknown subject {subject!r} ignored (not in configuration)")
+            return None
+        sides = tuple(sorted({s.side for s in config.sensors})) if config and config.sensors else ("left", "right")
+        state = SubjectState(subject, sides, NightScorer(self.rules, sides=sides))
+        self.subjects[subject] = state
+        return state
+
+    def _side_of(self, subject: str, sensor: str) -> str | None:
+        config = self._subject_config(subject)
+        if config is not None:
+            for s in config.sensors:
+                if s.id == sensor:
+                    return s.side
+        state = self.subjects.get(subject)
+        if state is not None:
+            for side, known in state.sensor_of_side.items():
+                if known == sensor:
+                    return side
+        return side_from_sensor_id(sensor)
+
+    def _apply_batch(self, parsed: wire.SensorTopic, batch: wire.SampleBatch, wall: float) -> None:
+        side = self._side_of(parsed.subject, parsed.sensor)
+        if side is None:
+            self._bad("unknown_sensor", f"cannot tell the side of sensor {parsed.subject}/{parsed.sensor}")
+            return
+        state = self._state(parsed.subject, side, parsed.sensor)
+        if state is None:
+            return
+        if side not in state.sides:
+            self._bad("unknown_sensor", f"{parsed.subject} has no {side} leg configured")
+            return
+        state.sensor_of_side.setdefault(side, parsed.sensor)
+        inbox = state.inboxes.setdefault(side, SensorInbox(self.settings.detector.reorder_window_s))
+        before = Counter(inbox.counts)
+        released = inbox.add(batch)
+        after = inbox.counts
+        if after["late"] > before["late"]:
+            self._bad("late", f"batch from {parsed.subject}/{parsed.sensor} arrived after its reorder window")
+        state.last_wall = wall
+        for ready in released:
+            self._score(state, side, ready)
+
+    def _score(self, state: SubjectState, side: str, batch: wire.SampleBatch, *, may_end_night: bool = True) -> None:
+        t = batch.timestamps_s()
+        if may_end_night and state.night_start_s is not None:
+            reached = max(state.last_t.values(), default=state.night_start_s)
+            if t[0] - reached > NIGHT_GAP_S:
+                state = self._end_night(state)
+        if state.night_start_s is None:
+            state.night_start_s = float(t[0])
+        if side in state.last_t and t[0] <= state.last_t[side]:
+            self._bad("samples", f"{state.subject} {side}: batch overlaps data already scored")
+            return
+        state.offline_sides.discard(side)
+        events = state.scorer.feed(side, t, batch.xyz)
+        state.last_t[side] = float(t[-1])
+        # a leg that lags far behind the other is lost for now: say so, so the other is not held back
+        for other in state.sides:
+            if other != side and state.last_t.get(other, state.night_start_s) < t[-1] - LEG_LOST_AFTER_S:
+                until = float(t[-1]) - LEG_LOST_AFTER_S
+                events += state.scorer.mark_gap(other, until)
+                state.last_t[other] = until
+        self._emit(state, events)
+        if t[-1] - state.last_summary_t >= SUMMARY_EVERY_S:
+            self._write_summary(state, state.scorer.summary())
+            state.last_summary_t = float(t[-1])
+
+    def _flush_inboxes(self, state: SubjectState) -> None:
+        for side, inbox in state.inboxes.items():
+            for ready in inbox.flush():
+                self._score(state, side, ready, may_end_night=False)
+
+    def _apply_status(self, parsed: wire.SensorTopic, status: wire.SensorStatus, wall: float) -> None:
+        side = status.side or self._side_of(parsed.subject, parsed.sensor)
+        if side is not None:
+            self.sink.put(
+                [
+                    schema.sensor_status_point(
+                        parsed.subject,
+                        side,
+                        (status.time_ns / 1e9) if status.time_ns else wall,
+                        state=status.state,
+                        sensor_id=parsed.sensor,
+                        battery_pct=status.battery_pct,
+                        rssi_dbm=status.rssi_dbm,
+                        rate_hz=status.rate_hz,
+                        dropped_samples=status.frames_dropped,
+                    )
+                ]
+            )
+        state = self.subjects.get(parsed.subject)
+        if status.state == "offline" and state is not None and side in state.sensor_of_side:
+            # a clean goodbye: once every sensor of the subject has said it, the night is over
+            state.offline_sides.add(side)
+            if set(state.sensor_of_side) <= state.offline_sides:
+                self._end_night(state)
+
+    def _apply_diary(self, topic: str, payload: bytes, wall: float) -> None:
+        from detector.diary import DiaryError, parse_diary_payload  # the diary module owns the format
+
+        parts = topic.split("/")
+        subject = wire.validate_id(parts[2], "subject") if len(parts) == 4 else None
+        if subject is None:
+            raise wire.WireFormatError(f"not a diary topic: {topic!r}")
+        try:
+            note = parse_diary_payload(payload)
+        except DiaryError as exc:
+            self._bad("diary", f"bad diary note for {subject}: {exc}")
+            return
+        when = note.time_s if getattr(note, "time_s", None) else wall
+        from detector.diary import night_start_for
+
+        self.sink.put(schema.diary_points(subject, night_start_for(when), note.text, note.tags))
+
+    # ------------------------------------------------------------------ outputs
+
+    def _emit(self, state: SubjectState, events: list[MovementEvent]) -> None:
+        if not events:
+            return
+        lines: list[str] = []
+        for e in events:
+            lines.append(schema.movement_from(state.subject, e))
+            lines += schema.leg_state_points(state.subject, e.onset, e.duration, e.side, e.kind, e.plm)
+        self.sink.put(lines)
+        self.stats.movements += len(events)
+        if self.publish_results and self._client is not None:
+            topic = wire.movement_topic(state.subject)
+            for e in events:
+                self._client.publish(topic, json.dumps(e.to_dict()), qos=1)
+
+    def _write_summary(self, state: SubjectState, summary: NightSummary) -> None:
+        fields = summary.fields
+        start = state.night_start_s if state.night_start_s is not None else fields.get("start")
+        if start is None:
+            return
+        night = {k: fields.get(k) for k in (*schema.NIGHT_INT_FIELDS, *schema.NIGHT_FLOAT_FIELDS) if k in fields}
+        night["end_s"] = fields.get("end")
+        night["rules"] = fields.get("rules")
+        lines = [schema.night_point(state.subject, start, night, bool(fields.get("final")))]
+        for hour in fields.get("per_hour", []):
+            counts = {k: hour[k] for k in schema.HOURLY_INT_FIELDS if k in hour}
+            lines.append(schema.hourly_point(state.subject, hour["start"], counts))
+        for series in fields.get("series", []):
+            lines.append(schema.series_from(state.subject, series, final=bool(fields.get("final"))))
+        self.sink.put(lines)
+        if self.publish_results and self._client is not None:
+            doc = {k: v for k, v in fields.items() if k not in ("series", "imis", "per_hour", "gaps")}
+            doc["night_start"] = start
+            self._client.publish(wire.night_topic(state.subject), json.dumps(doc), qos=1, retain=True)
+            self._send_discovery(state.subject)
+
+    def _end_night(self, state: SubjectState) -> SubjectState:
+        """Score what is held, finalise the night, write it; return the subject's fresh state."""
+        self._flush_inboxes(state)
+        if state.night_start_s is not None:
+            before = {e.key: e for e in state.scorer.summary().events}
+            summary = state.scorer.finish()
+            self._emit(state, [e for e in summary.events if before.get(e.key) != e])
+            self._write_summary(state, summary)
+            self.stats.nights_finished += 1
+            log.info(
+                "night of %s finished: PLM index %s, %d PLMs",
+                state.subject,
+                summary.fields.get("plm_index"),
+                summary.fields.get("plm_count", 0),
+            )
+        fresh = SubjectState(state.subject, state.sides, NightScorer(self.rules, sides=state.sides))
+        fresh.sensor_of_side = dict(state.sensor_of_side)
+        fresh.nights_finished = state.nights_finished + 1
+        fresh.last_wall = state.last_wall
+        self.subjects[state.subject] = fresh
+        return fresh
+
+    def _end_idle_nights(self, wall: float) -> None:
+        for state in list(self.subjects.values()):
+            if state.night_start_s is not None and wall - state.last_wall > self.idle_end_s:
+                self._end_night(state)
+
+    def _send_discovery(self, subject: str) -> None:
+        """Home Assistant MQTT discovery: last night's PLM index and PLM count appear as sensors."""
+        if subject in self._discovery_sent or self._client is None:
+            return
+        device = {"identifiers": [f"plm_{subject}"], "name": f"Leg movements {subject}", "manufacturer": "plm-monitor"}
+        for key, name, unit in (
+            ("plm_index", "PLM index", "/h"),
+            ("plm_count", "PLMs", None),
+            ("lm_count", "Leg movements", None),
+        ):
+            config = {
+                "name": name,
+                "unique_id": f"plm_{subject}_{key}",
+                "state_topic": wire.night_topic(subject),
+                "value_template": f"{{{{ value_json.{key} | round(1) if value_json.{key} is not none else none }}}}",
+                "state_class": "measurement",
+                "device": device,
+            }
+            if unit:
+                config["unit_of_measurement"] = unit
+            self._client.publish(
+                f"homeassistant/sensor/plm_{subject}/{key}/config", json.dumps(config), qos=1, retain=True
+            )
+        self._discovery_sent.add(subject)
+
+    def _publish_status(self, state: str) -> None:
+        metrics = self.sink.metrics()
+        doc = {
+            "state": state,
+            "instance": self.instance,
+            "shard": f"{self.shard[0]}/{self.shard[1]}",
+            "received": self.stats.received,
+            "bad": dict(self.stats.bad),
+            "movements": self.stats.movements,
+            "subjects": len(self.subjects),
+            "outbox_depth": metrics.depth,
+            "journal_depth": self.journal.depth(),
+            "time_ns": time.time_ns(),
+        }
+        if self._client is not None:
+            self._client.publish(wire.detector_status_topic(self.instance), json.dumps(doc), qos=1, retain=True)
+        if state == "online":
+            self.sink.put(
+                [
+                    schema.detector_health_point(
+                        self.instance,
+                        time.time(),
+                        outbox_depth=metrics.depth,
+                        late_batches=self.stats.bad.get("late", 0),
+                        bad_payloads={k: v for k, v in self.stats.bad.items() if k != "late"},
+                        dead_letters=metrics.dead_letters,
+                        sent_points=metrics.sent,
+                        write_retries=metrics.retries,
+                    )
+                ]
+            )
+
+    # ------------------------------------------------------------------ durability
+
+    def _checkpoint(self) -> None:
+        self.journal.checkpoint(self._applied_id, {"subjects": self.subjects, "stats": self.stats})
+
+    def _restore(self) -> None:
+        saved = self.journal.load_checkpoint()
+        if saved is not None:
+            self._applied_id, state = saved
+            self.subjects = state["subjects"]
+            self.stats = state["stats"]
+        replayed = 0
+        for row_id, topic, payload in self.journal.replay(self._applied_id):
+            self.apply(topic, payload)
+            self._applied_id = row_id
+            replayed += 1
+        if saved is not None or replayed:
+            log.info("restored %d subjects from checkpoint, replayed %d journal rows", len(self.subjects), replayed)

@@ -1,0 +1,179 @@
+"""Detector tests: chunking equivalence (property), physics-based detection, gaps, CSV errors, CLI."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detector.csvio import CsvError, read_leg_csv
+from detector.scorer import NightScorer, score_arrays
+from detector.synthetic import SyntheticMovement, leg_recording
+from plm.cli import main
+from plm.rules import AASM
+
+T0 = 1_700_000_000.0
+
+
+def periodic_night(n: int = 8, imi: float = 20.0, start: float = 20.0, angle: float = 8.0) -> list[SyntheticMovement]:
+    return [SyntheticMovement(start + k * imi, 2.0, angle) for k in range(n)]
+
+
+@pytest.fixture(scope="module")
+def two_legs() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    left = leg_recording(periodic_night(), 220.0, rate_hz=52.0, seed=1, t0=T0, jitter=0.2)
+    right_moves = [SyntheticMovement(m.onset + 0.3, 1.5, 6.0) for m in periodic_night()[::2]]
+    right_moves.append(SyntheticMovement(185.0, 0.2, 3.0))  # a short jerk: a twitch
+    right = leg_recording(right_moves, 220.0, rate_hz=52.0, seed=2, t0=T0)
+    return {"left": left, "right": right}
+
+
+def test_periodic_movements_are_found_and_scored(two_legs) -> None:
+    summary = score_arrays(two_legs["left"], two_legs["right"])
+    lms = [e for e in summary.events if e.kind == "lm"]
+    assert len(lms) == 8
+    true = T0 + np.array([m.onset for m in periodic_night()])
+    assert np.abs(np.array([e.onset for e in lms]) - true).max() < 0.5
+    assert all(abs(e.duration - 2.0) < 0.8 for e in lms if e.side == "left")
+    assert summary.plm_count == 8 and summary.series_count == 1
+    assert summary.bilateral_count == 4
+    assert summary.twitch_count >= 1
+
+
+def test_mounting_orientation_does_not_matter() -> None:
+    counts = []
+    for seed in range(4):  # each seed mounts the sensor differently
+        t, xyz = leg_recording(periodic_night(), 220.0, seed=seed)
+        counts.append(score_arrays((t, xyz)).lm_count)
+    assert counts == [8, 8, 8, 8]
+
+
+@pytest.mark.parametrize("rate", [25.0, 100.0, 200.0])
+def test_sample_rates(rate: float) -> None:
+    t, xyz = leg_recording(periodic_night(), 220.0, rate_hz=rate, seed=3)
+    summary = score_arrays((t, xyz))
+    assert summary.lm_count == 8
+    assert summary.rate_hz["left"] == pytest.approx(rate, rel=1e-3)
+
+
+def test_quiet_leg_gives_nothing() -> None:
+    t, xyz = leg_recording([], 300.0, noise_g=0.004, seed=4)
+    summary = score_arrays((t, xyz))
+    assert summary.lm_count == 0 and summary.plm_count == 0
+
+
+def test_long_gap_breaks_the_series_and_is_reported() -> None:
+    t, xyz = leg_recording(periodic_night(n=8), 220.0, seed=5)
+    keep = (t < 75.0) | (t > 95.0)  # 20 s hole that swallows the 4th movement (onset 80 s)
+    summary = score_arrays((t[keep], xyz[keep]))
+    assert summary.gaps and summary.gaps[0]["end"] - summary.gaps[0]["start"] > 19
+    assert summary.plm_count == 4  # the 3 before the gap cannot form a series; the 4 after do
+    assert summary.missing_fraction > 0.05
+
+
+def _feed_in_chunks(data, cuts_left, cuts_right, rules=None):
+    scorer = NightScorer(rules or NightScorer().rules, sides=("left", "right"))
+    updates = []
+    pieces = {}
+    for side, cuts in (("left", cuts_left), ("right", cuts_right)):
+        t, xyz = data[side]
+        bounds = [0, *sorted(set(int(c * len(t)) for c in cuts)), len(t)]
+        pieces[side] = [(t[a:b], xyz[a:b]) for a, b in itertools.pairwise(bounds) if b > a]
+    # interleave the legs' chunks
+    while pieces["left"] or pieces["right"]:
+        for side in ("left", "right"):
+            if pieces[side]:
+                updates += scorer.feed(side, *pieces[side].pop(0))
+    scorer = pickle.loads(pickle.dumps(scorer))  # state is picklable mid-night
+    return scorer.finish(), updates
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.floats(0.0, 1.0), max_size=12),
+    st.lists(st.floats(0.0, 1.0), max_size=12),
+)
+def test_any_chunking_gives_exactly_the_whole_array_events(two_legs, cuts_left, cuts_right) -> None:
+    whole = score_arrays(two_legs["left"], two_legs["right"])
+    chunked, updates = _feed_in_chunks(two_legs, cuts_left, cuts_right)
+    assert chunked.to_dict() == whole.to_dict()
+    # the streamed updates, last version per identity, are the final events
+    latest = {e.key: e for e in updates}
+    assert sorted(latest.values(), key=lambda e: (e.onset, e.side)) == list(whole.events)
+
+
+def test_movements_are_final_within_two_seconds_of_data(two_legs) -> None:
+    scorer = NightScorer(sides=("left",))
+    t, xyz = two_legs["left"]
+    seen: dict[float, float] = {}
+    step = 13  # a quarter of a second at 52 Hz
+    for a in range(0, len(t), step):
+        for e in scorer.feed("left", t[a : a + step], xyz[a : a + step]):
+            seen.setdefault(e.onset, float(t[min(a + step, len(t)) - 1]))
+    final = scorer.finish()
+    for e in final.events:
+        if e.kind == "lm":
+            assert seen[e.onset] - (e.onset + e.duration) <= 2.0
+
+
+def test_aasm_option_runs(two_legs) -> None:
+    summary = score_arrays(two_legs["left"], two_legs["right"], rules=AASM)
+    assert summary.rules == "aasm" and summary.lm_count >= 8
+
+
+# ------------------------------------------------------------------ CSV and CLI
+def write_csv(path, t, xyz, gz=False) -> str:
+    text = "t,x,y,z\n" + "".join(f"{a:.3f},{b:.4f},{c:.4f},{d:.4f}\n" for a, (b, c, d) in zip(t, xyz, strict=True))
+    if gz:
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "empty"),
+        ("t,x,y\n1,0,0,1\n", "lacks column(s) z"),
+        ("t,x,y,z\n1,0,0,1\n2,0,abc,1\n", "line 3: column y is not a number: 'abc'"),
+        ("t,x,y,z\n1,0,0,1\n1,0,0,1\n", "line 3: duplicate timestamp"),
+        ("t,x,y,z\n2,0,0,1\n1,0,0,1\n", "line 3: unsorted"),
+        ("t,x,y,z\n1,0,0,9.81\n2,0,0,9.8\n", "m/s^2"),
+        ("t,x,y,z\n1,0,0,1\n2,0,1\n", "line 3: expected 4"),
+    ],
+)
+def test_bad_csv_names_file_line_and_problem(tmp_path, content: str, message: str) -> None:
+    path = tmp_path / "leg.csv"
+    path.write_text(content)
+    with pytest.raises(CsvError) as err:
+        read_leg_csv(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_cli_json_and_text(tmp_path, two_legs, capsys) -> None:
+    left = write_csv(tmp_path / "l.csv", *two_legs["left"])
+    right = write_csv(tmp_path / "r.csv.gz", *two_legs["right"], gz=True)
+    assert main(["score", left, "--right", right, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    for key in ("time_in_bed_h", "sleep_h", "lm_count", "plm_count", "plm_index", "plms_index", "plmw_index",
+                "periodicity_index", "series_count", "twitch_count", "long_movement_count", "missing_fraction"):
+        assert key in doc
+    assert doc["plm_count"] == 8
+    assert {e["kind"] for e in doc["events"]} >= {"lm", "twitch"}
+    assert all(set(e) >= {"onset", "duration", "side", "kind", "plm"} for e in doc["events"])
+    assert main(["score", left]) == 0
+    assert "does not diagnose" in capsys.readouterr().out
+
+
+def test_cli_bad_file_is_a_clear_error(tmp_path, capsys) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("t,x,y,z\n1,0,0,1\n2,0,x,1\n")
+    assert main(["score", str(path)]) == 2
+    assert "bad.csv: line 3" in capsys.readouterr().err
