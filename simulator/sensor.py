@@ -19,7 +19,7 @@ import numpy as np
 from simulator.kinematics import leg_acceleration
 from simulator.night import SIDES, NightPlan
 
-NOISE_BLOCK = 4096  # samples per independently seeded noise block (rendering any window is reproducible)
+NOISE_BLOCK = 1024  # samples per independently seeded noise block (rendering any window is reproducible)
 RANGE_G = 8.0  # Polar Verity Sense ACC range
 
 
