@@ -69,7 +69,9 @@ def normalise_tag(tag: str) -> str:
         raise DiaryError(f"a tag must be a string, got {type(tag).__name__}")
     norm = tag.strip().lower().replace(" ", "_").replace("-", "_")
     if not _TAG_RE.fullmatch(norm):
-        raise DiaryError(f"tag {tag!r} is not usable: use letters, digits, spaces, '-' or '_' (max 40), starting with a letter")
+        raise DiaryError(
+            f"tag {tag!r} is not usable: use letters, digits, spaces, '-' or '_' (max 40), starting with a letter"
+        )
     return norm
 
 
@@ -83,7 +85,7 @@ def make_note(text: str, tags: Iterable[str] = (), time_s: float | None = None) 
     if not isinstance(text, str):
         raise DiaryError(f"the note text must be a string, got {type(text).__name__}")
     text = text.strip()
-    if any(ord(ch) < 32 and ch not in "\n\t" or ord(ch) == 127 for ch in text):
+    if any((ord(ch) < 32 and ch not in "\n\t") or ord(ch) == 127 for ch in text):
         raise DiaryError("the note text contains a control character")
     if len(text) > MAX_TEXT_CHARS:
         raise DiaryError(f"the note text is {len(text)} characters long; at most {MAX_TEXT_CHARS} are kept")
@@ -141,7 +143,7 @@ def parse_diary_payload(payload: bytes) -> DiaryNote:
     stripped = text.strip()
     if not stripped:
         raise DiaryError("empty payload: send a text or a JSON object with 'text' and/or 'tags'")
-    if stripped[0] not in "{[\"":
+    if stripped[0] not in '{["':
         return make_note(stripped)
     try:
         doc = json.loads(stripped)
@@ -210,3 +212,20 @@ def diary_lines(subject: str, note: DiaryNote, received_s: float, tz: str | dt.t
 
     when = note.time_s if note.time_s is not None else received_s
     return diary_points(subject, night_start_for(when, tz), note.text, note.tags)
+
+
+def merge_notes(earlier: DiaryNote | None, later: DiaryNote) -> DiaryNote:
+    """Two notes of one night as one: texts joined, tags united.
+
+    A night has one ``diary`` point and one set of ``diary_<tag>`` flags (a rewrite replaces every
+    field it carries), so a second note must be merged with the first before it is written, or the
+    first note's text and tags would be lost.
+    """
+    if earlier is None:
+        return later
+    texts = [t for t in (earlier.text, later.text) if t]
+    if len(texts) == 2 and texts[1] in texts[0].split("\n"):
+        texts = texts[:1]  # the same note delivered twice (MQTT QoS 1 may redeliver)
+    tags = list(earlier.tags)
+    tags += [t for t in later.tags if t not in tags]
+    return DiaryNote("\n".join(texts), tuple(tags), later.time_s if later.time_s is not None else earlier.time_s)
