@@ -20,7 +20,7 @@ import pytest
 from plm.localservices import Influxd1, ServiceError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_fill import FillResult, fill_influx  # noqa: E402
+from pipeline_fill import FillResult, fill_influx
 
 ROOT = Path(__file__).resolve().parents[1]
 DASH_DIR = ROOT / "dashboards"
@@ -273,7 +273,7 @@ def test_subject_variable_lists_the_subject(filled: tuple[Influxd1, FillResult])
     for dash in DASHBOARDS.values():
         q = next(v for v in dash["templating"]["list"] if v["name"] == "subject")["query"]
         series = run(server, q)
-        assert [SUBJECT] == [row[1] for row in series[0]["values"]]
+        assert [row[1] for row in series[0]["values"]] == [SUBJECT]
 
 
 @pytest.mark.services
