@@ -62,9 +62,7 @@ def _night(args: argparse.Namespace) -> int:
     if args.age is not None:
         options["age"] = args.age
     try:
-        night = simulate_night(
-            args.profile, args.seed, args.rate, args.legs, args.start, args.duration_h, **options
-        )
+        night = simulate_night(args.profile, args.seed, args.rate, args.legs, args.start, args.duration_h, **options)
     except (ValueError, TypeError) as exc:
         print(f"plm simulate night: {exc}")
         return 2

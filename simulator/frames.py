@@ -12,6 +12,7 @@ collector owns the decoders (``collector.polar_pmd``, ``collector.witmotion``).
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from collections.abc import Iterator
@@ -164,7 +165,7 @@ def _runs(index: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) positions of contiguous device-sample-counter runs (losses split frames)."""
     breaks = np.flatnonzero(np.diff(index) != 1) + 1
     bounds = np.concatenate([[0], breaks, [len(index)]])
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True) if b > a]
+    return [(int(a), int(b)) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def polar_acc_frames(
@@ -208,7 +209,9 @@ def polar_acc_frames(
 # ----------------------------------------------------------------------------- WitMotion
 
 
-def witmotion_packets(acc_g: np.ndarray, gyro_dps: np.ndarray | None = None, angle_deg: np.ndarray | None = None) -> bytes:
+def witmotion_packets(
+    acc_g: np.ndarray, gyro_dps: np.ndarray | None = None, angle_deg: np.ndarray | None = None
+) -> bytes:
     """Concatenated 20-byte packets ``55 61`` + 9 int16 LE: acc v/32768*16 g, gyro *2000 deg/s, angle *180 deg."""
     acc = np.asarray(acc_g, dtype=np.float64).reshape(-1, 3)
     n = len(acc)
@@ -216,7 +219,11 @@ def witmotion_packets(acc_g: np.ndarray, gyro_dps: np.ndarray | None = None, ang
     angle = np.zeros((n, 3)) if angle_deg is None else np.asarray(angle_deg, dtype=np.float64).reshape(-1, 3)
     rows = np.empty((n, 10), dtype="<i2")
     rows[:, 0] = np.frombuffer(b"\x55\x61", dtype="<i2")[0]
-    for col, values, scale in ((1, acc, WIT_ACC_LSB_PER_G), (4, gyro, WIT_GYRO_LSB_PER_DPS), (7, angle, WIT_ANGLE_LSB_PER_DEG)):
+    for col, values, scale in (
+        (1, acc, WIT_ACC_LSB_PER_G),
+        (4, gyro, WIT_GYRO_LSB_PER_DPS),
+        (7, angle, WIT_ANGLE_LSB_PER_DEG),
+    ):
         rows[:, col : col + 3] = np.clip(np.rint(values * scale), -32768, 32767)
     return rows.tobytes()
 

@@ -134,13 +134,14 @@ def _add_leg_movement(m, tau: np.ndarray, roll: np.ndarray, pitch: np.ndarray, d
     rise, rel = p["rise"], p["release"]
     env = np.ones_like(tau)
     acc = np.zeros_like(tau)  # second derivative of env, 1/s^2
-    r = tau < rise
-    env[r] = 0.5 * (1 - np.cos(math.pi * tau[r] / rise))
-    acc[r] = 0.5 * (math.pi / rise) ** 2 * np.cos(math.pi * tau[r] / rise)
+    r = tau < rise  # minimum-jerk rise: position, velocity and acceleration all start at zero
+    x = tau[r] / rise
+    env[r] = _minjerk(x)
+    acc[r] = (60 * x - 180 * x * x + 120 * x**3) / rise**2
     f = tau > dur - rel
     x = (tau[f] - (dur - rel)) / rel
-    env[f] = np.minimum(env[f], 0.5 * (1 + np.cos(math.pi * x)))
-    acc[f] = -0.5 * (math.pi / rel) ** 2 * np.cos(math.pi * x)
+    env[f] = np.minimum(env[f], 1 - _minjerk(x))
+    acc[f] = -(60 * x - 180 * x * x + 120 * x**3) / rel**2
     angle = p["rot_deg"] * env
     if "slow_deg" in p:  # a long, restless movement keeps moving
         angle = angle + p["slow_deg"] * env * np.sin(2 * math.pi * p["slow_hz"] * tau)

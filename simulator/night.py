@@ -11,6 +11,7 @@ Time is true wall time in Unix seconds throughout; the sensor's own clock only a
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,7 +159,7 @@ def _segments(codes: np.ndarray, t0: float) -> list[tuple[float, float, str]]:
         return out
     change = np.flatnonzero(np.diff(codes)) + 1
     bounds = np.concatenate([[0], change, [len(codes)]])
-    for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+    for a, b in itertools.pairwise(bounds):
         code = int(codes[a])
         out.append((t0 + a * EPOCH_S, t0 + b * EPOCH_S, OUT if code < 0 else STAGES[code]))
     return out
@@ -278,18 +279,22 @@ def _gamma(rng: np.random.Generator, mean: float, sd: float) -> float:
 
 def _lm_params(rng: np.random.Generator, duration: float, kind: str) -> dict[str, Any]:
     """Kinematics of one ankle dorsiflexion (with knee/hip flexion): rise, hold, release, tremor."""
+    lever = rng.uniform(0.2, 0.5)
     if kind == "twitch":
         rot = float(np.clip(rng.lognormal(math.log(1.5), 0.7), 0.2, 10))
         rise, release = duration * 0.4, duration * 0.6
     else:
         rot = float(np.clip(rng.lognormal(math.log(4.5), 0.85), 0.3, 25))
-        rise = min(rng.uniform(0.12, 0.5), duration * 0.35)
-        release = min(rng.uniform(0.2, 0.9), duration * 0.4)
-    lever = rng.uniform(0.2, 0.5)
+        # bigger flexions take longer: draw the peak ankle acceleration (0.01-0.6 g, median 0.08 g)
+        # and derive the minimum-jerk rise time from it (peak = 5.77 * lever * angle / T^2)
+        want = float(np.clip(rng.lognormal(math.log(0.08), 0.8), 0.01, 0.6)) * 9.81
+        natural = math.sqrt(lever * math.radians(rot) * 5.7735 / want)
+        rise = float(np.clip(natural, 0.1, 0.35 * duration))
+        release = float(np.clip(natural * rng.uniform(1.0, 1.8), 0.15, 0.4 * duration))
     direction = rng.normal(size=3) * np.array([0.6, 0.5, 1.0])
     direction /= np.linalg.norm(direction)
-    # peak of lever * angle'' for a raised-cosine rise: A*pi^2/(2 T^2), in g
-    peak = lever * math.radians(rot) * math.pi**2 / (2 * min(rise, release) ** 2) / 9.81
+    # peak of lever * angle'' for a minimum-jerk rise of A rad in T s: 5.77 A / T^2, in g
+    peak = lever * math.radians(rot) * 5.7735 / min(rise, release) ** 2 / 9.81
     params: dict[str, Any] = {
         "rot_deg": rot,
         "axis_deg": rng.normal(0, 30),  # 0 = pure sagittal (pitch); +-90 = rotation about the shank
@@ -503,7 +508,7 @@ def plan_night(
             posture = _next_posture(rng, None)
             out_of_bed.append(_get_up(b, rng.uniform(40, 300), posture))
     for s, e in out_of_bed:  # out of bed is not sleep or wake-in-bed: mark its epochs
-        epochs[max(0, int((s - lights_off) // EPOCH_S)) : int(math.ceil((e - lights_off) / EPOCH_S))] = -1
+        epochs[max(0, int((s - lights_off) // EPOCH_S)) : math.ceil((e - lights_off) / EPOCH_S)] = -1
 
     def stage_at_final(t: float) -> str:
         if t < lights_off or t >= lights_on:
@@ -538,6 +543,8 @@ def plan_night(
 
     partner = _partner(rng, lights_off, lights_on)
     movements = sorted(b.movements + planner.movements, key=lambda m: (m.onset, m.side))
+    for m in movements:  # truth on the millisecond grid of the CSV, so truth.json scores exactly the same
+        m.onset, m.offset = round(m.onset, 3), round(m.offset, 3)
     return NightPlan(
         profile=profile,
         seed=int(seed),

@@ -51,12 +51,8 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
-        Profile(
-            "healthy", "healthy sleeper", 40, (0.0, 5.0), 5.0, 0.2, 6.0, 0.3, 8.0, 2.5, 0.4, 12, 4, 1.0
-        ),
-        Profile(
-            "mild", "mild PLMS, no RLS", 58, (5.0, 15.0), 8.0, 0.4, 8.0, 0.6, 10.0, 3.0, 0.8, 18, 6, 1.2
-        ),
+        Profile("healthy", "healthy sleeper", 40, (0.0, 5.0), 5.0, 0.2, 6.0, 0.3, 8.0, 2.5, 0.4, 12, 4, 1.0),
+        Profile("mild", "mild PLMS, no RLS", 58, (5.0, 15.0), 8.0, 0.4, 8.0, 0.6, 10.0, 3.0, 0.8, 18, 6, 1.2),
         Profile(
             "rls-moderate", "RLS with moderate PLMS", 55, (15.0, 40.0), 12.0, 0.8, 10.0, 1.5, 12.0, 3.5, 1.2, 30, 8, 1.5
         ),

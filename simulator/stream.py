@@ -93,7 +93,7 @@ class _SensorStream:
     def done(self) -> bool:
         return self.next_i >= self.model.n_total
 
-    def _render_block(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def render_block(self, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if b not in self._blocks:
             i0 = b * NOISE_BLOCK
             i1 = min(self.model.n_total, i0 + NOISE_BLOCK)
@@ -106,7 +106,7 @@ class _SensorStream:
         b = self.next_i // NOISE_BLOCK + 1
         if b in self._blocks or b * NOISE_BLOCK >= self.model.n_total:
             return False
-        self._render_block(b)
+        self.render_block(b)
         return True
 
     def take(self, until_wall: float) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -115,7 +115,7 @@ class _SensorStream:
         runs: list[tuple[np.ndarray, np.ndarray]] = []
         while self.next_i < limit:
             b = self.next_i // NOISE_BLOCK
-            t, xyz, keep = self._render_block(b)
+            t, xyz, keep = self.render_block(b)
             for old in [k for k in self._blocks if k < b]:
                 del self._blocks[old]
             lo = self.next_i - b * NOISE_BLOCK
@@ -130,7 +130,9 @@ class _SensorStream:
 
 
 def _status(side: str, state: str, rate_hz: float) -> bytes:
-    return encode_status(SensorStatus(state=state, side=side, model=MODEL_NAME, rate_hz=rate_hz, time_ns=time.time_ns()))
+    return encode_status(
+        SensorStatus(state=state, side=side, model=MODEL_NAME, rate_hz=rate_hz, time_ns=time.time_ns())
+    )
 
 
 def stream_nights(
@@ -183,7 +185,7 @@ def stream_nights(
                         clients.append(client)
                     client = pool[len(streams) % len(pool)]
                 stream = _SensorStream(subject, sensor_id, sensors[side], plan, client)
-                stream._render_block(0)  # noqa: SLF001 -- the first block before the clock starts
+                stream.render_block(0)  # the first block before the clock starts
                 stream.last_info = client.publish(topic, _status(side, "online", config.rate_hz), qos=1, retain=True)
                 streams.append(stream)
         if ready is not None:

@@ -125,7 +125,7 @@ class Truth:
             "recording": {"start": plan.start, "end": plan.end},
             "in_bed": {"start": plan.lights_off, "end": plan.lights_on},
             "sleep_onset": plan.sleep_onset,
-            "hours": {k: round(v, 4) for k, v in hours.items()},
+            "hours": hours,
             "stages": [{"start": round(a, 3), "end": round(b, 3), "stage": s} for a, b, s in plan.stages],
             "out_of_bed": [{"start": round(a, 3), "end": round(b, 3)} for a, b in plan.out_of_bed],
             "movements": [{**m.to_dict(), "recorded": self.recorded(m)} for m in plan.movements],
