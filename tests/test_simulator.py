@@ -108,7 +108,7 @@ def test_night_structure_stages_and_body_movements():
     turns = [m for m in t.movements if m.role == "turn"]
     assert turns and all(2.5 <= m.duration <= 20.5 for m in turns)
     # stages tile the recording without holes
-    for (a0, a1, _), (b0, _b1, _) in zip(t.stages, t.stages[1:], strict=False):
+    for (_a0, a1, _), (b0, _b1, _) in zip(t.stages, t.stages[1:], strict=False):
         assert a1 == pytest.approx(b0)
 
 
