@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as mqtt
 
 from detector import schema
@@ -128,6 +129,7 @@ class LiveDetector:
         self._limited = RateLimitedLog(log)
         self._client: mqtt.Client | None = None
         self._discovery_sent: set[str] = set()
+        self._subscribed = threading.Event()
         self._restore()
 
     # ------------------------------------------------------------------ lifecycle
@@ -144,9 +146,12 @@ class LiveDetector:
             manual_ack=True,
         )
         self._client.on_message = self._on_message
+        self._client.on_subscribe = lambda *_args: self._subscribed.set()
         self._worker = threading.Thread(target=self._work, name="detector-worker", daemon=True)
         self._worker.start()
         connect(self._client, self.settings.mqtt, persistent=True)
+        if not self._subscribed.wait(10):
+            raise ConnectionError("the MQTT broker did not confirm the subscriptions within 10 s")
         log.info(
             "detector %s running: rules %s, shard %d/%d", self.instance, self.rules.name, self.shard[0], self.shard[1]
         )
@@ -243,34 +248,74 @@ class LiveDetector:
             for m in messages:
                 if m.qos > 0:
                     self._client.ack(m.mid, m.qos)
-        for row_id, m in zip(ids, owned, strict=True):
-            self.apply(m.topic, bytes(m.payload))
-            self._applied_id = row_id
+        self.apply_many([(m.topic, bytes(m.payload)) for m in owned])
+        if ids:
+            self._applied_id = ids[-1]
 
     # ------------------------------------------------------------------ the pure-ish core
 
     def apply(self, topic: str, payload: bytes, wall_s: float | None = None) -> None:
         """Process one message (live or replayed). Never raises on bad input: counts it."""
-        self.stats.received += 1
+        self.apply_many([(topic, payload)], wall_s)
+
+    def apply_many(self, messages: list[tuple[str, bytes]], wall_s: float | None = None) -> None:
+        """Process messages in order. Samples released by the reorder buffers are collected per leg
+        and scored as one chunk per leg at the end (or before a status message of that subject):
+        the scorer gives the same result for any chunking, and one call per leg per group instead
+        of one per batch is what lets a single process keep up with thousands of sensors."""
         wall = time.time() if wall_s is None else wall_s
-        try:
-            if topic.endswith("/_diary"):
-                self._apply_diary(topic, payload, wall)
-                return
-            parsed = wire.parse_sensor_topic(topic)
-        except wire.WireFormatError as exc:
-            self._bad("topic", f"ignoring message on {topic!r}: {exc}")
+        pending: dict[tuple[str, str], list[wire.SampleBatch]] = {}
+        for topic, payload in messages:
+            self.stats.received += 1
+            try:
+                if topic.endswith("/_diary"):
+                    self._apply_diary(topic, payload, wall)
+                    continue
+                parsed = wire.parse_sensor_topic(topic)
+            except wire.WireFormatError as exc:
+                if topic.startswith(f"{wire.TOPIC_ROOT}/_"):
+                    continue  # our own detector status (it matches the status wildcard)
+                self._bad("topic", f"ignoring message on {topic!r}: {exc}")
+                continue
+            try:
+                if parsed.kind == "acc":
+                    released = self._accept_batch(parsed, wire.decode(payload), wall)
+                    if released:
+                        pending.setdefault(released[0], []).extend(released[1])
+                else:
+                    status = wire.decode_status(payload)
+                    self._score_pending(pending, parsed.subject)
+                    self._apply_status(parsed, status, wall)
+            except wire.WireFormatError as exc:
+                kind = "clock" if "start time" in str(exc) else "payload"
+                self._bad(kind, f"bad {parsed.kind} payload from {parsed.subject}/{parsed.sensor}: {exc}")
+        self._score_pending(pending, None)
+
+    def _score_pending(self, pending: dict[tuple[str, str], list[wire.SampleBatch]], subject: str | None) -> None:
+        touched = set()
+        for key in [k for k in pending if subject is None or k[0] == subject]:
+            batches = pending.pop(key)
+            state = self.subjects.get(key[0])
+            if state is not None:
+                self._score(state, key[1], batches)
+                touched.add(key[0])
+        for name in touched:
+            self._release_lagging_legs(self.subjects[name])
+
+    def _release_lagging_legs(self, state: SubjectState) -> None:
+        """A leg far behind the other (sensor lost, or never there) becomes a gap up to the other's time
+        minus a margin, so movements of the working leg are not held back all night."""
+        if len(state.sides) < 2 or not state.last_t:
             return
-        try:
-            if parsed.kind == "acc":
-                self._apply_batch(parsed, wire.decode(payload), wall)
-            else:
-                self._apply_status(parsed, wire.decode_status(payload), wall)
-        except wire.WireFormatError as exc:
-            kind = "clock" if "start time" in str(exc) else "payload"
-            self._bad(kind, f"bad {parsed.kind} payload from {parsed.subject}/{parsed.sensor}: {exc}")
-        except ValueError as exc:  # samples the scorer refuses (e.g. time going backwards)
-            self._bad("samples", f"samples from {parsed.subject}/{parsed.sensor} refused: {exc}")
+        lead = max(state.last_t.values())
+        events: list[MovementEvent] = []
+        for side in state.sides:
+            reached = state.last_t.get(side, state.night_start_s)
+            if reached is not None and reached < lead - LEG_LOST_AFTER_S:
+                until = lead - LEG_LOST_AFTER_S
+                events += state.scorer.mark_gap(side, until)
+                state.last_t[side] = until
+        self._emit(state, events)
 
     def _bad(self, kind: str, message: str) -> None:
         self.stats.bad[kind] += 1
@@ -305,48 +350,59 @@ class LiveDetector:
                     return side
         return side_from_sensor_id(sensor)
 
-    def _apply_batch(self, parsed: wire.SensorTopic, batch: wire.SampleBatch, wall: float) -> None:
+    def _accept_batch(
+        self, parsed: wire.SensorTopic, batch: wire.SampleBatch, wall: float
+    ) -> tuple[tuple[str, str], list[wire.SampleBatch]] | None:
+        """Route a batch to its leg's reorder buffer; return what the buffer releases."""
         side = self._side_of(parsed.subject, parsed.sensor)
         if side is None:
             self._bad("unknown_sensor", f"cannot tell the side of sensor {parsed.subject}/{parsed.sensor}")
-            return
+            return None
         state = self._state(parsed.subject, side, parsed.sensor)
         if state is None:
-            return
+            return None
         if side not in state.sides:
             self._bad("unknown_sensor", f"{parsed.subject} has no {side} leg configured")
-            return
+            return None
         state.sensor_of_side.setdefault(side, parsed.sensor)
         inbox = state.inboxes.setdefault(side, SensorInbox(self.settings.detector.reorder_window_s))
-        before = Counter(inbox.counts)
+        late_before = inbox.counts["late"]
         released = inbox.add(batch)
-        after = inbox.counts
-        if after["late"] > before["late"]:
+        if inbox.counts["late"] > late_before:
             self._bad("late", f"batch from {parsed.subject}/{parsed.sensor} arrived after its reorder window")
         state.last_wall = wall
-        for ready in released:
-            self._score(state, side, ready)
+        return (parsed.subject, side), released
 
-    def _score(self, state: SubjectState, side: str, batch: wire.SampleBatch, *, may_end_night: bool = True) -> None:
-        t = batch.timestamps_s()
+    def _score(
+        self, state: SubjectState, side: str, batches: list[wire.SampleBatch], *, may_end_night: bool = True
+    ) -> None:
+        """Score consecutive batches of one leg as one chunk (split where a new night begins)."""
+        if not batches:
+            return
         if may_end_night and state.night_start_s is not None:
             reached = max(state.last_t.values(), default=state.night_start_s)
-            if t[0] - reached > NIGHT_GAP_S:
+            first_new = next((i for i, b in enumerate(batches) if b.start_ns / 1e9 - reached > NIGHT_GAP_S), None)
+            if first_new is not None:
+                self._score(state, side, batches[:first_new], may_end_night=False)
                 state = self._end_night(state)
+                batches = batches[first_new:]
         if state.night_start_s is None:
-            state.night_start_s = float(t[0])
-        if side in state.last_t and t[0] <= state.last_t[side]:
+            state.night_start_s = batches[0].start_ns / 1e9
+        done = state.last_t.get(side, -math.inf)
+        fresh = [b for b in batches if b.start_ns / 1e9 > done]
+        if len(fresh) < len(batches):
             self._bad("samples", f"{state.subject} {side}: batch overlaps data already scored")
+        if not fresh:
             return
+        t = np.concatenate([b.timestamps_s() for b in fresh])
+        xyz = np.concatenate([b.xyz for b in fresh])
         state.offline_sides.discard(side)
-        events = state.scorer.feed(side, t, batch.xyz)
+        try:
+            events = state.scorer.feed(side, t, xyz)
+        except ValueError as exc:  # samples the scorer refuses (e.g. time going backwards)
+            self._bad("samples", f"samples of {state.subject} {side} refused: {exc}")
+            return
         state.last_t[side] = float(t[-1])
-        # a leg that lags far behind the other is lost for now: say so, so the other is not held back
-        for other in state.sides:
-            if other != side and state.last_t.get(other, state.night_start_s) < t[-1] - LEG_LOST_AFTER_S:
-                until = float(t[-1]) - LEG_LOST_AFTER_S
-                events += state.scorer.mark_gap(other, until)
-                state.last_t[other] = until
         self._emit(state, events)
         if t[-1] - state.last_summary_t >= SUMMARY_EVERY_S:
             self._write_summary(state, state.scorer.summary())
@@ -354,8 +410,7 @@ class LiveDetector:
 
     def _flush_inboxes(self, state: SubjectState) -> None:
         for side, inbox in state.inboxes.items():
-            for ready in inbox.flush():
-                self._score(state, side, ready, may_end_night=False)
+            self._score(state, side, inbox.flush(), may_end_night=False)
 
     def _apply_status(self, parsed: wire.SensorTopic, status: wire.SensorStatus, wall: float) -> None:
         side = status.side or self._side_of(parsed.subject, parsed.sensor)

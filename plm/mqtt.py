@@ -28,6 +28,7 @@ def make_client(
     *,
     will: tuple[str, bytes] | None = None,
     on_connect: Callable[[mqtt.Client], None] | None = None,
+    manual_ack: bool = False,
 ) -> mqtt.Client:
     """Create (not connect) an MQTT 5 client with auth, TLS and an optional retained Last Will.
 
@@ -35,7 +36,11 @@ def make_client(
     subscriptions come back after the broker restarts.
     """
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, reconnect_on_failure=True
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5,
+        reconnect_on_failure=True,
+        manual_ack=manual_ack,  # consumers that must not lose data ack only once it is stored
     )
     if settings.username is not None:
         password = settings.password.get_secret_value() if settings.password else None

@@ -1,0 +1,202 @@
+"""The live detector against a real mosquitto and a real influxd: equivalence with offline scoring,
+redelivery, bad input, restarts and shards."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from detector.scorer import score_arrays
+from detector.service import LiveDetector, shard_of
+from plm import wire
+from plm.mqtt import connect, make_client
+from simulator import simulate_night
+from tests.live_helpers import batches_as_arrays, interleave, night_batches, settings_for, wait_for
+
+pytestmark = pytest.mark.services
+
+
+@pytest.fixture(scope="module")
+def night():
+    return simulate_night("rls-severe", seed=4242, duration_h=0.75, jitter_ms=0, gap=False)
+
+
+@pytest.fixture(scope="module")
+def batches(night):
+    return night_batches(night)
+
+
+@pytest.fixture(scope="module")
+def offline(batches):
+    left = batches_as_arrays(batches["left"])
+    right = batches_as_arrays(batches["right"])
+    return score_arrays(left, right)
+
+
+def _publisher(settings) -> mqtt.Client:
+    client = make_client(settings.mqtt, "test-publisher")
+    connect(client, settings.mqtt)
+    return client
+
+
+def _publish(client: mqtt.Client, subject: str, items, repeat_every: int = 0) -> None:
+    infos = []
+    for i, (side, batch) in enumerate(items):
+        topic = wire.acc_topic(subject, f"{side}-ankle")
+        payload = wire.encode_binary(batch)
+        infos.append(client.publish(topic, payload, qos=1))
+        if repeat_every and i % repeat_every == 0:  # what a QoS 1 redelivery looks like
+            infos.append(client.publish(topic, payload, qos=1))
+    for info in infos:
+        info.wait_for_publish(30)
+
+
+def _goodbye(client: mqtt.Client, subject: str) -> None:
+    for side in ("left", "right"):
+        status = wire.SensorStatus(state="offline", side=side)
+        client.publish(wire.status_topic(subject, f"{side}-ankle"), wire.encode_status(status), qos=1).wait_for_publish(
+            10
+        )
+
+
+def _stored_movements(influxd, subject: str) -> list[dict]:
+    result = influxd.query(
+        f"SELECT duration_s, plm, side, kind FROM movement WHERE subject = '{subject}'", database=influxd.database
+    )
+    series = result["results"][0].get("series", [])
+    if not series:
+        return []
+    cols = series[0]["columns"]
+    return [dict(zip(cols, row, strict=True)) for row in series[0]["values"]]
+
+
+def _stored_night(influxd, subject: str) -> dict | None:
+    result = influxd.query(f"SELECT * FROM night WHERE subject = '{subject}'", database=influxd.database)
+    series = result["results"][0].get("series", [])
+    if not series:
+        return None
+    cols = series[0]["columns"]
+    return dict(zip(cols, series[0]["values"][-1], strict=True))
+
+
+def _compare(stored: list[dict], offline_events) -> None:
+    expected = sorted(
+        ((round(e.onset * 1000), e.side, e.kind, e.plm) for e in offline_events),
+    )
+    got = sorted((row["time"], row["side"], row["kind"], row["plm"]) for row in stored)
+    missing = sorted(set(expected) - set(got))
+    extra = sorted(set(got) - set(expected))
+    assert got == expected, f"missing {missing[:5]} extra {extra[:5]} ({len(missing)} missing, {len(extra)} extra)"
+
+
+def test_streamed_night_equals_offline_scoring(mosquitto, influxd, tmp_path, batches, offline):
+    settings = settings_for(mosquitto, influxd, tmp_path / "state", instance="eq")
+    detector = LiveDetector(settings, publish_results=True)
+    detector.start()
+    try:
+        publisher = _publisher(settings)
+        _publish(publisher, "eqsubject", interleave(batches), repeat_every=50)
+        _goodbye(publisher, "eqsubject")
+        assert wait_for(lambda: detector.stats.nights_finished == 1, 60)
+        assert detector.sink.flush(30)
+    finally:
+        detector.stop()
+        publisher.disconnect()
+    stored = _stored_movements(influxd, "eqsubject")
+    _compare(stored, offline.events)
+    night = _stored_night(influxd, "eqsubject")
+    assert night is not None and night["final"] is True
+    for key in ("lm_count", "plm_count", "series_count", "twitch_count", "long_movement_count"):
+        assert night[key] == offline.fields[key], key
+    for key in ("plm_index", "time_in_bed_h", "periodicity_index"):
+        want = offline.fields[key]
+        assert (night[key] is None and want is None) or math.isclose(night[key], want, rel_tol=1e-9), key
+    assert offline.fields["plm_count"] > 0  # a severe night has PLMs: the comparison is not vacuous
+    assert detector.stats.bad == {} or set(detector.stats.bad) <= {"late"}
+
+
+def test_bad_payloads_are_counted_and_the_service_keeps_going(mosquitto, influxd, tmp_path, batches):
+    settings = settings_for(mosquitto, influxd, tmp_path / "state", instance="bad")
+    detector = LiveDetector(settings)
+    detector.start()
+    publisher = _publisher(settings)
+    try:
+        good = batches["left"][:5]
+        for payload in (b"", b"\x50\x02garbage", b"{not json", b'{"v":1,"t0":1,"rate":52,"acc":[[0,0,1]]}'):
+            publisher.publish(wire.acc_topic("badsubject", "left-ankle"), payload, qos=1).wait_for_publish(5)
+        publisher.publish("plm/v1/bad subject/x/acc", b"x", qos=1).wait_for_publish(5)
+        for b in good:
+            publisher.publish(
+                wire.acc_topic("badsubject", "left-ankle"), wire.encode_binary(b), qos=1
+            ).wait_for_publish(5)
+        assert wait_for(lambda: sum(detector.stats.bad.values()) >= 4, 20)
+        assert wait_for(lambda: detector.stats.received >= 9, 20)
+        assert detector.stats.bad["payload"] >= 3
+        assert detector.stats.bad["clock"] >= 1
+        # the detector status topic reports the counts, retained
+        got: list = []
+        reader = make_client(settings.mqtt, "status-reader")
+        reader.on_message = lambda c, u, m: got.append(json.loads(m.payload))
+        connect(reader, settings.mqtt)
+        reader.subscribe(wire.detector_status_topic("bad"), qos=1)
+        detector._publish_status("online")
+        assert wait_for(lambda: bool(got), 10)
+        assert got[-1]["bad"]["payload"] >= 3
+        reader.disconnect()
+    finally:
+        detector.stop()
+        publisher.disconnect()
+
+
+def test_restart_mid_night_neither_loses_nor_doubles(mosquitto, influxd, tmp_path, batches, offline):
+    """Kill-style restart: the first instance stops without finishing the night; the second resumes
+    from the checkpoint + journal and must end with exactly the offline result."""
+    settings = settings_for(mosquitto, influxd, tmp_path / "state", instance="restart")
+    items = interleave(batches)
+    half = len(items) // 2
+    first = LiveDetector(settings, checkpoint_every_s=0.5)
+    first.start()
+    publisher = _publisher(settings)
+    _publish(publisher, "restartsubject", items[:half])
+    assert wait_for(lambda: first.stats.received >= half, 60)
+    first.stop()  # no finish: the night is open in the checkpoint
+    _publish(publisher, "restartsubject", items[half - 20 : half + 100])  # overlap = redelivery after restart
+    second = LiveDetector(settings, checkpoint_every_s=0.5)
+    second.start()
+    try:
+        _publish(publisher, "restartsubject", items[half + 100 :])
+        _goodbye(publisher, "restartsubject")
+        assert wait_for(lambda: second.stats.nights_finished >= 1, 60)
+        assert second.sink.flush(30)
+    finally:
+        second.stop()
+        publisher.disconnect()
+    _compare(_stored_movements(influxd, "restartsubject"), offline.events)
+    night = _stored_night(influxd, "restartsubject")
+    assert night["plm_count"] == offline.fields["plm_count"]
+
+
+def test_shards_split_subjects_exactly_once(mosquitto, influxd, tmp_path, batches):
+    subjects = [f"shard{i:02d}" for i in range(8)]
+    assert {shard_of(s, 2) for s in subjects} == {0, 1}
+    replicas = [
+        LiveDetector(settings_for(mosquitto, influxd, tmp_path / f"s{k}", instance=f"rep{k}"), shard=(k, 2))
+        for k in range(2)
+    ]
+    for r in replicas:
+        r.start()
+    publisher = _publisher(replicas[0].settings)
+    try:
+        few = batches["left"][:3]
+        for s in subjects:
+            _publish(publisher, s, [("left", b) for b in few])
+        assert wait_for(lambda: sum(len(r.subjects) for r in replicas) == len(subjects), 20)
+        for k, r in enumerate(replicas):
+            assert set(r.subjects) == {s for s in subjects if shard_of(s, 2) == k}
+    finally:
+        for r in replicas:
+            r.stop()
+        publisher.disconnect()
