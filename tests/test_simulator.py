@@ -288,8 +288,8 @@ def test_other_sample_rates(rate):
 
 
 def test_cli_writes_csv_and_truth(tmp_path, capsys):
-    rc = plm_main(["simulate", "night", "--profile", "rls-severe", "--seed", "7", "--duration-h", "0.5",
-                   "--out", str(tmp_path), "--gzip"])  # fmt: skip
+    args = "simulate night --profile rls-severe --seed 7 --duration-h 0.5 --gzip --out".split()
+    rc = plm_main([*args, str(tmp_path)])
     assert rc == 0
     assert "does not diagnose" in capsys.readouterr().out
     t, xyz = read_leg_csv(tmp_path / "left.csv.gz")
