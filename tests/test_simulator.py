@@ -288,7 +288,7 @@ def test_other_sample_rates(rate):
 
 
 def test_cli_writes_csv_and_truth(tmp_path, capsys):
-    args = "simulate night --profile rls-severe --seed 7 --duration-h 0.5 --gzip --out".split()
+    args = ["simulate", "night", "--profile", "rls-severe", "--seed", "7", "--duration-h", "0.5", "--gzip", "--out"]
     rc = plm_main([*args, str(tmp_path)])
     assert rc == 0
     assert "does not diagnose" in capsys.readouterr().out

@@ -123,7 +123,7 @@ def test_a_killed_streamer_leaves_lost_sensors_via_the_last_will(mosquitto, tmp_
         PLM_MQTT__URL=mosquitto.url, PLM_MQTT__USERNAME="plm", PLM_MQTT__PASSWORD="plm-test-password", PLM_CONFIG=""
     )
     env.pop("PLM_CONFIG")
-    args = "simulate stream --subjects 1 --prefix will --duration-h 1 --seed 2".split()
+    args = ["simulate", "stream", "--subjects", "1", "--prefix", "will", "--duration-h", "1", "--seed", "2"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "plm.cli", *args],
         env=env,
