@@ -171,7 +171,7 @@ def parse_diary_payload(payload: bytes) -> DiaryNote:
     return make_note(body, tags, _parse_time(doc.get("time")))
 
 
-def _zone(tz: str | dt.tzinfo | None) -> dt.tzinfo:
+def zone_of(tz: str | dt.tzinfo | None) -> dt.tzinfo:
     if tz is None:
         local = dt.datetime.now().astimezone().tzinfo
         return local if local is not None else dt.UTC
@@ -189,7 +189,7 @@ def night_start_for(time_s: float, tz: str | dt.tzinfo | None = None) -> float:
     Used for diary notes *and* night summary points, so that both land on one InfluxDB point.
     ``tz`` defaults to the machine's local zone (an IANA name or tzinfo may be given).
     """
-    zone = _zone(tz)
+    zone = zone_of(tz)
     local = dt.datetime.fromtimestamp(time_s, zone)
     anchor_day = local.date() if local.hour >= NIGHT_ANCHOR_HOUR else local.date() - dt.timedelta(days=1)
     anchor = dt.datetime.combine(anchor_day, dt.time(NIGHT_ANCHOR_HOUR), zone)
@@ -198,12 +198,12 @@ def night_start_for(time_s: float, tz: str | dt.tzinfo | None = None) -> float:
 
 def night_date(time_s: float, tz: str | dt.tzinfo | None = None) -> dt.date:
     """The calendar date of the evening a night starts on (the night of 1-2 March is 1 March)."""
-    return dt.datetime.fromtimestamp(night_start_for(time_s, tz), _zone(tz)).date()
+    return dt.datetime.fromtimestamp(night_start_for(time_s, tz), zone_of(tz)).date()
 
 
 def anchor_of_date(day: dt.date, tz: str | dt.tzinfo | None = None) -> float:
     """The anchor of the night starting on the evening of ``day``."""
-    return dt.datetime.combine(day, dt.time(NIGHT_ANCHOR_HOUR), _zone(tz)).timestamp()
+    return dt.datetime.combine(day, dt.time(NIGHT_ANCHOR_HOUR), zone_of(tz)).timestamp()
 
 
 def diary_lines(subject: str, note: DiaryNote, received_s: float, tz: str | dt.tzinfo | None = None) -> list[str]:

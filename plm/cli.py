@@ -20,6 +20,7 @@ STAGE_CLI_MODULES = (
     "plm.score_events_cli",
     "simulator.cli",
     "detector.cli",
+    "detector.report_cli",
     "detector.service_cli",
     "collector.cli",
     "plm.broker_cli",

@@ -1,0 +1,125 @@
+"""``plm note`` (sleep diary) and ``plm report`` (one-page night report).
+
+plm note --subject alice "coffee after 18:00" [--tag stretching] [--time 2024-03-01T21:30] [--tz Europe/Berlin]
+plm report --subject alice [--night 2024-03-01] [--from-file scored.json] [--out night.html]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from detector.diary import DiaryError, diary_lines, make_note, merge_notes, night_date, night_start_for, zone_of
+from detector.report import build_report, render_html
+from detector.report_data import InfluxQL, ReportDataError, existing_note, load_from_influx, load_scored_file
+from plm.config import load_settings
+
+log = logging.getLogger(__name__)
+NOTE_FLUSH_S = 10.0
+
+
+def register(subparsers: Any) -> None:
+    note = subparsers.add_parser(
+        "note",
+        help="add a sleep-diary note (caffeine, alcohol, exercise, stretching, late meal, medication, poor sleep)",
+        description="Store a sleep-diary note for a night. Tags come from keywords in the text and from --tag. "
+        "A note written between 12:00 and 12:00 the next day belongs to the night starting that evening. "
+        "The same note can be sent by MQTT to plm/v1/<subject>/_diary.",
+    )
+    note.add_argument("text", nargs="?", default="", help='the note, e.g. "caffeine after 18:00"')
+    note.add_argument("--subject", required=True, help="subject id")
+    note.add_argument("--tag", action="append", default=[], help="an explicit tag (repeatable)")
+    note.add_argument("--time", help="when the note applies (ISO 8601; default: now)")
+    note.add_argument("--tz", help="IANA time zone for the night boundary (default: this machine's)")
+    note.add_argument("--dry-run", action="store_true", help="print the InfluxDB lines instead of writing them")
+    note.set_defaults(func=run_note)
+
+    report = subparsers.add_parser(
+        "report",
+        help="one-page night report (HTML) from InfluxDB or a scored file",
+        description="A one-page report of a night: timeline, movements, PLM series, hourly counts, indices, "
+        "the last 14 nights, the diary, and signals worth discussing with a doctor. It measures; it does not diagnose.",
+    )
+    report.add_argument("--subject", required=True, help="subject id")
+    report.add_argument("--night", help="date the night starts (YYYY-MM-DD; default: the latest night)")
+    report.add_argument("--from-file", help="a `plm score --json` output instead of InfluxDB")
+    report.add_argument("--out", default="night.html", help="output file: .html (default night.html)")
+    report.add_argument("--tz", help="IANA time zone (default: this machine's)")
+    report.set_defaults(func=run_report)
+
+
+def _settings(args: argparse.Namespace):
+    return load_settings(getattr(args, "config", None))
+
+
+def run_note(args: argparse.Namespace) -> int:
+    try:
+        zone = zone_of(args.tz)
+        when = time.time()
+        if args.time:
+            parsed = dt.datetime.fromisoformat(args.time)
+            when = (parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)).timestamp()
+        note = make_note(args.text, args.tag, when)
+    except (DiaryError, ValueError) as exc:
+        print(f"plm note: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print("\n".join(diary_lines(args.subject, note, when, zone)))
+        return 0
+    from detector.influx import InfluxSink
+
+    settings = _settings(args)
+    anchor = night_start_for(when, zone)
+    try:
+        note = merge_notes(existing_note(InfluxQL(settings.influx), args.subject, anchor), note)
+    except ReportDataError as exc:
+        log.warning("could not read earlier notes of that night (%s); writing this one alone", exc)
+    outbox = Path(settings.detector.state_dir) / "diary-outbox.sqlite"
+    outbox.parent.mkdir(parents=True, exist_ok=True)
+    sink = InfluxSink(settings.influx, outbox)
+    try:
+        sink.put(diary_lines(args.subject, note, when, zone))
+        delivered = sink.flush(NOTE_FLUSH_S)
+    finally:
+        sink.close()
+    tags = ", ".join(note.tags) or "no tags"
+    day = night_date(when, zone)
+    if not delivered:
+        print(
+            f"plm note: InfluxDB did not answer; the note is kept in {outbox} and sent with the next `plm note`.",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"noted for the night of {day:%a %d %b %Y} ({tags})")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    try:
+        zone = zone_of(args.tz)
+        night = dt.date.fromisoformat(args.night) if args.night else None
+        out = Path(args.out)
+        if out.suffix.lower() not in (".html", ".htm"):
+            raise ReportDataError(
+                f"{out.name}: only .html is rendered (PNG/PDF need matplotlib, which is not installed); "
+                "print the HTML to PDF from a browser"
+            )
+        if args.from_file:
+            data = load_scored_file(Path(args.from_file))
+            data["night"] = night
+        else:
+            data = load_from_influx(InfluxQL(_settings(args).influx), args.subject, night, zone)
+        report = build_report(
+            args.subject, data["summary"], data["events"], data["history"], data["diary"], data["night"], zone
+        )
+    except (ReportDataError, DiaryError, ValueError) as exc:
+        print(f"plm report: {exc}", file=sys.stderr)
+        return 2
+    out.write_text(render_html(report), encoding="utf-8")
+    print(f"wrote {out} (night of {report.night:%Y-%m-%d}): {report.headline}")
+    return 0
