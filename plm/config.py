@@ -197,6 +197,7 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
 
     Raises :class:`ConfigError` with one line per bad key, never a pydantic traceback.
     """
+    _read_secret_files(os.environ)
     path_str = config_file if config_file is not None else os.environ.get(CONFIG_ENV)
     path = Path(path_str) if path_str else None
     if path is not None and not path.is_file():
@@ -212,6 +213,19 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
     except (ValueError, OSError) as exc:  # TOML syntax errors, unreadable file
         where = f" in {path}" if path else ""
         raise ConfigError(f"cannot read configuration{where}: {exc}") from None
+
+
+def _read_secret_files(environ: os._Environ[str] | dict[str, str]) -> None:
+    """Docker-style secrets: ``PLM_X_FILE=/run/secrets/x`` sets ``PLM_X`` from the file (unless set),
+    so a password can live in a mounted file instead of the environment of every process."""
+    for key in [k for k in environ if k.startswith("PLM_") and k.endswith("_FILE") and k != "PLM_CONFIG_FILE"]:
+        target = key.removesuffix("_FILE")
+        if environ.get(target):
+            continue
+        try:
+            environ[target] = Path(environ[key]).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{key}: cannot read secret file {environ[key]}: {exc.strerror}") from None
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:

@@ -130,3 +130,13 @@ def test_secrets_never_in_repr_or_errors(tmp_path, monkeypatch):
         load_settings(path)
     for secret in ("file-password", "file-influx-password", "tok-123-secret"):
         assert secret not in str(info.value)
+
+
+def test_secret_from_file(tmp_path, monkeypatch):
+    secret = tmp_path / "mqtt_password"
+    secret.write_text("from-a-file\n")
+    monkeypatch.setenv("PLM_MQTT__PASSWORD_FILE", str(secret))
+    assert load_settings().mqtt.password.get_secret_value() == "from-a-file"
+    monkeypatch.setenv("PLM_INFLUX__TOKEN_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="PLM_INFLUX__TOKEN_FILE"):
+        load_settings()
