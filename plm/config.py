@@ -11,6 +11,7 @@ Environment variables are ``PLM_<SECTION>__<KEY>``, e.g. ``PLM_MQTT__URL``, ``PL
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -180,6 +181,10 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # PLM_*_FILE variables name secret files; load_settings reads them, the env source must not
+        env_vars = getattr(env_settings, "env_vars", None)
+        if isinstance(env_vars, Mapping):
+            env_settings.env_vars = {k: v for k, v in env_vars.items() if not k.lower().endswith("_file")}
         # the TOML file (model_config["toml_file"], set by load_settings) ranks below the environment
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, deep_merge=True)
 
@@ -197,7 +202,7 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
 
     Raises :class:`ConfigError` with one line per bad key, never a pydantic traceback.
     """
-    _read_secret_files(os.environ)
+    from_files = _secret_files(os.environ)
     path_str = config_file if config_file is not None else os.environ.get(CONFIG_ENV)
     path = Path(path_str) if path_str else None
     if path is not None and not path.is_file():
@@ -206,6 +211,11 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
     class FileSettings(Settings):
         model_config = SettingsConfigDict(toml_file=path)
 
+    for section, values in from_files.items():
+        if isinstance(values, dict):
+            overrides[section] = {**values, **overrides.get(section, {})}
+        else:
+            overrides.setdefault(section, values)
     try:
         return FileSettings(**overrides)
     except ValidationError as exc:
@@ -215,17 +225,24 @@ def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides
         raise ConfigError(f"cannot read configuration{where}: {exc}") from None
 
 
-def _read_secret_files(environ: os._Environ[str] | dict[str, str]) -> None:
-    """Docker-style secrets: ``PLM_X_FILE=/run/secrets/x`` sets ``PLM_X`` from the file (unless set),
-    so a password can live in a mounted file instead of the environment of every process."""
-    for key in [k for k in environ if k.startswith("PLM_") and k.endswith("_FILE") and k != "PLM_CONFIG_FILE"]:
+def _secret_files(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Docker-style secrets: ``PLM_MQTT__PASSWORD_FILE=/run/secrets/x`` sets ``mqtt.password`` from the
+    file (unless ``PLM_MQTT__PASSWORD`` is set), so a secret need not sit in every process's environment."""
+    overrides: dict[str, Any] = {}
+    for key in sorted(k for k in environ if k.startswith("PLM_") and k.endswith("_FILE")):
         target = key.removesuffix("_FILE")
         if environ.get(target):
             continue
         try:
-            environ[target] = Path(environ[key]).read_text().strip()
+            value = Path(environ[key]).read_text().strip()
         except OSError as exc:
             raise ConfigError(f"{key}: cannot read secret file {environ[key]}: {exc.strerror}") from None
+        path = target.removeprefix("PLM_").lower().split("__")
+        node = overrides
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return overrides
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:
