@@ -45,7 +45,7 @@ KEYWORDS: dict[str, tuple[str, ...]] = {
 """Keyword (whole words, case-insensitive) -> tag. Every tag here is one of schema.DIARY_TAGS."""
 
 _KEYWORD_RES = {
-    tag: re.compile(r"\b(?:" + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in words) + r")\b", re.I)
+    tag: re.compile(r"\b(?:" + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in words) + r")(?:e?s)?\b", re.I)
     for tag, words in KEYWORDS.items()
 }
 

@@ -90,11 +90,12 @@ class NightReport:
     data_notes: tuple[str, ...] = field(default=())
 
 
-def _fmt(value: Any, digits: int = 1, unit: str = "") -> str:
+def _fmt(value: Any, digits: int | None = 1, unit: str = "") -> str:
+    """``digits=None``: a count. InfluxDB's JSON turns 0.0 into 0, so the kind comes from the caller."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value}{unit}"
+    if digits is None:
+        return f"{round(value)}{unit}"
     return f"{float(value):.{digits}f}{unit}"
 
 
@@ -202,8 +203,8 @@ def build_report(
         for h in summary.get("per_hour", [])
     )
     nights = {d: v for d, v in history}
-    if night not in nights:
-        nights[night] = summary.get("plm_index")
+    if summary.get("plm_index") is not None or night not in nights:
+        nights[night] = summary.get("plm_index")  # the reported night's own summary wins
     days = [night - dt.timedelta(days=k) for k in range(HISTORY_NIGHTS - 1, -1, -1)]
     values = [nights.get(d) for d in days]
     medians = rolling_median(values)
@@ -228,12 +229,12 @@ def build_report(
             "per hour of estimated sleep",
             (summary.get("plms_index") or 0) > PLM_THRESHOLD,
         ),
-        Stat("PLMs", _fmt(summary.get("plm_count")), "in periodic series"),
-        Stat("Leg movements", _fmt(summary.get("lm_count")), "0.5–10 s (15 s on both legs)"),
-        Stat("PLM series", _fmt(summary.get("series_count")), "≥ 4 movements 10–90 s apart"),
+        Stat("PLMs", _fmt(summary.get("plm_count"), None), "in periodic series"),
+        Stat("Leg movements", _fmt(summary.get("lm_count"), None), "0.5–10 s (15 s on both legs)"),
+        Stat("PLM series", _fmt(summary.get("series_count"), None), "≥ 4 movements 10–90 s apart"),
         Stat("Periodicity index", _fmt(summary.get("periodicity_index"), 2), "PLMs / candidate LMs"),
         Stat("Time in bed", _fmt(summary.get("time_in_bed_h"), 1, " h"), "estimated from posture"),
-        Stat("Twitches", _fmt(summary.get("twitch_count")), "shorter than 0.5 s, counted apart"),
+        Stat("Twitches", _fmt(summary.get("twitch_count"), None), "shorter than 0.5 s, counted apart"),
     )
     recorded = [h for h in hist if h.plm_index is not None]
     above = sum(1 for h in recorded if h.above)
@@ -241,7 +242,7 @@ def build_report(
         headline = "No PLM index for this night (not enough data)."
     else:
         headline = (
-            f"{_fmt(summary.get('plm_count'))} periodic leg movements, {plm_index:.1f} per hour in bed "
+            f"{_fmt(summary.get('plm_count'), None)} periodic leg movements, {plm_index:.1f} per hour in bed "
             f"({'above' if high else 'at or below'} {PLM_THRESHOLD:g}/h). "
             f"{above} of the last {len(recorded)} recorded nights were above {PLM_THRESHOLD:g}/h."
         )
