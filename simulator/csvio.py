@@ -80,14 +80,16 @@ def format_csv(t: np.ndarray, xyz: np.ndarray) -> bytes:
     return HEADER + np.compress(flat != 0, flat).tobytes()
 
 
+WRITE_CHUNK = 1 << 17  # rows formatted at a time: small reused buffers instead of one 70 MB temporary
+
+
 def write_leg_csv(path: str | Path, t: np.ndarray, xyz: np.ndarray, *, gzip: bool = False) -> Path:
     path = Path(path)
-    data = format_csv(t, xyz)
-    if gzip:
-        with gzip_module.open(path, "wb", compresslevel=3) as fh:
-            fh.write(data)
-    else:
-        path.write_bytes(data)
+    opener = (lambda p: gzip_module.open(p, "wb", compresslevel=3)) if gzip else (lambda p: open(p, "wb"))
+    with opener(path) as fh:
+        fh.write(HEADER)
+        for i in range(0, len(t), WRITE_CHUNK):
+            fh.write(format_csv(t[i : i + WRITE_CHUNK], xyz[i : i + WRITE_CHUNK])[len(HEADER) :])
     return path
 
 
