@@ -85,8 +85,7 @@ WRITE_CHUNK = 1 << 17  # rows formatted at a time: small reused buffers instead 
 
 def write_leg_csv(path: str | Path, t: np.ndarray, xyz: np.ndarray, *, gzip: bool = False) -> Path:
     path = Path(path)
-    opener = (lambda p: gzip_module.open(p, "wb", compresslevel=3)) if gzip else (lambda p: open(p, "wb"))
-    with opener(path) as fh:
+    with gzip_module.open(path, "wb", compresslevel=3) if gzip else path.open("wb") as fh:
         fh.write(HEADER)
         for i in range(0, len(t), WRITE_CHUNK):
             fh.write(format_csv(t[i : i + WRITE_CHUNK], xyz[i : i + WRITE_CHUNK])[len(HEADER) :])

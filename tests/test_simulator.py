@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from plm.cli import main as plm_main
 from plm.rules import WASM2016, Gap, LegMovement, score_events
@@ -321,3 +323,34 @@ def test_full_night_smoke():
         assert len(leg) == pytest.approx(8 * 3600 * 52, rel=0.01)
     assert 7.5 < night.truth.hours()["in_bed"] < 8
     assert night.truth.score().plm_count > 200
+
+
+@pytest.fixture(scope="module")
+def short_truth():
+    return prepare_night("rls-moderate", seed=13, duration_h=0.25)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 40_000), st.integers(1, 5_000))
+def test_any_window_renders_the_same_samples_as_the_whole_night(short_truth, i0, length):
+    """The streamer renders block by block; it must produce exactly the night simulate_night writes."""
+    sensor = short_truth.sensors["left"]
+    i1 = min(sensor.n_total, i0 + length)
+    i0 = min(i0, i1 - 1)
+    full = _full_render(short_truth)
+    t, xyz, dev, keep = sensor.render(short_truth.plan, i0, i1)
+    np.testing.assert_array_equal(xyz, full[1][i0:i1])
+    np.testing.assert_array_equal(t, full[0][i0:i1])
+    np.testing.assert_array_equal(dev, full[2][i0:i1])
+    np.testing.assert_array_equal(keep, full[3][i0:i1])
+
+
+_FULL: dict[int, tuple] = {}
+
+
+def _full_render(truth):
+    key = id(truth)
+    if key not in _FULL:
+        sensor = truth.sensors["left"]
+        _FULL[key] = sensor.render(truth.plan, 0, sensor.n_total)
+    return _FULL[key]

@@ -156,6 +156,18 @@ def test_many_sensors_in_real_time_short_load(mosquitto):
     listener.close()
 
 
+def test_json_encoding_stream(mosquitto):
+    settings = _settings(mosquitto)
+    listener = Listener(settings, "t-json")
+    stats = stream_nights(
+        settings, StreamConfig(subjects=1, speed=1000, duration_h=0.25, prefix="json", encoding="json")
+    )
+    assert stats.finished
+    assert _wait(lambda: sum(b.count for v in listener.batches.values() for b in v) == stats.samples)
+    assert not listener.errors
+    listener.close()
+
+
 def test_bad_stream_config_is_named():
     with pytest.raises(ValueError, match="speed"):
         StreamConfig(speed=5000).validate()
