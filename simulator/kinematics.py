@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.night import SCORED_KINDS, SIDES, NightPlan
+from simulator.night import LM_KINDS, SIDES, NightPlan
 
 G = 9.81
 _MAX_MOVEMENT_S = 40.0  # longest scored movement the renderer has to look back for
@@ -36,7 +36,7 @@ class _SideIndex:
 def _index(plan: NightPlan, side: str) -> _SideIndex:
     cache = plan.__dict__.setdefault("_render_index", {})
     if side not in cache:
-        movs = [m for m in plan.movements if m.side == side and m.kind in SCORED_KINDS]
+        movs = [m for m in plan.movements if m.side == side and m.kind in LM_KINDS]
         cache[side] = _SideIndex(
             np.array([a.start for a in plan.activities[side]]),
             movs,

@@ -25,8 +25,12 @@ SIDES = ("left", "right")
 EPOCH_S = 30.0
 STAGES = ("wake", "n1", "n2", "n3", "rem")
 OUT = "out"  # out of bed (before lights-off, after lights-on, or up during the night)
-SCORED_KINDS = ("lm", "long", "twitch")  # what a leg-EMG scorer would call a leg movement
-BODY_KINDS = ("posture", "walking")  # body movements, reported but not scored as LMs
+LM_KINDS = ("lm", "long", "twitch")  # rendered with leg-movement kinematics (dorsiflexion)
+BODY_KINDS = ("posture", "walking")  # body movements, rendered as posture transitions / steps
+# What a leg-EMG scorer would call a leg movement: turning over in bed moves (and activates) the legs too,
+# so a posture change is scored with its real duration (mostly a bilateral LM or a long movement).
+# Walking happens out of bed, which the truth treats as a gap.
+SCORED_KINDS = (*LM_KINDS, "posture")
 
 # relative PLM density per stage (light NREM most, REM rarest: Pollmacher & Schulz 1993, Ferri 2016)
 _PLM_STAGE_WEIGHT = {"n1": 1.0, "n2": 1.0, "n3": 0.55, "rem": 0.12}
