@@ -37,6 +37,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from detector import schema
+from detector.diary import DiaryError, DiaryNote, diary_lines, merge_notes, night_start_for, parse_diary_payload
 from detector.influx import InfluxSink
 from detector.ingest import SensorInbox
 from detector.journal import Journal
@@ -122,6 +123,7 @@ class LiveDetector:
         self.sink = InfluxSink(settings.influx, state_dir / f"{self.instance}-outbox.sqlite")
         self.stats = Stats()
         self.subjects: dict[str, SubjectState] = {}
+        self.diary: dict[tuple[str, float], DiaryNote] = {}  # latest merged note per (subject, night)
         self._applied_id = 0
         self._inbox: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue(maxsize=100_000)
         self._stop = threading.Event()
@@ -438,21 +440,23 @@ class LiveDetector:
                 self._end_night(state)
 
     def _apply_diary(self, topic: str, payload: bytes, wall: float) -> None:
-        from detector.diary import DiaryError, parse_diary_payload  # the diary module owns the format
-
         parts = topic.split("/")
-        subject = wire.validate_id(parts[2], "subject") if len(parts) == 4 else None
-        if subject is None:
+        if len(parts) != 4:
             raise wire.WireFormatError(f"not a diary topic: {topic!r}")
+        subject = wire.validate_id(parts[2], "subject")
         try:
             note = parse_diary_payload(payload)
         except DiaryError as exc:
             self._bad("diary", f"bad diary note for {subject}: {exc}")
             return
-        when = note.time_s if getattr(note, "time_s", None) else wall
-        from detector.diary import night_start_for
-
-        self.sink.put(schema.diary_points(subject, night_start_for(when), note.text, note.tags))
+        anchor = night_start_for(note.time_s if note.time_s is not None else wall)
+        # a night has one diary point: a second note is merged into the first, not written over it
+        key = (subject, anchor)
+        merged = merge_notes(self.diary.get(key), note)
+        self.diary[key] = merged
+        for old in [k for k in self.diary if k[1] < anchor - 3 * 86400]:
+            del self.diary[old]  # keep a few nights, not the whole history
+        self.sink.put(diary_lines(subject, merged, wall))
 
     # ------------------------------------------------------------------ outputs
 
@@ -478,7 +482,8 @@ class LiveDetector:
         night = {k: fields.get(k) for k in (*schema.NIGHT_INT_FIELDS, *schema.NIGHT_FLOAT_FIELDS) if k in fields}
         night["end_s"] = fields.get("end")
         night["rules"] = fields.get("rules")
-        lines = [schema.night_point(state.subject, start, night, bool(fields.get("final")))]
+        # at the night's noon anchor, the point the diary flags of that night are written to
+        lines = [schema.night_point(state.subject, night_start_for(start), night, bool(fields.get("final")))]
         for hour in fields.get("per_hour", []):
             counts = {k: hour[k] for k in schema.HOURLY_INT_FIELDS if k in hour}
             lines.append(schema.hourly_point(state.subject, hour["start"], counts))
@@ -578,7 +583,7 @@ class LiveDetector:
     # ------------------------------------------------------------------ durability
 
     def _checkpoint(self) -> None:
-        self.journal.checkpoint(self._applied_id, {"subjects": self.subjects, "stats": self.stats})
+        self.journal.checkpoint(self._applied_id, {"subjects": self.subjects, "stats": self.stats, "diary": self.diary})
 
     def _restore(self) -> None:
         saved = self.journal.load_checkpoint()
@@ -586,6 +591,7 @@ class LiveDetector:
             self._applied_id, state = saved
             self.subjects = state["subjects"]
             self.stats = state["stats"]
+            self.diary = state.get("diary", {})
         replayed = 0
         for row_id, topic, payload in self.journal.replay(self._applied_id):
             self.apply(topic, payload)

@@ -89,6 +89,12 @@ class InfluxSettings(_Section):
             raise ValueError("expected http://host[:port] or https://host[:port]")
         return value.rstrip("/")
 
+    @field_validator("api", mode="before")
+    @classmethod
+    def _api_from_text(cls, value: Any) -> Any:
+        # environment variables are text: PLM_INFLUX__API=1 means the integer 1
+        return int(value) if isinstance(value, str) and value.strip() in ("1", "2") else value
+
     @model_validator(mode="after")
     def _check_auth(self) -> InfluxSettings:
         if (self.username is None) != (self.password is None):

@@ -69,6 +69,13 @@ def test_config_file_from_environment(tmp_path, monkeypatch):
     assert load_settings().influx.bucket == "nights"
 
 
+def test_numbers_from_environment(monkeypatch):
+    monkeypatch.setenv("PLM_INFLUX__API", "1")
+    monkeypatch.setenv("PLM_MQTT__KEEPALIVE_S", "60")
+    settings = load_settings()
+    assert settings.influx.api == 1 and settings.mqtt.keepalive_s == 60
+
+
 def test_subjects_as_json_in_environment(monkeypatch):
     monkeypatch.setenv("PLM_SUBJECTS", '[{"id": "bob", "sensors": [{"id": "l", "side": "left"}]}]')
     assert load_settings().subjects[0].sensors[0].side == "left"
