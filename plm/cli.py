@@ -24,6 +24,8 @@ STAGE_CLI_MODULES = (
     "detector.service_cli",
     "collector.cli",
     "plm.broker_cli",
+    "plm.stack_cli",
+    "plm.demo_cli",
 )
 
 log = logging.getLogger("plm")

@@ -1,0 +1,203 @@
+"""`plm stack ...`: first-start steps of the docker-compose stack (run inside the project image).
+
+plm stack init-secrets --dir /secrets     # every start: make missing secrets, write mosquitto config
+plm stack influx-tokens --dir /secrets    # once InfluxDB is healthy: detector + Grafana tokens
+plm stack show --dir /secrets viewer      # print one secret (e.g. the viewer's MQTT password)
+plm stack healthcheck-detector            # exit 0 when the detector's retained status is "online"
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from plm.stack import SECRETS, StackError, ensure_influx_tokens, init_secrets, read_secret, simulated_subjects
+
+
+SHOWABLE = ("viewer", *(rel for rel, _ in SECRETS), "detector/influx-token", "grafana/influx-token")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    stack = subparsers.add_parser(
+        "stack", help="docker-compose first-start steps: secrets, broker config, InfluxDB tokens"
+    )
+    sub = stack.add_subparsers(dest="stack_command", metavar="SUBCOMMAND")
+
+    init = sub.add_parser(
+        "init-secrets",
+        help="create missing secrets (random, or from PLM_* variables) and write the mosquitto configuration",
+    )
+    init.add_argument("--dir", type=Path, default=Path("/secrets"), help="secrets root (default /secrets)")
+    init.add_argument(
+        "--sim-subjects",
+        type=int,
+        default=int(os.environ.get("PLM_SIM_SUBJECTS", "1") or 1),
+        help="simulated subjects the simulator may publish (default $PLM_SIM_SUBJECTS or 1)",
+    )
+    init.add_argument(
+        "--collector-subjects",
+        default=os.environ.get("PLM_COLLECTOR_SUBJECTS", ""),
+        help="comma-separated subjects the BLE collector may publish (default $PLM_COLLECTOR_SUBJECTS)",
+    )
+    init.add_argument(
+        "--viewer-subjects",
+        default=os.environ.get("PLM_VIEWER_SUBJECTS", ""),
+        help="subjects the viewer (Home Assistant) may read (default: all the stack's subjects)",
+    )
+    init.add_argument("--broker-config-dir", default="/mosquitto/config", help="config dir as the broker sees it")
+    init.add_argument("--broker-data-dir", default="/mosquitto/data", help="persistence dir as the broker sees it")
+    init.add_argument("--mqtt-port", type=int, default=1883)
+    init.add_argument("--mqtt-bind", default="", help="listen address (default: all, inside the container)")
+    init.add_argument("--broker-run-as", default=None, help="mosquitto `user` option (default: image's mosquitto)")
+    init.set_defaults(func=_init)
+
+    tokens = sub.add_parser("influx-tokens", help="create the detector's write and Grafana's read token if missing")
+    tokens.add_argument("--dir", type=Path, default=Path("/secrets"))
+    tokens.add_argument("--url", default=os.environ.get("PLM_INFLUX__URL", "http://influxdb:8086"))
+    tokens.add_argument("--org", default=os.environ.get("PLM_INFLUX__ORG", "plm"))
+    tokens.add_argument("--bucket", default=os.environ.get("PLM_INFLUX__BUCKET", "plm"))
+    tokens.add_argument("--wait-s", type=float, default=60.0, help="keep retrying this long while InfluxDB starts")
+    tokens.set_defaults(func=_tokens)
+
+    show = sub.add_parser("show", help="print one generated secret, e.g. `viewer` (the Home Assistant MQTT password)")
+    show.add_argument("name", choices=SHOWABLE, metavar="NAME", help=f"one of: {', '.join(SHOWABLE)}")
+    show.add_argument("--dir", type=Path, default=Path("/secrets"))
+    show.set_defaults(func=_show)
+
+    sim = sub.add_parser("simulate", help="the stack's simulated sensor: last night fast once, then live nights")
+    sim.add_argument("--subjects", type=int, default=int(os.environ.get("PLM_SIM_SUBJECTS", "1") or 1))
+    sim.add_argument("--profile", default=os.environ.get("PLM_SIM_PROFILE", "rls-severe"))
+    sim.add_argument("--speed", type=float, default=float(os.environ.get("PLM_SIM_SPEED", "1") or 1))
+    sim.add_argument("--replay-speed", type=float, default=float(os.environ.get("PLM_SIM_REPLAY_SPEED", "500") or 500))
+    sim.add_argument("--hours", type=float, default=8.0)
+    sim.add_argument("--state-dir", type=Path, default=Path("/var/lib/plm/simulator"))
+    sim.set_defaults(func=_simulate)
+
+    health = sub.add_parser("healthcheck-detector", help="exit 0 if the detector's retained MQTT status is online")
+    health.add_argument("--timeout-s", type=float, default=5.0)
+    health.set_defaults(func=_health)
+    stack.set_defaults(func=lambda _args: (stack.print_help(), 2)[1])
+
+
+def _init(args: argparse.Namespace) -> int:
+    try:
+        result = init_secrets(
+            args.dir,
+            sim_subjects=simulated_subjects(args.sim_subjects),
+            collector_subjects=[s.strip() for s in args.collector_subjects.split(",") if s.strip()],
+            viewer_subjects=[s.strip() for s in args.viewer_subjects.split(",") if s.strip()],
+            broker_config_dir=args.broker_config_dir,
+            broker_data_dir=args.broker_data_dir,
+            mqtt_port=args.mqtt_port,
+            mqtt_bind=args.mqtt_bind,
+            broker_run_as=args.broker_run_as,
+        )
+    except (StackError, ValueError, OSError) as exc:
+        print(f"plm stack init-secrets: {exc}", file=sys.stderr)
+        return 2
+    if result.created:
+        print(f"created {len(result.created)} secret(s): {', '.join(result.created)}")
+    if result.from_env:
+        print(f"from the environment: {', '.join(result.from_env)}")
+    if result.kept:
+        print(f"kept {len(result.kept)} existing secret(s)")
+    users = ", ".join(f"{u.name} ({u.role}: {','.join(u.subjects) or 'all subjects'})" for u in result.broker_users)
+    print(f"mosquitto users: {users}")
+    if not any(u.name == "collector" for u in result.broker_users):
+        print("no PLM_COLLECTOR_SUBJECTS: broker user 'collector' not created (needed only with --profile ble)")
+    return 0
+
+
+def _tokens(args: argparse.Namespace) -> int:
+    deadline = time.monotonic() + args.wait_s
+    while True:
+        try:
+            result = ensure_influx_tokens(args.dir, url=args.url, org=args.org, bucket=args.bucket)
+            break
+        except StackError as exc:
+            if time.monotonic() > deadline or "cannot reach" not in str(exc):
+                print(f"plm stack influx-tokens: {exc}", file=sys.stderr)
+                return 2
+            time.sleep(2)
+    for rel in result.created:
+        print(f"created InfluxDB token {rel}")
+    for rel in result.kept:
+        print(f"kept valid InfluxDB token {rel}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    name = "viewer/mqtt-password" if args.name == "viewer" else args.name
+    try:
+        print(read_secret(args.dir / name))
+    except StackError as exc:
+        print(f"plm stack show: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from plm.config import load_settings
+    from plm.stack import simulate_forever
+
+    settings = load_settings(args.config)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        simulate_forever(
+            settings.mqtt,
+            subjects=args.subjects,
+            profile=args.profile,
+            state_dir=args.state_dir,
+            live_speed=args.speed,
+            replay_speed=args.replay_speed,
+            hours=args.hours,
+            stop=stop,
+        )
+    except (ValueError, ConnectionError) as exc:
+        print(f"plm stack simulate: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    import json
+    import threading
+
+    from plm import wire
+    from plm.config import load_settings
+    from plm.mqtt import connect, make_client
+
+    settings = load_settings(args.config)
+    got: list[dict] = []
+    done = threading.Event()
+
+    def on_message(_c, _u, message) -> None:
+        try:
+            got.append(json.loads(message.payload))
+        except ValueError:
+            got.append({})
+        done.set()
+
+    client = make_client(settings.mqtt, f"plm-health-{os.getpid()}")
+    client.on_message = on_message
+    try:
+        connect(client, settings.mqtt)
+        client.subscribe(wire.detector_status_topic(settings.detector.instance), qos=1)
+        done.wait(args.timeout_s)
+    except (OSError, ConnectionError) as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    state = got[-1].get("state") if got else None
+    print(f"detector {settings.detector.instance}: {state or 'no status'}")
+    return 0 if state == "online" else 1
