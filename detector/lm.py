@@ -21,6 +21,9 @@ from detector.signal import ActivityFilter, NoiseFloor
 
 logger = logging.getLogger(__name__)
 
+IDLE, MOVING, HELD = 0, 1, 2
+"""States of the open movement of one leg (see :meth:`LegDetector._run_piece`)."""
+
 MAX_PIECE = 1 << 18
 """Samples processed at once: bounds temporary memory; results do not depend on it."""
 
@@ -68,14 +71,32 @@ class LegDetector:
         self.samples = 0
         self.missing_s = 0.0
         self.gaps: list[LegGap] = []  # only gaps >= series_gap_s; a few per night
-        # hysteresis state
-        self._active = False
-        self._onset_t = 0.0
-        self._onset_g = 0
-        self._sustained = False
-        self._quiet_t: float | None = None
+        # hysteresis state (see _run_piece): idle, moving (a burst of activity) or held (displaced, still)
+        self._state = IDLE
+        self._ref = np.zeros(3)  # resting orientation (low-passed vector) before the open movement
+        self._peak = 0.0  # largest distance from _ref so far in the open movement (g)
+        self._onset_t = 0.0  # onset of the open movement
+        self._onset_g = 0  # sample index where the current burst crossed the onset level
+        self._sustained = False  # the current burst has a sustained window
+        self._held = False  # the open movement has been held displaced and came back (one movement)
+        self._quiet_t: float | None = None  # start of a quiet run carried over between pieces
+        self._held_offset = 0.0  # when the motion stopped, entering the held state
+        self._held_until = 0.0  # held longer than this: the leg is in a new position
+        # while a burst follows a hold: (offset of the first movement, its sustained flag, onset of the
+        # burst as a new movement, its resting orientation, its peak distance)
+        self._alt: tuple[float, bool, float, np.ndarray, float] | None = None
+        self._last_offset = -math.inf
         self._tail = np.zeros(0, dtype=np.int64)  # last sustained_n-1 "not below" flags
         self._sustained_n = 1
+        # recent samples for the onset/offset refinement: time, low-passed and boundary vectors, offset level
+        self._hist_t = np.zeros(0)
+        self._hist_low = np.zeros((0, 3))
+        self._hist_fast = np.zeros((0, 3))
+        self._hist_level = np.zeros(0)
+        self._hist_n = 1
+        self._lag_n = 1
+        self._delay_s = 0.0
+        self._avg_n = 1  # samples averaged for a resting reference of the boundary vector
         # epoch table: epoch index -> [samples, sum x, sum y, sum z (0.1 mg), active samples]
         self.epochs: dict[int, np.ndarray] = {}
         self.twitch_count = 0
@@ -88,7 +109,13 @@ class LegDetector:
             return float(self._buffer_t[0][0])
         if self.last_t is None:
             return -math.inf
-        return self._onset_t if self._active else self.last_t
+        if self._state != IDLE:
+            return self._onset_t
+        # a movement found in the next samples may be refined back by up to diff_lag_s
+        n = self._hist_t.shape[0]
+        if n == 0:
+            return self.last_t
+        return min(self.last_t, float(self._hist_t[max(0, n - self._lag_n)]) - self._delay_s)
 
     def feed(self, t: np.ndarray, xyz: np.ndarray) -> tuple[list[RawMovement], list[LegGap]]:
         """Consume samples (t strictly increasing, after any earlier sample); return closed movements and gaps."""
@@ -134,8 +161,8 @@ class LegDetector:
                 return out, gaps
             self.rate_hz = float(1.0 / np.median(np.diff(t)))
             out, gaps = self._process(t, xyz)
-        if self._active and self.last_t is not None:
-            self._close_movement(self.last_t, out, lagged=False)
+        if self._state != IDLE and self.last_t is not None:
+            self._close_now(self._quiet_t if self._quiet_t is not None else self.last_t, out)
         return out, gaps
 
     # ----------------------------------------------------------------- internals
@@ -173,6 +200,12 @@ class LegDetector:
             self._floor = NoiseFloor(round(p.floor_block_s * self.rate_hz), p.floor_window_blocks, p.floor_quantile)
             self._sustained_n = max(1, round(p.sustained_s * self.rate_hz))
             self._tail = np.zeros(self._sustained_n - 1, dtype=np.int64)
+            self._lag_n = self._filter.lag_n
+            self._delay_s = self._filter.boundary_delay_s
+            # an offset is refined back from its confirmation over the quiet run, the lag and the envelope decay
+            span = p.offset_quiet_s + p.diff_lag_s + 10 * p.envelope_s + 0.5
+            self._avg_n = max(1, round(p.rest_average_s * self.rate_hz))
+            self._hist_n = self._lag_n + self._avg_n + 2 + math.ceil(span * self.rate_hz)
 
     def _process(self, t: np.ndarray, xyz: np.ndarray) -> tuple[list[RawMovement], list[LegGap]]:
         self._ensure_filters()
@@ -204,41 +237,139 @@ class LegDetector:
         return out, gaps
 
     def _close_gap(self, start: float, end: float, out: list[RawMovement], gaps: list[LegGap]) -> None:
-        if self._active:
-            self._close_movement(start, out, lagged=False)
+        if self._state != IDLE:
+            self._close_now(start, out)
         gap = LegGap(start, end, self.side)
         self.gaps.append(gap)
         gaps.append(gap)
 
-    def _close_movement(self, quiet_start: float, out: list[RawMovement], *, lagged: bool = True) -> None:
-        """Close the open movement. The activity stays up after the leg stops: ``diff_lag_s`` (the lagged
-        difference), the low-pass group delay (sqrt(2)/(2 pi f) for a 2nd-order Butterworth) and about
-        three envelope time constants to decay to the offset level; the offset is the start of the quiet
-        run minus that tail (never before the onset)."""
+    # ----------------------------------------------------------------- movement state machine
+    def _emit(self, onset: float, offset: float, sustained: bool, out: list[RawMovement]) -> None:
         p = self.params
-        tail = p.diff_lag_s + math.sqrt(2) / (2 * math.pi * p.lowpass_hz) + 3 * p.envelope_s
-        offset = max(quiet_start - tail, self._onset_t + 1e-3) if lagged else quiet_start
-        duration = offset - self._onset_t
-        kind = "lm" if duration >= p.min_lm_s and self._sustained else "twitch"
+        onset = max(onset, self._last_offset)
+        offset = max(offset, onset + 1e-3)
+        kind = "lm" if offset - onset >= p.min_lm_s and sustained else "twitch"
         if kind == "twitch":
             self.twitch_count += 1
-        out.append(RawMovement(self._onset_t, offset, self.side, kind))
-        self._active = False
+        out.append(RawMovement(onset, offset, self.side, kind))
+        self._last_offset = offset
+
+    def _to_idle(self) -> None:
+        self._state = IDLE
+        self._alt = None
         self._quiet_t = None
         self._sustained = False
+        self._held = False
+        self._peak = 0.0
+
+    def _close_now(self, end: float, out: list[RawMovement]) -> None:
+        """Close the open movement at ``end`` (end of data or a gap); a held leg stopped at its hold."""
+        if self._alt is not None:
+            offset1, sustained1, onset2, _, _ = self._alt
+            self._emit(self._onset_t, offset1, sustained1, out)
+            self._emit(onset2, end, self._sustained, out)
+        elif self._state == HELD:
+            self._emit(self._onset_t, self._held_offset, self._sustained or self._held, out)
+        else:
+            self._emit(self._onset_t, end, self._sustained or self._held, out)
+        self._to_idle()
+
+    def _start_burst(self, k: int, g0: int, e: _Extended) -> None:
+        """Activity crossed the onset level at piece index ``k``: a new movement, or (held) a burst that is
+        either the release of the hold or a new movement from the held position (decided at its end)."""
+        ke = e.h + k
+        ref = e.low[max(0, ke - self._lag_n)].copy()  # orientation before the lagged window: at rest
+        onset = self._refine_onset(ke, e)
+        if self._state == HELD:
+            # alternative reading: the movement ended at the hold; this burst is a new one from there
+            self._alt = (self._held_offset, self._sustained or self._held, onset, ref, 0.0)
+        else:
+            self._onset_t = onset
+            self._ref = ref
+            self._peak = 0.0
+            self._held = False
+        self._state = MOVING
+        self._onset_g = g0 + k
+        self._sustained = False
+        self._quiet_t = None
+
+    def _refine_onset(self, ke: int, e: _Extended) -> float:
+        """Onset = where the distance from rest left the noise band, searched back over the lagged window."""
+        lo = max(0, ke - self._lag_n)
+        d2 = e.distance2(lo, ke + 1, e.rest(lo - self._avg_n, lo + 1))
+        inside = np.flatnonzero(d2 < e.level[lo : ke + 1] ** 2)
+        first = lo + int(inside[-1]) + 1 if inside.size else lo
+        return float(e.t[min(first, ke)]) - self._delay_s
+
+    def _refine_offset(self, ce: int, lo: int, e: _Extended) -> float:
+        """Offset = where the distance from the final resting orientation returned into the noise band."""
+        lo = max(lo, ce - self._hist_n + 1, 0)
+        d2 = e.distance2(lo, ce + 1, e.rest(ce + 1 - self._avg_n, ce + 1))
+        outside = np.flatnonzero(d2 >= e.level[lo : ce + 1] ** 2)
+        first = lo + int(outside[-1]) + 1 if outside.size else lo
+        return float(e.t[min(first, ce)]) - self._delay_s
+
+    def _update_peaks(self, e: _Extended, a: int, b: int) -> None:
+        """Track the largest distance from rest of the open movement (and of the alternative) over [a, b)."""
+        if b <= a:
+            return
+        self._peak = max(self._peak, float(np.sqrt(e.distance2(a, b, self._ref, fast=False).max())))
+        if self._alt is not None:
+            o1, s1, on2, ref2, peak2 = self._alt
+            peak2 = max(peak2, float(np.sqrt(e.distance2(a, b, ref2, fast=False).max())))
+            self._alt = (o1, s1, on2, ref2, peak2)
+
+    def _quiet_confirmed(self, qt: float, ce: int, lo: int, e: _Extended, out: list[RawMovement]) -> bool:
+        """Activity has been quiet since ``qt`` for offset_quiet_s (confirmed at extended index ``ce``).
+
+        Returns True when the movement is closed, False when the leg is held displaced (state HELD).
+        """
+        p = self.params
+        offset = min(self._refine_offset(ce, lo, e), qt)
+        rest = e.low[ce]
+        level = float(e.level[ce])
+        dev = float(np.linalg.norm(rest - self._ref))
+        if self._alt is not None:
+            offset1, sustained1, onset2, ref2, peak2 = self._alt
+            dev2 = float(np.linalg.norm(rest - ref2))
+            self._alt = None
+            if dev <= dev2:  # back towards the original rest: the burst was the release of the hold
+                self._held = True
+            else:  # back to (or beyond) the held position: two movements
+                self._emit(self._onset_t, offset1, sustained1, out)
+                self._onset_t, self._ref, self._peak, self._held = onset2, ref2, peak2, False
+                dev = dev2
+        if dev < max(level, p.return_fraction * self._peak):
+            self._emit(self._onset_t, offset, self._sustained or self._held, out)
+            self._to_idle()
+            return True
+        self._state = HELD
+        self._held_offset = offset
+        self._held_until = offset + p.hold_max_s
+        self._quiet_t = None
+        return False
 
     def _run_piece(self, t: np.ndarray, xyz: np.ndarray, out: list[RawMovement]) -> None:
+        """One piece of samples through the activity filter, the floor and the movement state machine.
+
+        States: IDLE -> (activity above the onset level) MOVING -> (offset_quiet_s below the offset level)
+        back near rest: closed, or still displaced: HELD. HELD -> (still for hold_max_s) closed at the
+        moment the motion stopped, or -> (a new burst) MOVING with two readings kept until the burst ends:
+        the release of the hold (the leg returns to the original rest: one movement) or a new movement
+        from the held position (it returns there: the first ended when the motion stopped).
+        """
         p = self.params
         assert self._filter is not None and self._floor is not None
         n = t.shape[0]
         g0 = self.samples
-        env = self._filter.process(xyz)
+        env, low, fast = self._filter.process(xyz)
         floor = self._floor.per_sample(env)
         high = np.maximum(floor * p.onset_factor, p.onset_min_g)
-        low = np.maximum(floor * p.offset_factor, p.offset_min_g)
+        level = np.maximum(floor * p.offset_factor, p.offset_min_g)
         above = env > high
-        below = env < low
+        below = env < level
         self._accumulate_epochs(t, xyz, ~below)
+        e = _Extended.build(self, t, low, fast, level)
 
         # sustained-activity windows: more than half of the last sustained_n samples not below
         w = self._sustained_n
@@ -247,8 +378,8 @@ class LegDetector:
         win_ok = 2 * (csum[w:] - csum[:-w]) > w  # window ending at piece index i
         self._tail = flags[flags.shape[0] - (w - 1) :] if w > 1 else self._tail
 
-        # runs of "below" samples, including one carried over while a movement is open
-        prev_below = 1 if (self._active and self._quiet_t is not None) else 0
+        # runs of "below" samples, including one carried over while a movement is moving
+        prev_below = 1 if (self._state == MOVING and self._quiet_t is not None) else 0
         b = below.astype(np.int8)
         d = np.diff(b, prepend=np.int8(prev_below))
         starts = np.flatnonzero(d == 1)
@@ -264,36 +395,53 @@ class LegDetector:
             ends = np.concatenate((ends, [n]))
         confirm = np.searchsorted(t, start_t + p.offset_quiet_s, side="left")
         qualified = confirm < ends
-        q_starts, q_start_t, q_ends = starts[qualified], start_t[qualified], ends[qualified]
+        q_starts, q_start_t, q_ends, q_confirm = starts[qualified], start_t[qualified], ends[qualified], confirm[qualified]
         above_idx = np.flatnonzero(above)
 
-        pos = 0
+        pos = 0  # piece index from which the next event is searched
+        scanned = 0  # piece index up to which the peaks are tracked
         while True:
-            if not self._active:
+            if self._state == IDLE:
                 j = int(np.searchsorted(above_idx, pos))
                 if j == above_idx.shape[0]:
                     break
                 k = int(above_idx[j])
-                self._active = True
-                self._onset_t = float(t[k])
-                self._onset_g = g0 + k
-                self._sustained = False
-                self._quiet_t = None
-                pos = k
-            first_window = max(self._onset_g + w - 1 - g0, 0)
-            r = int(np.searchsorted(q_starts, pos))
-            if r < q_starts.shape[0]:
-                s = int(q_starts[r])
-                if not self._sustained and first_window < s:
-                    self._sustained = bool(win_ok[first_window:s].any())
-                self._close_movement(float(q_start_t[r]), out)
-                pos = int(q_ends[r])
+                self._start_burst(k, g0, e)
+                pos = scanned = k
+            if self._state == MOVING:
+                first_window = max(self._onset_g + w - 1 - g0, 0)
+                r = int(np.searchsorted(q_starts, pos))
+                if r < q_starts.shape[0]:
+                    s, c = int(q_starts[r]), int(q_confirm[r])
+                    if not self._sustained and first_window < s:
+                        self._sustained = bool(win_ok[first_window:s].any())
+                    self._update_peaks(e, e.h + scanned, e.h + c + 1)
+                    burst_lo = e.h + max(self._onset_g - g0, -e.h)
+                    closed = self._quiet_confirmed(float(q_start_t[r]), e.h + c, burst_lo, e, out)
+                    pos = int(q_ends[r]) if closed else c
+                    scanned = pos
+                    continue
+                if not self._sustained and first_window < n:
+                    self._sustained = bool(win_ok[first_window:].any())
+                self._update_peaks(e, e.h + scanned, e.h + n)
+                self._quiet_t = float(start_t[-1]) if (below[-1] and start_t.shape[0]) else None
+                break
+            # HELD: a new burst, or still long enough to be a new position
+            j = int(np.searchsorted(above_idx, pos))
+            k = int(above_idx[j]) if j < above_idx.shape[0] else n
+            expiry = int(np.searchsorted(t, self._held_until, side="left"))
+            if k < n and k < expiry:
+                self._start_burst(k, g0, e)
+                pos = scanned = k
                 continue
-            if not self._sustained and first_window < n:
-                self._sustained = bool(win_ok[first_window:].any())
-            self._quiet_t = float(start_t[-1]) if (below[-1] and start_t.shape[0]) else None
+            if expiry < n:
+                self._emit(self._onset_t, self._held_offset, self._sustained or self._held, out)
+                self._to_idle()
+                pos = expiry
+                continue
             break
         self.samples += n
+        e.keep(self)
 
     def _accumulate_epochs(self, t: np.ndarray, xyz: np.ndarray, active: np.ndarray) -> None:
         epoch = np.floor(t / self.params.epoch_s).astype(np.int64)
@@ -310,3 +458,41 @@ class LegDetector:
                 self.epochs[key] = row
             else:
                 known += row
+
+
+@dataclass(slots=True)
+class _Extended:
+    """The recent history followed by the current piece: extended index ``h + i`` is piece index ``i``."""
+
+    h: int
+    t: np.ndarray
+    low: np.ndarray
+    fast: np.ndarray
+    level: np.ndarray
+
+    @classmethod
+    def build(cls, leg: LegDetector, t: np.ndarray, low: np.ndarray, fast: np.ndarray, level: np.ndarray) -> _Extended:
+        return cls(
+            leg._hist_t.shape[0],
+            np.concatenate((leg._hist_t, t)),
+            np.concatenate((leg._hist_low, low)),
+            np.concatenate((leg._hist_fast, fast)),
+            np.concatenate((leg._hist_level, level)),
+        )
+
+    def distance2(self, a: int, b: int, ref: np.ndarray, fast: bool = True) -> np.ndarray:
+        """Squared distance over [a, b) of the boundary (``fast``) or low-passed vector from ``ref``."""
+        diff = (self.fast if fast else self.low)[a:b] - ref
+        return np.einsum("ij,ij->i", diff, diff)
+
+    def rest(self, a: int, b: int) -> np.ndarray:
+        """Mean boundary vector over [a, b): a resting reference with less noise than one sample."""
+        return self.fast[max(0, a) : max(b, a + 1)].mean(axis=0)
+
+    def keep(self, leg: LegDetector) -> None:
+        """Store the last ``leg._hist_n`` samples as the next piece's history."""
+        m = leg._hist_n
+        leg._hist_t = self.t[-m:].copy()
+        leg._hist_low = self.low[-m:].copy()
+        leg._hist_fast = self.fast[-m:].copy()
+        leg._hist_level = self.level[-m:].copy()

@@ -22,6 +22,8 @@ class DetectorParams:
     lowpass_hz: float = 2.0  # removes sensor noise above leg-motion frequencies (each axis)
     tremor_low_hz: float = 1.0  # band of the dynamic part: tremor of a held contraction, jerks ...
     tremor_high_hz: float = 10.0  # ... (a separate band, added in quadrature to the change signal)
+    boundary_hz: float = 5.0  # low-pass of the signal that places onsets/offsets (short impulse response)
+    rest_average_s: float = 0.2  # resting reference for the boundary signal = its mean over this long
     diff_lag_s: float = 0.5  # activity = change of the low-passed vector over this lag (removes gravity)
     envelope_s: float = 0.05  # time constant of the activity envelope (1st-order smoothing)
     # --- adaptive noise floor
@@ -34,6 +36,8 @@ class DetectorParams:
     offset_factor: float = 2.0  # offset: envelope below floor x this ...
     offset_min_g: float = 0.005  # ... or below this absolute level (whichever is higher)
     offset_quiet_s: float = 0.5  # offset = start of >= this long below the offset level
+    return_fraction: float = 0.5  # back within this fraction of the peak displacement = returned to rest
+    hold_max_s: float = 10.0  # a displaced leg still this long is in a new position (longest LM is 10 s)
     min_lm_s: float = 0.5  # shorter movements are twitches, not LMs
     sustained_s: float = 0.5  # an LM needs a window this long with median above the offset level
     # --- in bed / sleep estimate

@@ -44,6 +44,12 @@ class ActivityFilter:
         self._sos_env = sps.butter(1, min(env_hz, 0.45 * rate_hz) / nyquist, "lowpass", output="sos")
         self._zi_low_unit = sps.sosfilt_zi(self._sos_low)  # (sections, 2) steady state for a unit step
         self.lag_n = max(1, round(params.diff_lag_s * rate_hz))
+        fast_hz = min(params.boundary_hz, 0.45 * rate_hz)
+        self._sos_fast = sps.butter(2, fast_hz / nyquist, "lowpass", output="sos")
+        self._zi_fast_unit = sps.sosfilt_zi(self._sos_fast)
+        self._zi_fast: np.ndarray | None = None
+        # group delay of a 2nd-order Butterworth low-pass at low frequencies: sqrt(2) / (2 pi f_c)
+        self.boundary_delay_s = math.sqrt(2) / (2 * math.pi * fast_hz)
         band = [params.tremor_low_hz / nyquist, min(params.tremor_high_hz, 0.45 * rate_hz) / nyquist]
         self._sos_tremor = sps.butter(2, band, "bandpass", output="sos")
         self._zi_tremor_unit = sps.sosfilt_zi(self._sos_tremor)
@@ -57,19 +63,29 @@ class ActivityFilter:
         self._zi_low = None
         self._zi_env = None
         self._zi_tremor = None
+        self._zi_fast = None
         self._history = None
 
-    def process(self, xyz: np.ndarray) -> np.ndarray:
-        """Envelope (g) for each sample of ``xyz`` (n, 3), continuing from the previous call."""
+    def process(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Envelope (g), low-passed vector (n, 3) and boundary vector (n, 3) of each sample of ``xyz``.
+
+        Continues from the previous call. The low-passed vector (``lowpass_hz``) is the leg's orientation
+        (gravity in the sensor frame), used to tell a held or returned leg from one in a new position.
+        The boundary vector (``boundary_hz``) is the same with less delay and a short impulse response,
+        used to place onsets and offsets where the leg left and came back to rest: it has neither the
+        lagged difference's 0.5 s, nor the envelope's decay, nor the tremor band-pass's ringing after a jerk.
+        """
         n = xyz.shape[0]
         if n == 0:
-            return np.zeros(0)
+            return np.zeros(0), np.zeros((0, 3)), np.zeros((0, 3))
         if self._zi_low is None:
             # steady state for a constant input = the first sample: gravity produces no transient
             self._zi_low = self._zi_low_unit[:, :, None] * xyz[0][None, None, :]
             self._zi_env = np.zeros((self._sos_env.shape[0], 2))
             self._history = np.repeat(xyz[:1], self.lag_n, axis=0)
             self._zi_tremor = self._zi_tremor_unit[:, :, None] * xyz[0][None, None, :]
+            self._zi_fast = self._zi_fast_unit[:, :, None] * xyz[0][None, None, :]
+        fast, self._zi_fast = sps.sosfilt(self._sos_fast, xyz, axis=0, zi=self._zi_fast)
         low, self._zi_low = sps.sosfilt(self._sos_low, xyz, axis=0, zi=self._zi_low)
         assert self._history is not None
         extended = np.concatenate((self._history, low))
@@ -80,7 +96,7 @@ class ActivityFilter:
         tremor *= tremor
         norm = np.sqrt(change.sum(axis=1) + tremor.sum(axis=1))
         env, self._zi_env = sps.sosfilt(self._sos_env, norm, zi=self._zi_env)
-        return env
+        return env, low, fast
 
 
 class NoiseFloor:
