@@ -160,7 +160,9 @@ def run_demo(
     score = truth.score()
     truth_doc = {
         "plm_count": score.plm_count,
-        "lm_count": len(score.movements),
+        "lm_count": score.lm_count,
+        "series_count": score.series_count,
+        "periodicity_index": score.periodicity_index,
         "plm_index": indices["plm_index"],
         "time_in_bed_h": truth.hours()["in_bed"],
         "plms_index": indices["plms_index"],

@@ -82,10 +82,6 @@ class InitResult:
     broker_users: list[BrokerUser] = field(default_factory=list)
 
 
-def _subjects(text: str | None, what: str) -> tuple[str, ...]:
-    return tuple(s.strip() for s in (text or "").split(",") if s.strip())
-
-
 def simulated_subjects(count: int, prefix: str = "sim") -> tuple[str, ...]:
     """The subject ids ``plm simulate stream --subjects N --prefix P`` publishes (sim001, sim002, ...)."""
     if not 1 <= count <= 10_000:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from plm.stack import SECRETS, StackError, ensure_influx_tokens, init_secrets, read_secret, simulated_subjects
 
-
 SHOWABLE = ("viewer", *(rel for rel, _ in SECRETS), "detector/influx-token", "grafana/influx-token")
 
 
