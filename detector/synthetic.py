@@ -21,6 +21,7 @@ class SyntheticMovement:
     onset: float
     duration: float
     angle_deg: float
+    hold_s: float = 0.0  # motionless hold in the middle (a held dorsiflexion): rise, hold, release
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -56,8 +57,10 @@ def leg_recording(
     theta = np.zeros(n)
     for m in movements:
         inside = (t >= m.onset) & (t < m.onset + m.duration)
-        phase = (t[inside] - m.onset) / m.duration
-        theta[inside] += np.radians(m.angle_deg) * 0.5 * (1 - np.cos(2 * np.pi * phase))
+        tau = t[inside] - m.onset
+        ramp = max((m.duration - m.hold_s) / 2, 1e-9)  # rise and release each take this long
+        phase = np.clip(np.minimum(tau, m.duration - tau) / ramp, 0, 1)
+        theta[inside] += np.radians(m.angle_deg) * 0.5 * (1 - np.cos(np.pi * phase))
     # leg frame: z along the shank; lying = gravity along -y, upright = gravity along -z; tilt about x
     base = np.radians(90.0 if lying else 0.0)
     angle = base + theta

@@ -177,3 +177,16 @@ def test_cli_bad_file_is_a_clear_error(tmp_path, capsys) -> None:
     path.write_text("t,x,y,z\n1,0,0,1\n2,0,x,1\n")
     assert main(["score", str(path)]) == 2
     assert "bad.csv: line 3" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rate", [25.0, 52.0, 100.0])
+def test_held_movement_is_one_lm_with_its_duration(rate: float) -> None:
+    """A 3 s dorsiflexion held still for 2 s: the accelerometer sees only rise and release, the leg's
+    orientation says it stayed displaced, so it is one LM of ~3 s (not two twitches)."""
+    moves = [SyntheticMovement(20.0 + 25 * k, 3.0, 6.0, hold_s=2.0) for k in range(4)]
+    t, xyz = leg_recording(moves, 130.0, rate_hz=rate, seed=7)
+    lms = [e for e in score_arrays((t, xyz)).events if e.kind == "lm"]
+    assert len(lms) == 4
+    assert all(abs(e.onset - m.onset) < 0.3 for e, m in zip(lms, moves, strict=True))
+    errors = np.array([e.duration - 3.0 for e in lms])
+    assert abs(np.median(errors)) < 0.2 and np.abs(errors).max() < 1.0  # a noise excursion can stretch one
