@@ -124,6 +124,8 @@ def mosquitto_conf(
         "persistence true",
         f"persistence_location {str(persistence_dir or config_dir) + '/'}",
         "persistent_client_expiration 7d",
+        # past this many queued messages mosquitto drops QoS 1 messages for a slow or absent consumer:
+        # ~3 hours of 10 sensors, so a detector restart or a long outage loses nothing
         "max_queued_messages 100000",
         listener,
     ]

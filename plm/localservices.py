@@ -165,6 +165,9 @@ class Mosquitto(_Service):
             "persistence true",
             f"persistence_location {self.workdir}/",
             "user root",
+            # mosquitto's default of 1000 queued messages per client silently drops QoS 1 messages
+            # for a consumer that falls behind a fast replay; the product's config raises it too
+            "max_queued_messages 1000000",
         ]
         if self.acl is not None:
             acl_file = self.workdir / "acl"
