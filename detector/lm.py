@@ -136,13 +136,20 @@ class LegDetector:
             logger.debug("%s: estimated sample rate %.3f Hz", self.side, self.rate_hz)
         return self._process(t, xyz)
 
-    def skip_to(self, until: float) -> tuple[list[RawMovement], list[LegGap]]:
-        """Declare that this leg has no data up to ``until`` (sensor lost): closes any movement, adds a gap."""
+    def skip_to(self, until: float, since: float | None = None) -> tuple[list[RawMovement], list[LegGap]]:
+        """Declare that this leg has no data up to ``until`` (sensor lost): closes any movement, adds a gap.
+
+        A leg that never had data needs ``since`` (e.g. the night's start) to know where its gap begins;
+        without it nothing happens, as before."""
         out: list[RawMovement] = []
         gaps: list[LegGap] = []
         if self._buffered:
             out, gaps = self.flush()
-        if self.last_t is None or until <= self.last_t:
+        if self.last_t is None:
+            if since is None or until <= since:
+                return out, gaps
+            self.last_t = float(since)  # the leg is absent from the night's start: one gap from there
+        if until <= self.last_t:
             return out, gaps
         self._close_gap(self.last_t, until, out, gaps)
         self.last_t = until
@@ -395,7 +402,12 @@ class LegDetector:
             ends = np.concatenate((ends, [n]))
         confirm = np.searchsorted(t, start_t + p.offset_quiet_s, side="left")
         qualified = confirm < ends
-        q_starts, q_start_t, q_ends, q_confirm = starts[qualified], start_t[qualified], ends[qualified], confirm[qualified]
+        q_starts, q_start_t, q_ends, q_confirm = (
+            starts[qualified],
+            start_t[qualified],
+            ends[qualified],
+            confirm[qualified],
+        )
         above_idx = np.flatnonzero(above)
 
         pos = 0  # piece index from which the next event is searched

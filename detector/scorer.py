@@ -120,9 +120,10 @@ class NightScorer:
         moves, gaps = leg.feed(t, xyz)
         return self._after(moves, gaps)
 
-    def mark_gap(self, side: str, until: float) -> list[MovementEvent]:
-        """Declare that ``side`` has no data up to ``until`` (sensor lost); later samples must be after it."""
-        moves, gaps = self._leg(side).skip_to(float(until))
+    def mark_gap(self, side: str, until: float, since: float | None = None) -> list[MovementEvent]:
+        """Declare that ``side`` has no data up to ``until`` (sensor lost); later samples must be after it.
+        ``since`` is where the gap starts for a leg that has had no data at all yet."""
+        moves, gaps = self._leg(side).skip_to(float(until), None if since is None else float(since))
         return self._after(moves, gaps)
 
     def finish(self) -> NightSummary:
@@ -147,7 +148,9 @@ class NightScorer:
         except KeyError:
             raise ValueError(f"side {side!r} is not one of this scorer's sides {self.sides}") from None
 
-    def _after(self, moves: list[RawMovement], gaps: list[LegGap], watermark: float | None = None) -> list[MovementEvent]:
+    def _after(
+        self, moves: list[RawMovement], gaps: list[LegGap], watermark: float | None = None
+    ) -> list[MovementEvent]:
         updates: list[MovementEvent] = []
         floor = self._rules.watermark
         for gap in gaps:

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 DIARY_WILDCARD = f"{wire.TOPIC_ROOT}/+/_diary"
 NIGHT_GAP_S = 2 * 3600.0  # a hole this long in a subject's data starts a new night
 SUMMARY_EVERY_S = 60.0  # data time between live summary updates
-LEG_LOST_AFTER_S = 30.0  # data time one leg may lag the other before it is declared a gap
+LEG_LOST_AFTER_S = 30.0  # wall time without data from one leg (while the other goes on) before it is a gap
 
 
 def shard_of(subject: str, shards: int) -> int:
@@ -83,6 +83,8 @@ class SubjectState:
     last_t: dict[str, float] = field(default_factory=dict)  # data time reached per side
     last_summary_t: float = -math.inf
     last_wall: float = 0.0
+    first_wall: float = 0.0  # when the night's first batch arrived (wall clock)
+    last_wall_by_side: dict[str, float] = field(default_factory=dict)
     offline_sides: set[str] = field(default_factory=set)  # sensors that said a clean goodbye
     nights_finished: int = 0
 
@@ -109,6 +111,7 @@ class LiveDetector:
         checkpoint_every_s: float = 30.0,
         status_every_s: float = 10.0,
         publish_results: bool = True,
+        leg_lost_after_s: float = LEG_LOST_AFTER_S,
     ) -> None:
         self.settings = settings
         self.shard = shard
@@ -118,6 +121,7 @@ class LiveDetector:
         self.checkpoint_every_s = checkpoint_every_s
         self.status_every_s = status_every_s
         self.publish_results = publish_results
+        self.leg_lost_after_s = leg_lost_after_s
         state_dir = Path(settings.detector.state_dir)
         self.journal = Journal(state_dir / f"{self.instance}-journal.sqlite")
         self.sink = InfluxSink(settings.influx, state_dir / f"{self.instance}-outbox.sqlite")
@@ -286,14 +290,16 @@ class LiveDetector:
                         pending.setdefault(released[0], []).extend(released[1])
                 else:
                     status = wire.decode_status(payload)
-                    self._score_pending(pending, parsed.subject)
+                    self._score_pending(pending, parsed.subject, wall)
                     self._apply_status(parsed, status, wall)
             except wire.WireFormatError as exc:
                 kind = "clock" if "start time" in str(exc) else "payload"
                 self._bad(kind, f"bad {parsed.kind} payload from {parsed.subject}/{parsed.sensor}: {exc}")
-        self._score_pending(pending, None)
+        self._score_pending(pending, None, wall)
 
-    def _score_pending(self, pending: dict[tuple[str, str], list[wire.SampleBatch]], subject: str | None) -> None:
+    def _score_pending(
+        self, pending: dict[tuple[str, str], list[wire.SampleBatch]], subject: str | None, wall: float
+    ) -> None:
         touched = set()
         for key in [k for k in pending if subject is None or k[0] == subject]:
             batches = pending.pop(key)
@@ -302,21 +308,23 @@ class LiveDetector:
                 self._score(state, key[1], batches)
                 touched.add(key[0])
         for name in touched:
-            self._release_lagging_legs(self.subjects[name])
+            self._release_lagging_legs(self.subjects[name], wall)
 
-    def _release_lagging_legs(self, state: SubjectState) -> None:
-        """A leg far behind the other (sensor lost, or never there) becomes a gap up to the other's time
-        minus a margin, so movements of the working leg are not held back all night."""
+    def _release_lagging_legs(self, state: SubjectState, wall: float) -> None:
+        """A leg whose sensor has sent nothing for ``leg_lost_after_s`` of wall time while the other leg
+        goes on is lost for now: it becomes a gap up to the other leg's time, so the working leg's
+        movements are not held back all night. Wall time, not data time: a replay at 1000x must not
+        declare a leg lost because its batches came a few milliseconds after the other's."""
         if len(state.sides) < 2 or not state.last_t:
             return
         lead = max(state.last_t.values())
         events: list[MovementEvent] = []
         for side in state.sides:
             reached = state.last_t.get(side, state.night_start_s)
-            if reached is not None and reached < lead - LEG_LOST_AFTER_S:
-                until = lead - LEG_LOST_AFTER_S
-                events += state.scorer.mark_gap(side, until)
-                state.last_t[side] = until
+            heard = state.last_wall_by_side.get(side, state.first_wall)
+            if reached is not None and reached < lead and wall - heard > self.leg_lost_after_s:
+                events += state.scorer.mark_gap(side, lead, since=state.night_start_s)
+                state.last_t[side] = lead
         self._emit(state, events)
 
     def _bad(self, kind: str, message: str) -> None:
@@ -373,6 +381,9 @@ class LiveDetector:
         if inbox.counts["late"] > late_before:
             self._bad("late", f"batch from {parsed.subject}/{parsed.sensor} arrived after its reorder window")
         state.last_wall = wall
+        state.last_wall_by_side[side] = wall
+        if not state.first_wall:
+            state.first_wall = wall
         return (parsed.subject, side), released
 
     def _score(

@@ -200,3 +200,26 @@ def test_shards_split_subjects_exactly_once(mosquitto, influxd, tmp_path, batche
         for r in replicas:
             r.stop()
         publisher.disconnect()
+
+
+def test_a_lost_leg_does_not_hold_the_other_back(tmp_path, batches):
+    """Right sensor silent: after leg_lost_after_s of wall time the left leg's movements are final."""
+    from plm.config import InfluxSettings, Settings
+
+    settings = Settings(influx=InfluxSettings(url="http://127.0.0.1:9", api=1), detector={"state_dir": tmp_path})
+    detector = LiveDetector(settings, publish_results=False, leg_lost_after_s=30.0)
+    emitted: list = []
+    detector._emit = lambda state, events: emitted.extend(events)  # observe what becomes final
+    left = [(wire.acc_topic("onelegged", "left-ankle"), wire.encode_binary(b)) for b in batches["left"][:1200]]
+    wall = 1_000.0
+    for i in range(0, len(left), 60):  # a minute of data per minute of wall time
+        detector.apply_many(left[i : i + 60], wall_s=wall)
+        wall += 60.0
+    assert [e for e in emitted if e.kind != "twitch"], "the left leg's movements were held back"
+    early = LiveDetector(settings, publish_results=False, leg_lost_after_s=1e9, instance="patient")
+    held: list = []
+    early._emit = lambda state, events: held.extend(events)
+    early.apply_many(left, wall_s=1_000.0)
+    assert not [e for e in held if e.kind != "twitch"], "without the lost-leg rule nothing should be final"
+    detector.sink.close()
+    early.sink.close()
