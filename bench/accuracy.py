@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detector.scorer import score_arrays
-from plm.rules import WASM2016, LegMovement, RuleSet, score_events
+from plm.rules import WASM2016, RuleSet
 from simulator.api import simulate_night
 
 PROFILES = ("healthy", "mild", "rls-moderate", "rls-severe")
@@ -63,22 +63,8 @@ def match_onsets(true: np.ndarray, detected: np.ndarray, tolerance: float = MATC
     return matched
 
 
-def posture_truth(night, rules: RuleSet):
-    """The truth with posture changes scored as leg movements (leg EMG sees turning over; lead's decision).
-
-    Until the simulator's truth does this itself: its LMs, long movements, twitches and posture parts on
-    the recorded legs, scored by the same rules with the same gaps. Returns (EventScore, PLM index)."""
-    kinds = {"lm", "long", "twitch", "posture"}
-    moves = [LegMovement(m.onset, m.offset - m.onset, m.side) for m in night.truth.movements
-             if m.kind in kinds and night.truth.recorded(m)]
-    score = score_events(moves, rules, night.truth.gaps)
-    in_bed = night.truth.hours()["in_bed"]
-    return score, (score.plm_count / in_bed if in_bed > 0 else 0.0)
-
-
 def evaluate_night(
-    profile: str, seed: int, rate_hz: float, legs: str, hours: float = 8.0, rules: RuleSet = WASM2016,
-    posture_as_lm: bool = False,
+    profile: str, seed: int, rate_hz: float, legs: str, hours: float = 8.0, rules: RuleSet = WASM2016
 ) -> NightResult:
     night = simulate_night(profile, seed=seed, rate_hz=rate_hz, legs=legs, duration_h=hours)
     recordings = night.legs
@@ -90,11 +76,8 @@ def evaluate_night(
         rules=rules,
     )
     seconds = time.perf_counter() - start
-    if posture_as_lm:
-        truth_score, true_index = posture_truth(night, rules)
-    else:
-        truth_score = night.truth.score(rules)
-        true_index = night.truth.indices(rules)["plm_index"] or 0.0
+    truth_score = night.truth.score(rules)  # LMs, long movements and posture changes (turning over)
+    true_index = night.truth.indices(rules)["plm_index"] or 0.0
     true_onsets = np.array(sorted(m.onset for m in truth_score.movements if m.kind == "lm"))
     detected = np.array(sorted(e.onset for e in summary.events if e.kind == "lm"))
     tp = match_onsets(true_onsets, detected)
@@ -157,8 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hours", type=float, default=8.0)
     parser.add_argument("--profiles", default=",".join(PROFILES))
     parser.add_argument("--rates", default=",".join(f"{r:g}" for r in RATES))
-    parser.add_argument("--posture-as-lm", action="store_true",
-                        help="score the truth's posture changes as leg movements (the planned truth change)")
     args = parser.parse_args(argv)
     results = []
     seed = args.first_seed
@@ -166,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         for rate in (float(r) for r in args.rates.split(",")):
             for legs in ("left", "both"):
                 for _ in range(args.seeds):
-                    results.append(evaluate_night(profile, seed, rate, legs, args.hours, posture_as_lm=args.posture_as_lm))
+                    results.append(evaluate_night(profile, seed, rate, legs, args.hours))
                     seed += 1
     report(results)
     return 0
