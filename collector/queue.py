@@ -1,7 +1,7 @@
 """A bounded, durable FIFO of encoded batches: SQLite in WAL mode, one file per sensor.
 
-Why SQLite: it is in the standard library, survives power cuts (WAL + synchronous=NORMAL loses at
-most the last transaction, never corrupts), and a FIFO is one indexed table. A batch leaves the
+Why SQLite: it is in the standard library, survives power cuts (WAL + synchronous=FULL: a batch
+is on disk once ``put`` returns; the file never corrupts), and a FIFO is one indexed table. A batch leaves the
 queue only after the broker acknowledged it (PUBACK), so a crash or a broker outage at any moment
 loses nothing up to the bound; beyond the bound the oldest batch is dropped and counted.
 
@@ -10,8 +10,19 @@ One connection, used from one thread (the sensor's publisher thread).
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
+
+from plm.durable import open_durable_db
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS q (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT, payload BLOB);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER);
+INSERT OR IGNORE INTO meta VALUES ('dropped', 0);
+"""
+
+
+class QueueError(RuntimeError):
+    """The queue file cannot be opened (disk full, permissions, corrupt file)."""
 
 
 class DurableQueue:
@@ -19,16 +30,8 @@ class DurableQueue:
         if max_items < 1:
             raise ValueError(f"queue bound must be at least 1, got {max_items}")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_items = max_items
-        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS q (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT, payload BLOB)"
-        )
-        self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER)")
-        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('dropped', 0)")
+        self._db = open_durable_db(self.path, _SCHEMA, QueueError, "collector queue")
         self._len = self._db.execute("SELECT COUNT(*) FROM q").fetchone()[0]
         self.dropped = self._db.execute("SELECT value FROM meta WHERE key='dropped'").fetchone()[0]
 

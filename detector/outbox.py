@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detector.schema import series_key
+from plm.durable import open_durable_db
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -70,14 +71,7 @@ class Outbox:
         self.path = Path(path)
         self.coalesce = coalesce
         self._lock = threading.Lock()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise OutboxError(f"cannot open outbox {self.path}: {exc}") from None
+        self._db = open_durable_db(self.path, _SCHEMA, OutboxError, "outbox")
 
     def put(self, lines: Iterable[str]) -> int:
         """Queue lines in one transaction; durable once this returns. Returns how many were queued.
