@@ -11,7 +11,7 @@ Topics (``<subject>`` and ``<sensor>`` are validated ids, see :func:`validate_id
     plm/v1/<subject>/_movement         each scored movement          QoS 1, not retained
     plm/v1/<subject>/_night            night summary                 QoS 1, retained
     plm/v1/<subject>/_diary            sleep-diary notes (inbound)   QoS 1, not retained
-    plm/v1/_detector/<instance>/status detector health               QoS 1, retained
+    plm/v1/_detector/<instance>        detector health               QoS 1, retained
 
 Ids cannot start with ``_``, so the reserved ``_name`` levels never collide with a subject or sensor.
 """
@@ -85,7 +85,8 @@ def diary_topic(subject: str) -> str:
 
 
 def detector_status_topic(instance: str) -> str:
-    return f"{TOPIC_ROOT}/_detector/{validate_id(instance, 'detector instance')}/status"
+    # four levels, so it never matches the sensors' ``plm/v1/+/+/status`` subscription
+    return f"{TOPIC_ROOT}/_detector/{validate_id(instance, 'detector instance')}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -197,6 +197,8 @@ def test_topics():
     parsed = wire.parse_sensor_topic("plm/v1/alice/left-ankle/acc")
     assert (parsed.subject, parsed.sensor, parsed.kind) == ("alice", "left-ankle", "acc")
     assert wire.night_topic("alice") == "plm/v1/alice/_night"
+    # the detector's own status must not look like a sensor status to `plm/v1/+/+/status` subscribers
+    assert wire.detector_status_topic("detector").count("/") == 3
 
 
 @pytest.mark.parametrize(
