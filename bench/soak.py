@@ -1,0 +1,559 @@
+"""Fault-injection soak (issue 9, part 1): simulated nights through the real local pipeline while parts fail.
+
+    simulator batches --MQTT--> mosquitto --> `plm detect` (separate process) --> influxd 1.x
+
+Faults, at moments drawn from a seeded RNG while the nights stream at high speed:
+
+* mosquitto SIGKILLed and restarted;
+* influxd stopped for a long stretch of night time and restarted;
+* the detector process SIGKILLed and restarted (it resumes from checkpoint + journal);
+* batches delivered twice, swapped within the 5 s reorder window, held back and sent at the end
+  (hours late, so the detector must count and drop them), and a sensor whose clock jumps (a batch
+  two days in the future, one three hours in the past).
+
+At the end every sensor says a retained ``offline`` goodbye (the detector finalises the night), the
+outbox drains, and ``movement`` and ``night`` are read back from influxd with InfluxQL and compared
+with offline scoring (:func:`detector.scorer.score_arrays`) of exactly the batches the detector
+should have accepted: equality on (onset ms, side, kind, plm) and on the night summary.
+
+    python -m bench.soak                                  # the bench run (see docs/reliability.md)
+    python -m bench.soak --subjects 4 --minutes 120 --seed 3 --json soak.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detector.scorer import score_arrays
+from plm import wire
+from plm.config import MqttSettings
+from plm.localservices import Influxd1, Mosquitto
+from plm.mqtt import connect, make_client
+
+log = logging.getLogger(__name__)
+
+PASSWORD = "soak-mqtt-password-5d1e"
+INSTANCE = "soak"
+COMPARED_INT = ("lm_count", "plm_count", "series_count", "twitch_count", "long_movement_count")
+COMPARED_FLOAT = ("plm_index", "time_in_bed_h", "periodicity_index")
+
+
+@dataclass
+class SoakConfig:
+    subjects: int = 2
+    minutes: float = 20.0  # night length (data time)
+    seed: int = 0
+    batches_per_s: float = 400.0  # publishing speed (all sensors together), wall time
+    mosquitto_kills: int = 1
+    influx_outages: int = 1
+    influx_outage_fraction: float = 0.3  # of the night's data time, per outage
+    detector_kills: int = 1
+    duplicates: float = 0.02  # fraction of batches delivered twice
+    swaps: float = 0.02  # fraction of adjacent same-leg batch pairs swapped (within the reorder window)
+    late: int = 3  # batches held back and delivered after the night (hours late in data time)
+    clock_jumps: int = 2  # bogus batches from a sensor whose clock jumped (+2 days, -3 h)
+    profile: str = "rls-severe"
+    workdir: Path | None = None
+    keep: bool = False
+
+
+@dataclass
+class FaultRecord:
+    kind: str
+    at_s: float  # wall seconds after the stream began
+    at_night_min: float  # data time reached by the publisher
+    down_s: float
+    recovery_s: float | None  # from restart until the pipeline was demonstrably working again
+
+
+@dataclass
+class SoakReport:
+    config: dict[str, Any]
+    samples_produced: int = 0
+    batches_produced: int = 0
+    batches_published: int = 0  # including duplicates, late and clock-jumped batches
+    samples_published: int = 0
+    received_by_detector: int = 0  # messages the detector counted (incl. redeliveries and statuses)
+    bad_by_detector: dict[str, int] = field(default_factory=dict)
+    movements_expected: int = 0
+    movements_stored: int = 0
+    movements_lost: int = 0
+    movements_extra: int = 0
+    movements_duplicated: int = 0
+    summaries_equal: bool = False
+    summary_mismatches: list[str] = field(default_factory=list)
+    batches_dropped_late: int = 0
+    max_outbox_depth: int = 0
+    max_journal_depth: int = 0
+    faults: list[FaultRecord] = field(default_factory=list)
+    rss_mb: list[tuple[float, float]] = field(default_factory=list)  # (wall s, detector RSS MB)
+    detector_restarts: int = 0
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.movements_lost == 0 and self.movements_duplicated == 0 and self.movements_extra == 0 and (
+            self.summaries_equal
+        )
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def _night_batches(night: Any) -> dict[str, list[wire.SampleBatch]]:
+    """Each leg cut into 1 s wire batches, as a collector does (a new batch after every loss)."""
+    out: dict[str, list[wire.SampleBatch]] = {}
+    for side, leg in night.legs.items():
+        per_batch = max(1, round(leg.rate_hz))
+        breaks = np.flatnonzero(np.diff(leg.index) != 1) + 1
+        batches, seq = [], 0
+        for run in np.split(np.arange(len(leg.t)), breaks):
+            for start in range(0, len(run), per_batch):
+                idx = run[start : start + per_batch]
+                start_ns = round(float(leg.t[idx[0]]) * 1e9)
+                batches.append(wire.make_batch(start_ns, leg.rate_hz, leg.xyz[idx], seq % 2**32))
+                seq += 1
+        out[side] = batches
+    return out
+
+
+def _arrays(batches: list[wire.SampleBatch]) -> tuple[np.ndarray, np.ndarray]:
+    decoded = [wire.decode(wire.encode_binary(b)) for b in batches]  # what the detector decodes
+    decoded.sort(key=lambda b: b.start_ns)
+    return np.concatenate([b.timestamps_s() for b in decoded]), np.concatenate([b.xyz for b in decoded])
+
+
+class DetectorProcess:
+    """`plm detect` as a child process configured through PLM_* variables, so it can be SIGKILLed."""
+
+    def __init__(self, mosquitto: Mosquitto, influxd: Influxd1, state_dir: Path, log_file: Path) -> None:
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("PLM_")},
+            "PLM_MQTT__URL": mosquitto.url,
+            "PLM_MQTT__USERNAME": "plm",
+            "PLM_MQTT__PASSWORD": PASSWORD,
+            "PLM_INFLUX__URL": influxd.url,
+            "PLM_INFLUX__API": "1",
+            "PLM_INFLUX__BUCKET": influxd.database,
+            "PLM_DETECTOR__STATE_DIR": str(state_dir),
+            "PLM_DETECTOR__INSTANCE": INSTANCE,
+        }
+        self.log_file = log_file
+        self.state_dir = state_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        plm = shutil.which("plm")
+        self.command = [plm] if plm else [sys.executable, "-c", "import sys; from plm.cli import main; sys.exit(main())"]
+
+    def start(self) -> None:
+        with open(self.log_file, "ab") as out:
+            self.proc = subprocess.Popen(
+                [*self.command, "detect", "--idle-end-min", "600"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def rss_mb(self) -> float | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return None
+
+    def outbox_depth(self) -> int | None:
+        path = self.state_dir / f"{INSTANCE}-outbox.sqlite"
+        if not path.exists():
+            return None
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)) as db:
+                return int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        except sqlite3.Error:
+            return None
+
+
+class Watcher:
+    """Subscribes to the detector's status and the night summaries; samples RSS and outbox depth."""
+
+    def __init__(self, settings: MqttSettings, detector: DetectorProcess, t0: float) -> None:
+        self.detector = detector
+        self.t0 = t0
+        self.status: dict[str, Any] = {}
+        self.status_seen = 0  # count of "online" status messages
+        self.finals: set[str] = set()
+        self.max_outbox = 0
+        self.max_journal = 0
+        self.rss: list[tuple[float, float]] = []
+        self.lock = threading.Lock()
+        self.client = make_client(
+            settings,
+            "soak-watcher",
+            on_connect=lambda c: c.subscribe(
+                [(wire.detector_status_topic(INSTANCE), 1), (f"{wire.TOPIC_ROOT}/+/_night", 1)]
+            ),
+        )
+        self.client.on_message = self._on_message
+        connect(self.client, settings)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        with contextlib.suppress(ValueError):
+            doc = json.loads(msg.payload)
+            with self.lock:
+                if msg.topic.endswith("/_night"):
+                    if doc.get("final"):
+                        self.finals.add(msg.topic.split("/")[2])
+                    return
+                self.status = doc
+                if doc.get("state") == "online":
+                    self.status_seen += 1
+                self.max_outbox = max(self.max_outbox, int(doc.get("outbox_depth") or 0))
+                self.max_journal = max(self.max_journal, int(doc.get("journal_depth") or 0))
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.25):
+            rss = self.detector.rss_mb()
+            if rss is not None:
+                self.rss.append((round(time.monotonic() - self.t0, 2), round(rss, 1)))
+            depth = self.detector.outbox_depth()
+            if depth is not None:
+                self.max_outbox = max(self.max_outbox, depth)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _wait(predicate: Any, timeout_s: float, interval_s: float = 0.05) -> float | None:
+    """Seconds until ``predicate()`` held, or None on timeout."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if predicate():
+            return time.monotonic() - t0
+        time.sleep(interval_s)
+    return None
+
+
+def _publish(client: Any, topic: str, payload: bytes, retain: bool = False) -> Any:
+    """QoS 1 publish that, like a collector's disk queue, holds on while the broker is away:
+    a publish refused for want of a connection is repeated once the client is back."""
+    while True:
+        info = client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc == 0:
+            return info
+        _wait(client.is_connected, 60, 0.02)
+
+
+def _acked(info: Any) -> bool:
+    try:
+        return bool(info.is_published())
+    except RuntimeError:  # sent before a disconnect and refused: the retry carries it
+        return True
+
+
+def _rows(influxd: Influxd1, q: str) -> list[dict[str, Any]]:
+    answer = influxd.query(q, database=influxd.database)
+    out = []
+    for s in answer["results"][0].get("series", []):
+        out += [dict(zip(s["columns"], v, strict=True)) for v in s["values"]]
+    return out
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def run_soak(cfg: SoakConfig) -> SoakReport:
+    from simulator import simulate_night
+
+    report = SoakReport(config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()})
+    rng = random.Random(cfg.seed)
+    tmp = Path(cfg.workdir or tempfile.mkdtemp(prefix="plm-soak-"))
+    duration_s = cfg.minutes * 60
+    start_unix = time.time() - duration_s - 3600  # the whole night lies in the past, as a replayed one does
+
+    # ---- the nights, and the publication schedule with its deliberate trouble
+    subjects = [f"soak{i:02d}" for i in range(cfg.subjects)]
+    accepted: dict[str, dict[str, list[wire.SampleBatch]]] = {}
+    items: list[tuple[str, str, wire.SampleBatch]] = []  # (subject, side, batch)
+    held_back: list[tuple[str, str, wire.SampleBatch]] = []
+    for k, subject in enumerate(subjects):
+        night = simulate_night(
+            cfg.profile, seed=cfg.seed * 100 + k, duration_h=cfg.minutes / 60, start_unix_s=start_unix,
+            jitter_ms=0, gap=False,
+        )  # fmt: skip
+        per_side = _night_batches(night)
+        for side, bs in per_side.items():
+            report.batches_produced += len(bs)
+            report.samples_produced += sum(b.count for b in bs)
+            # held back: sent after the night -- too late for the reorder window, so dropped (a real gap)
+            late_idx = set(rng.sample(range(len(bs) // 4, 3 * len(bs) // 4), cfg.late)) if cfg.late else set()
+            held_back += [(subject, side, bs[i]) for i in sorted(late_idx)]
+            keep = [b for i, b in enumerate(bs) if i not in late_idx]
+            accepted.setdefault(subject, {})[side] = keep
+        merged = sorted(
+            ((subject, side, b) for side, bs in accepted[subject].items() for b in bs), key=lambda x: x[2].start_ns
+        )
+        items += merged
+    items.sort(key=lambda x: x[2].start_ns)  # all subjects in time order, as live sensors would send
+    # swaps within a leg: move a batch one place later in the stream (< 5 s of data time)
+    for _ in range(int(cfg.swaps * len(items))):
+        i = rng.randrange(len(items) - 8)
+        j = next((j for j in range(i + 1, i + 8) if items[j][:2] == items[i][:2]), None)
+        if j is not None:
+            items[i], items[j] = items[j], items[i]
+    # duplicates (a QoS 1 redelivery, or a collector resending after a reconnect)
+    for _ in range(int(cfg.duplicates * len(items))):
+        i = rng.randrange(len(items))
+        items.insert(min(len(items), i + rng.randrange(1, 6)), items[i])
+    # a sensor whose clock jumped: two days ahead (refused by the wire format) and three hours back (late)
+    for n in range(cfg.clock_jumps):
+        i = rng.randrange(len(items) // 3, len(items))
+        subject, side, b = items[i]
+        jump = 2 * 86400 if n % 2 == 0 else -3 * 3600
+        jumped = wire.SampleBatch(b.start_ns + int(jump * 1e9), b.rate_hz, b.xyz, b.seq)
+        items.insert(i + 1, (subject, side, jumped))
+
+    # ---- the services
+    mosquitto = Mosquitto(workdir=tmp / "mosquitto", users={"plm": PASSWORD})
+    influxd = Influxd1(workdir=tmp / "influxd")
+    mosquitto.start()
+    influxd.start()
+    settings = MqttSettings(url=mosquitto.url, username="plm", password=PASSWORD)
+    detector = DetectorProcess(mosquitto, influxd, tmp / "detector-state", tmp / "detector.log")
+    t0 = time.monotonic()
+    detector.start()
+    watcher = Watcher(settings, detector, t0)
+    publisher = make_client(settings, "soak-publisher")
+    try:
+        connect(publisher, settings, persistent=True)
+        if _wait(lambda: watcher.status.get("state") == "online", 30) is None:
+            raise RuntimeError(f"the detector did not come online: see {detector.log_file}")
+
+        # ---- fault schedule: (position in the stream, kind), drawn from the seeded RNG
+        n = len(items)
+        schedule: list[tuple[int, str]] = []
+        for kind, count in (
+            ("mosquitto_kill", cfg.mosquitto_kills),
+            ("influx_outage", cfg.influx_outages),
+            ("detector_kill", cfg.detector_kills),
+        ):
+            schedule += [(rng.randrange(n // 10, 8 * n // 10), kind) for _ in range(count)]
+        schedule.sort()
+        progress = {"i": 0}
+        night_min = lambda: (items[min(progress["i"], n - 1)][2].start_ns / 1e9 - start_unix) / 60  # noqa: E731
+        fault_threads: list[threading.Thread] = []
+        influx_lock = threading.Lock()
+
+        def do_fault(kind: str) -> None:
+            at = time.monotonic() - t0
+            at_min = night_min()
+            if kind == "mosquitto_kill":
+                seen = watcher.status_seen
+                mosquitto.kill()
+                time.sleep(rng.uniform(0.3, 1.5))
+                down0 = time.monotonic()
+                mosquitto.start()
+                # recovered: the detector is back (a fresh online status)
+                rec = _wait(lambda: watcher.status_seen > seen, 60)
+                report.faults.append(FaultRecord(kind, at, at_min, round(down0 - t0 - at, 2), rec))
+            elif kind == "detector_kill":
+                seen = watcher.status_seen
+                detector.kill()
+                time.sleep(rng.uniform(0.3, 1.5))
+                down0 = time.monotonic()
+                detector.start()
+                report.detector_restarts += 1
+                rec = _wait(lambda: watcher.status_seen > seen, 60)
+                report.faults.append(FaultRecord(kind, at, at_min, round(down0 - t0 - at, 2), rec))
+            elif kind == "influx_outage":
+                with influx_lock:
+                    influxd.stop()
+                    # down for cfg.influx_outage_fraction of the night's data time
+                    target = progress["i"] + int(cfg.influx_outage_fraction * n)
+                    _wait(lambda: progress["i"] >= min(target, n - 1) or progress["i"] >= n - 1, 600)
+                    down0 = time.monotonic()
+                    influxd.start()
+                    rec = _wait(lambda: (detector.outbox_depth() or 0) < 50, 120)
+                    report.faults.append(FaultRecord(kind, at, at_min, round(down0 - t0 - at, 2), rec))
+
+        # ---- stream
+        infos = []
+        interval = 1.0 / cfg.batches_per_s
+        next_fault = 0
+        started = time.monotonic()
+        for i, (subject, side, batch) in enumerate(items):
+            progress["i"] = i
+            while next_fault < len(schedule) and schedule[next_fault][0] <= i:
+                th = threading.Thread(target=do_fault, args=(schedule[next_fault][1],), daemon=True)
+                th.start()
+                fault_threads.append(th)
+                next_fault += 1
+            infos.append(_publish(publisher, wire.acc_topic(subject, f"{side}-ankle"), wire.encode_binary(batch)))
+            report.batches_published += 1
+            report.samples_published += batch.count
+            delay = started + (i + 1) * interval - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        progress["i"] = n - 1
+        for th in fault_threads:
+            th.join(600)
+        for subject, side, batch in held_back:  # hours late, by now
+            infos.append(_publish(publisher, wire.acc_topic(subject, f"{side}-ankle"), wire.encode_binary(batch)))
+            report.batches_published += 1
+            report.samples_published += batch.count
+        for subject in subjects:
+            for side in ("left", "right"):
+                status = wire.encode_status(wire.SensorStatus(state="offline", side=side))
+                infos.append(_publish(publisher, wire.status_topic(subject, f"{side}-ankle"), status, retain=True))
+        if _wait(lambda: all(_acked(info) for info in infos), 120, 0.2) is None:
+            unsent = sum(1 for info in infos if not _acked(info))
+            raise RuntimeError(f"{unsent} messages never acknowledged by the broker")
+
+        # ---- settle: every night final, the outbox empty
+        if _wait(lambda: set(subjects) <= watcher.finals, 120) is None:
+            log.warning("not every night was finalised: %s", sorted(set(subjects) - watcher.finals))
+        _wait(lambda: detector.outbox_depth() == 0, 120)
+        time.sleep(0.5)
+        # a fresh status with the final counts: restart-free way is to wait for the next periodic one
+        seen = watcher.status_seen
+        _wait(lambda: watcher.status_seen > seen, 15)
+        report.received_by_detector = int(watcher.status.get("received", 0))
+        report.bad_by_detector = dict(watcher.status.get("bad", {}))
+        report.batches_dropped_late = report.bad_by_detector.get("late", 0)
+        report.max_outbox_depth = watcher.max_outbox
+        report.max_journal_depth = watcher.max_journal
+        report.wall_s = round(time.monotonic() - t0, 1)
+
+        # ---- compare with offline scoring of exactly what the detector should have accepted
+        for subject in subjects:
+            offline = score_arrays(_arrays(accepted[subject]["left"]), _arrays(accepted[subject]["right"]))
+            expected = sorted((round(e.onset * 1000), e.side, e.kind, e.plm) for e in offline.events)
+            stored_rows = _rows(influxd, f"SELECT duration_s, plm, side, kind FROM movement WHERE subject = '{subject}'")
+            stored = sorted((r["time"], r["side"], r["kind"], r["plm"]) for r in stored_rows)
+            exp_set, got_set = set(expected), set(stored)
+            report.movements_expected += len(expected)
+            report.movements_stored += len(stored)
+            report.movements_lost += len(exp_set - got_set)
+            extra = got_set - exp_set
+            report.movements_extra += len(extra)
+            # duplicated: an extra point within 5 s of an expected movement of the same side
+            report.movements_duplicated += sum(
+                1 for t, side, _k, _p in extra if any(abs(t - e[0]) < 5000 and side == e[1] for e in expected)
+            )
+            nights = [r for r in _rows(influxd, f"SELECT * FROM night WHERE subject = '{subject}'") if r.get("final")]
+            if not nights:
+                report.summary_mismatches.append(f"{subject}: no final night in InfluxDB")
+                continue
+            night = nights[-1]
+            for key in COMPARED_INT:
+                if night.get(key) != offline.fields.get(key):
+                    report.summary_mismatches.append(f"{subject}.{key}: {night.get(key)} != {offline.fields.get(key)}")
+            for key in COMPARED_FLOAT:
+                a, b = night.get(key), offline.fields.get(key)
+                if (a is None) != (b is None) or (a is not None and not math.isclose(a, b, rel_tol=1e-9)):
+                    report.summary_mismatches.append(f"{subject}.{key}: {a} != {b}")
+        report.summaries_equal = not report.summary_mismatches
+        report.rss_mb = watcher.rss
+    finally:
+        with contextlib.suppress(Exception):
+            publisher.disconnect()
+            publisher.loop_stop()
+        watcher.close()
+        detector.stop()
+        influxd.stop()
+        mosquitto.stop()
+        if not cfg.keep and cfg.workdir is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return report
+
+
+def format_report(r: SoakReport) -> str:
+    rss = [m for _t, m in r.rss_mb]
+    half = len(rss) // 2
+    lines = [
+        f"soak: {r.config['subjects']} subjects x {r.config['minutes']:g} min nights, seed {r.config['seed']}, "
+        f"{r.wall_s:.0f} s wall",
+        f"  samples produced / published         {r.samples_produced} / {r.samples_published}",
+        f"  batches produced / published         {r.batches_produced} / {r.batches_published}"
+        " (published incl. duplicates, late and clock-jumped)",
+        f"  messages received by the detector    {r.received_by_detector} (incl. redeliveries after kills)",
+        f"  refused by the detector              {r.bad_by_detector}",
+        f"  movements expected / stored          {r.movements_expected} / {r.movements_stored}",
+        f"  movements lost / extra / duplicated  {r.movements_lost} / {r.movements_extra} / {r.movements_duplicated}",
+        f"  night summaries equal                {r.summaries_equal} {'; '.join(r.summary_mismatches[:4])}",
+        f"  max outbox depth / journal depth     {r.max_outbox_depth} / {r.max_journal_depth}",
+    ]
+    if rss:
+        lines.append(
+            f"  detector RSS MB                      start {rss[0]:.0f}, max {max(rss):.0f}, end {rss[-1]:.0f}"
+            f" (1st-half max {max(rss[:half] or rss):.0f}, 2nd-half max {max(rss[half:]):.0f})"
+        )
+    for f in r.faults:
+        rec = "not recovered" if f.recovery_s is None else f"recovered {f.recovery_s:.2f} s after restart"
+        lines.append(
+            f"  fault {f.kind:15} at {f.at_s:6.1f} s (night min {f.at_night_min:5.1f}), down {f.down_s:5.1f} s, {rec}"
+        )
+    lines.append(f"  verdict: {'PASS' if r.ok else 'FAIL'} (0 lost, 0 duplicated, summaries equal)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="fault-injection soak through the real local pipeline")
+    parser.add_argument("--subjects", type=int, default=4)
+    parser.add_argument("--minutes", type=float, default=120.0, help="night length in data minutes")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--rate", type=float, default=400.0, help="batches published per wall second")
+    parser.add_argument("--mosquitto-kills", type=int, default=3)
+    parser.add_argument("--influx-outages", type=int, default=2)
+    parser.add_argument("--detector-kills", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    cfg = SoakConfig(
+        subjects=args.subjects, minutes=args.minutes, seed=args.seed, batches_per_s=args.rate,
+        mosquitto_kills=args.mosquitto_kills, influx_outages=args.influx_outages, detector_kills=args.detector_kills,
+        influx_outage_fraction=0.15, late=5, clock_jumps=4, keep=args.keep,
+    )  # fmt: skip
+    report = run_soak(cfg)
+    print(format_report(report))
+    if args.json:
+        args.json.write_text(json.dumps(asdict(report), indent=1, default=str))
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
