@@ -1,8 +1,9 @@
 """Reading one leg's CSV (``t,x,y,z``; t in seconds, x/y/z in g; ``.csv.gz`` accepted), strictly.
 
-Fast path: numpy's C parser (``np.loadtxt``) over the whole file. Only when that fails, or a check
-fails, is the file scanned line by line to name the first bad line, so errors cost time and good
-files do not.
+Fast path: pandas' C parser when pandas is installed (~0.5 s for an 8-h 52 Hz leg of 1.5 M rows),
+else numpy's (``np.loadtxt``, ~2-3 s). Either way the result is checked (field count from the comma
+count, every value finite); only when the parse or a check fails is the file scanned line by line to
+name the first bad line, so errors cost time and good files do not.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ import math
 from pathlib import Path
 
 import numpy as np
+
+try:  # optional: a C CSV parser ~5x faster than np.loadtxt
+    import pandas as _pd
+except ImportError:  # pragma: no cover - depends on the installation
+    _pd = None
 
 COLUMNS = ("t", "x", "y", "z")
 
@@ -50,11 +56,13 @@ def read_leg_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         )
     order = [names.index(c) for c in COLUMNS]
     body = b"" if newline < 0 else raw[newline + 1 :]
-    try:
-        data = np.loadtxt(io.BytesIO(body), delimiter=",", dtype=np.float64, ndmin=2, usecols=order)
-    except ValueError:
-        _raise_first_bad_line(path, body, len(names), order)
-        raise  # unreachable: the scan always finds the line numpy choked on
+    data = _parse_fast(body, len(names), order)
+    if data is None:
+        try:
+            data = np.loadtxt(io.BytesIO(body), delimiter=",", dtype=np.float64, ndmin=2, usecols=order)
+        except ValueError:
+            _raise_first_bad_line(path, body, len(names), order)
+            raise  # unreachable: the scan always finds the line numpy choked on
     if data.shape[0] == 0:
         raise CsvError(f"{path}: no samples after the header")
     if data.shape[1] != 4:
@@ -63,6 +71,7 @@ def read_leg_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     xyz = np.ascontiguousarray(data[:, 1:4])
     finite = np.isfinite(data).all(axis=1)
     if not finite.all():
+        _raise_first_bad_line(path, body, len(names), order)  # an empty line, a missing or bad value ...
         row = int(np.flatnonzero(~finite)[0])
         raise CsvError(f"{path}: line {row + 2}: value is NaN or infinite")
     if t.shape[0] > 1:
@@ -77,6 +86,29 @@ def read_leg_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         hint = "values look like m/s^2" if 5 <= magnitude <= 15 else "values are not in g"
         raise CsvError(f"{path}: {hint} (median |a| = {magnitude:.3g}); expected g, where a still sensor reads 1")
     return t, xyz
+
+
+def _parse_fast(body: bytes, width: int, order: list[int]) -> np.ndarray | None:
+    """The (rows, 4) t,x,y,z array via pandas' C parser, or None (no pandas, or not a plain table).
+
+    pandas is lenient where we are strict (it skips or pads short lines), so the shape is checked
+    from the byte counts: every line must have exactly ``width - 1`` commas. Empty lines and bad
+    values come out as NaN or an exception; the caller then names the line."""
+    if _pd is None or not body.strip():
+        return None
+    rows = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
+    if body.count(b",") != rows * (width - 1):
+        return None
+    try:
+        frame = _pd.read_csv(
+            io.BytesIO(body), header=None, usecols=order, dtype=np.float64, engine="c",
+            skip_blank_lines=False, na_filter=False,
+        )
+    except (ValueError, _pd.errors.ParserError):
+        return None
+    if frame.shape != (rows, 4):
+        return None
+    return frame[order].to_numpy(dtype=np.float64)
 
 
 def _raise_first_bad_line(path: Path, body: bytes, width: int, order: list[int]) -> None:

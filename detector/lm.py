@@ -30,6 +30,9 @@ MAX_PIECE = 1 << 18
 STAT_SCALE = 10_000
 """Epoch sums are kept in integer 0.1 mg so that they are exact in any chunking."""
 
+EPOCH_COLUMNS = 6
+"""Columns of a row of :attr:`LegDetector.epochs`: samples, sum x, sum y, sum z, active samples, sum envelope."""
+
 
 @dataclass(frozen=True, slots=True)
 class RawMovement:
@@ -66,6 +69,7 @@ class LegDetector:
         self._buffered = 0
         self._filter: ActivityFilter | None = None
         self._floor: NoiseFloor | None = None
+        self._still_floor: NoiseFloor | None = None  # noise floor of the stillness signal
         self.first_t: float | None = None
         self.last_t: float | None = None
         self.samples = 0
@@ -80,6 +84,12 @@ class LegDetector:
         self._sustained = False  # the current burst has a sustained window
         self._held = False  # the open movement has been held displaced and came back (one movement)
         self._quiet_t: float | None = None  # start of a quiet run carried over between pieces
+        self._quiet_g = 0  # ... and the sample index of its first still sample
+        # after a movement ends (or is held) the activity still decays for ~diff_lag_s: until it has been
+        # below the offset level once, only activity with the leg actually moving (stillness signal up)
+        # starts a new burst
+        self._tail_guard = False
+        self._still_g = -1  # sample index where the leg last became still (start of the confirmed quiet run)
         self._held_offset = 0.0  # when the motion stopped, entering the held state
         self._held_until = 0.0  # held longer than this: the leg is in a new position
         # while a burst follows a hold: (offset of the first movement, its sustained flag, onset of the
@@ -97,7 +107,9 @@ class LegDetector:
         self._lag_n = 1
         self._delay_s = 0.0
         self._avg_n = 1  # samples averaged for a resting reference of the boundary vector
-        # epoch table: epoch index -> [samples, sum x, sum y, sum z (0.1 mg), active samples]
+        self._quiet_n = 1  # samples in offset_quiet_s
+        # epoch table: epoch index -> [samples, sum x, sum y, sum z (0.1 mg), active samples,
+        # sum of the activity envelope (0.1 mg)] -- integers, so exact in any chunking
         self.epochs: dict[int, np.ndarray] = {}
         self.twitch_count = 0
 
@@ -205,6 +217,9 @@ class LegDetector:
             p = self.params
             self._filter = ActivityFilter(self.rate_hz, p)
             self._floor = NoiseFloor(round(p.floor_block_s * self.rate_hz), p.floor_window_blocks, p.floor_quantile)
+            self._still_floor = NoiseFloor(
+                round(p.floor_block_s * self.rate_hz), p.floor_window_blocks, p.floor_quantile
+            )
             self._sustained_n = max(1, round(p.sustained_s * self.rate_hz))
             self._tail = np.zeros(self._sustained_n - 1, dtype=np.int64)
             self._lag_n = self._filter.lag_n
@@ -212,6 +227,7 @@ class LegDetector:
             # an offset is refined back from its confirmation over the quiet run, the lag and the envelope decay
             span = p.offset_quiet_s + p.diff_lag_s + 10 * p.envelope_s + 0.5
             self._avg_n = max(1, round(p.rest_average_s * self.rate_hz))
+            self._quiet_n = max(1, round(p.offset_quiet_s * self.rate_hz))
             self._hist_n = self._lag_n + self._avg_n + 2 + math.ceil(span * self.rate_hz)
 
     def _process(self, t: np.ndarray, xyz: np.ndarray) -> tuple[list[RawMovement], list[LegGap]]:
@@ -246,6 +262,7 @@ class LegDetector:
     def _close_gap(self, start: float, end: float, out: list[RawMovement], gaps: list[LegGap]) -> None:
         if self._state != IDLE:
             self._close_now(start, out)
+        self._tail_guard = False
         gap = LegGap(start, end, self.side)
         self.gaps.append(gap)
         gaps.append(gap)
@@ -285,8 +302,10 @@ class LegDetector:
         """Activity crossed the onset level at piece index ``k``: a new movement, or (held) a burst that is
         either the release of the hold or a new movement from the held position (decided at its end)."""
         ke = e.h + k
-        ref = e.low[max(0, ke - self._lag_n)].copy()  # orientation before the lagged window: at rest
-        onset = self._refine_onset(ke, e)
+        # the lagged window, but not before the leg became still after the previous movement
+        lo = min(ke, max(0, ke - self._lag_n, e.h + self._still_g - g0 + self._avg_n))
+        ref = e.low[lo].copy()  # orientation before the lagged window: at rest
+        onset = self._refine_onset(ke, lo, e)
         if self._state == HELD:
             # alternative reading: the movement ended at the hold; this burst is a new one from there
             self._alt = (self._held_offset, self._sustained or self._held, onset, ref, 0.0)
@@ -300,9 +319,8 @@ class LegDetector:
         self._sustained = False
         self._quiet_t = None
 
-    def _refine_onset(self, ke: int, e: _Extended) -> float:
+    def _refine_onset(self, ke: int, lo: int, e: _Extended) -> float:
         """Onset = where the distance from rest left the noise band, searched back over the lagged window."""
-        lo = max(0, ke - self._lag_n)
         d2 = e.distance2(lo, ke + 1, e.rest(lo - self._avg_n, lo + 1))
         inside = np.flatnonzero(d2 < e.level[lo : ke + 1] ** 2)
         first = lo + int(inside[-1]) + 1 if inside.size else lo
@@ -315,6 +333,19 @@ class LegDetector:
         outside = np.flatnonzero(d2 >= e.level[lo : ce + 1] ** 2)
         first = lo + int(outside[-1]) + 1 if outside.size else lo
         return float(e.t[min(first, ce)]) - self._delay_s
+
+    def _first_still(self, c0: int, end: int, e: _Extended) -> int:
+        """First piece index in [c0, end) where the leg has stayed within the noise band of its current
+        rest for the last offset_quiet_s (-1 if none). The stillness signal only compares samples
+        quiet_lag_s apart, so a slow drift (postural sway) can keep it low while the leg moves: this
+        checks the whole window against the rest, as the EMG rule does ("within 2 uV of resting level")."""
+        for c in range(c0, end):
+            ce = e.h + c
+            lo = max(0, ce - self._quiet_n)
+            d2 = e.distance2(lo, ce + 1, e.rest(ce + 1 - self._avg_n, ce + 1))
+            if (d2 < e.level[lo : ce + 1] ** 2).all():
+                return c
+        return -1
 
     def _update_peaks(self, e: _Extended, a: int, b: int) -> None:
         """Track the largest distance from rest of the open movement (and of the alternative) over [a, b)."""
@@ -369,13 +400,17 @@ class LegDetector:
         assert self._filter is not None and self._floor is not None
         n = t.shape[0]
         g0 = self.samples
-        env, low, fast = self._filter.process(xyz)
+        env, low, fast, still = self._filter.process(xyz)
         floor = self._floor.per_sample(env)
         high = np.maximum(floor * p.onset_factor, p.onset_min_g)
         level = np.maximum(floor * p.offset_factor, p.offset_min_g)
         above = env > high
         below = env < level
-        self._accumulate_epochs(t, xyz, ~below)
+        assert self._still_floor is not None
+        still_floor = self._still_floor.per_sample(still)
+        quiet = still < np.maximum(still_floor * p.offset_factor, p.offset_min_g)
+        moving = still > np.maximum(still_floor * p.onset_factor, p.onset_min_g)
+        self._accumulate_epochs(t, xyz, ~below, env)
         e = _Extended.build(self, t, low, fast, level)
 
         # sustained-activity windows: more than half of the last sustained_n samples not below
@@ -385,62 +420,92 @@ class LegDetector:
         win_ok = 2 * (csum[w:] - csum[:-w]) > w  # window ending at piece index i
         self._tail = flags[flags.shape[0] - (w - 1) :] if w > 1 else self._tail
 
-        # runs of "below" samples, including one carried over while a movement is moving
+        # runs of still samples, including one carried over while a movement is moving. A still sample
+        # says the leg did not move over the last quiet_lag_s, so a run certifies rest from quiet_lag_s
+        # before its first sample: offset_quiet_s of rest is confirmed after offset_quiet_s - quiet_lag_s.
         prev_below = 1 if (self._state == MOVING and self._quiet_t is not None) else 0
-        b = below.astype(np.int8)
+        b = quiet.astype(np.int8)
         d = np.diff(b, prepend=np.int8(prev_below))
         starts = np.flatnonzero(d == 1)
         ends = np.flatnonzero(d == -1)
-        start_t = t[starts]
+        start_t = t[starts] - p.quiet_lag_s
+        start_g = g0 + starts
         if prev_below:
-            if below[0]:
+            if quiet[0]:
                 starts = np.concatenate(([0], starts))
                 start_t = np.concatenate(([self._quiet_t], start_t))
+                start_g = np.concatenate(([self._quiet_g], start_g))
             else:
                 ends = ends[1:]
         if ends.shape[0] < starts.shape[0]:
             ends = np.concatenate((ends, [n]))
         confirm = np.searchsorted(t, start_t + p.offset_quiet_s, side="left")
+        confirm = np.maximum(confirm, starts)
         qualified = confirm < ends
-        q_starts, q_start_t, q_ends, q_confirm = (
+        q_starts, q_start_t, q_ends, q_confirm, q_start_g = (
             starts[qualified],
             start_t[qualified],
             ends[qualified],
             confirm[qualified],
+            start_g[qualified],
         )
         above_idx = np.flatnonzero(above)
+        moving_idx = np.flatnonzero(above & moving)  # activity up and the leg clearly moving now
+        below_idx = np.flatnonzero(below)
+
+        def next_burst(pos: int) -> int:
+            """Piece index of the next burst start at or after ``pos`` (n if none in this piece)."""
+            if self._tail_guard:
+                jb = int(np.searchsorted(below_idx, pos))
+                tail_end = int(below_idx[jb]) if jb < below_idx.shape[0] else n
+                jm = int(np.searchsorted(moving_idx, pos))
+                if jm < moving_idx.shape[0] and moving_idx[jm] < tail_end:
+                    return int(moving_idx[jm])
+                if tail_end == n:
+                    return n
+                self._tail_guard = False
+                pos = tail_end
+            j = int(np.searchsorted(above_idx, pos))
+            return int(above_idx[j]) if j < above_idx.shape[0] else n
 
         pos = 0  # piece index from which the next event is searched
         scanned = 0  # piece index up to which the peaks are tracked
         while True:
             if self._state == IDLE:
-                j = int(np.searchsorted(above_idx, pos))
-                if j == above_idx.shape[0]:
+                k = next_burst(pos)
+                if k == n:
                     break
-                k = int(above_idx[j])
                 self._start_burst(k, g0, e)
                 pos = scanned = k
             if self._state == MOVING:
                 first_window = max(self._onset_g + w - 1 - g0, 0)
                 r = int(np.searchsorted(q_starts, pos))
-                if r < q_starts.shape[0]:
-                    s, c = int(q_starts[r]), int(q_confirm[r])
+                c = -1
+                while r < q_starts.shape[0]:
+                    c = self._first_still(int(q_confirm[r]), int(q_ends[r]), e)
+                    if c >= 0:
+                        break
+                    r += 1
+                if c >= 0:
+                    s = int(q_starts[r])
                     if not self._sustained and first_window < s:
                         self._sustained = bool(win_ok[first_window:s].any())
                     self._update_peaks(e, e.h + scanned, e.h + c + 1)
                     burst_lo = e.h + max(self._onset_g - g0, -e.h)
+                    self._still_g = int(q_start_g[r])
                     closed = self._quiet_confirmed(float(q_start_t[r]), e.h + c, burst_lo, e, out)
+                    self._tail_guard = True
                     pos = int(q_ends[r]) if closed else c
                     scanned = pos
                     continue
                 if not self._sustained and first_window < n:
                     self._sustained = bool(win_ok[first_window:].any())
                 self._update_peaks(e, e.h + scanned, e.h + n)
-                self._quiet_t = float(start_t[-1]) if (below[-1] and start_t.shape[0]) else None
+                self._quiet_t = float(start_t[-1]) if (quiet[-1] and start_t.shape[0]) else None
+                self._quiet_g = int(start_g[-1]) if self._quiet_t is not None else 0
                 break
             # HELD: a new burst, or still long enough to be a new position
-            j = int(np.searchsorted(above_idx, pos))
-            k = int(above_idx[j]) if j < above_idx.shape[0] else n
+            k = next_burst(pos)
             expiry = int(np.searchsorted(t, self._held_until, side="left"))
             if k < n and k < expiry:
                 self._start_burst(k, g0, e)
@@ -455,14 +520,15 @@ class LegDetector:
         self.samples += n
         e.keep(self)
 
-    def _accumulate_epochs(self, t: np.ndarray, xyz: np.ndarray, active: np.ndarray) -> None:
+    def _accumulate_epochs(self, t: np.ndarray, xyz: np.ndarray, active: np.ndarray, env: np.ndarray) -> None:
         epoch = np.floor(t / self.params.epoch_s).astype(np.int64)
         # t is increasing, so each epoch is one contiguous run: exact integer sums with reduceat
         starts = np.concatenate(([0], np.flatnonzero(np.diff(epoch)) + 1))
-        columns = np.empty((t.shape[0], 5), dtype=np.int64)
+        columns = np.empty((t.shape[0], EPOCH_COLUMNS), dtype=np.int64)
         columns[:, 0] = 1
         np.rint(xyz * STAT_SCALE, out=columns[:, 1:4], casting="unsafe")
         columns[:, 4] = active
+        np.rint(env * STAT_SCALE, out=columns[:, 5], casting="unsafe")
         sums = np.add.reduceat(columns, starts, axis=0)
         for key, row in zip(epoch[starts].tolist(), sums, strict=True):
             known = self.epochs.get(key)

@@ -25,6 +25,7 @@ class DetectorParams:
     boundary_hz: float = 5.0  # low-pass of the signal that places onsets/offsets (short impulse response)
     rest_average_s: float = 0.2  # resting reference for the boundary signal = its mean over this long
     diff_lag_s: float = 0.5  # activity = change of the low-passed vector over this lag (removes gravity)
+    quiet_lag_s: float = 0.1  # stillness = change of the boundary vector over this lag (sharp in time)
     envelope_s: float = 0.05  # time constant of the activity envelope (1st-order smoothing)
     # --- adaptive noise floor
     floor_block_s: float = 1.0  # block length for the per-block median of the envelope
@@ -67,6 +68,8 @@ class DetectorParams:
             raise ValueError("the offset level must not exceed the onset level (hysteresis)")
         if self.diff_lag_s <= 0 or self.lowpass_hz <= 0:
             raise ValueError("diff_lag_s and lowpass_hz must be > 0")
+        if not 0 < self.quiet_lag_s < self.offset_quiet_s:
+            raise ValueError("quiet_lag_s must be > 0 and shorter than offset_quiet_s")
         if self.series_gap_s < self.filter_reset_s:
             raise ValueError("series_gap_s must be >= filter_reset_s")
         if self.rate_estimate_samples < 8 or self.floor_window_blocks < 1 or self.upright_min_epochs < 1:

@@ -57,6 +57,8 @@ class ActivityFilter:
         self._zi_low: np.ndarray | None = None
         self._zi_env: np.ndarray | None = None
         self._history: np.ndarray | None = None  # last lag_n low-passed samples
+        self.quiet_n = max(1, round(params.quiet_lag_s * rate_hz))
+        self._fast_history: np.ndarray | None = None  # last quiet_n boundary samples
 
     def reset(self) -> None:
         """Forget the past (after a hole in the data); the next sample settles the filters."""
@@ -65,19 +67,23 @@ class ActivityFilter:
         self._zi_tremor = None
         self._zi_fast = None
         self._history = None
+        self._fast_history = None
 
-    def process(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Envelope (g), low-passed vector (n, 3) and boundary vector (n, 3) of each sample of ``xyz``.
+    def process(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Envelope (g), low-passed vector (n, 3), boundary vector (n, 3) and stillness signal (g) per sample.
 
         Continues from the previous call. The low-passed vector (``lowpass_hz``) is the leg's orientation
         (gravity in the sensor frame), used to tell a held or returned leg from one in a new position.
         The boundary vector (``boundary_hz``) is the same with less delay and a short impulse response,
         used to place onsets and offsets where the leg left and came back to rest: it has neither the
         lagged difference's 0.5 s, nor the envelope's decay, nor the tremor band-pass's ringing after a jerk.
+        The stillness signal |boundary(t) - boundary(t - quiet_lag)| says whether the leg is still *now*
+        (it falls back to the noise ~quiet_lag + 0.1 s after the motion stops, not 0.5 s + the envelope
+        decay): it decides when a movement has ended, so a short rest between two movements is seen.
         """
         n = xyz.shape[0]
         if n == 0:
-            return np.zeros(0), np.zeros((0, 3)), np.zeros((0, 3))
+            return np.zeros(0), np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)
         if self._zi_low is None:
             # steady state for a constant input = the first sample: gravity produces no transient
             self._zi_low = self._zi_low_unit[:, :, None] * xyz[0][None, None, :]
@@ -85,7 +91,13 @@ class ActivityFilter:
             self._history = np.repeat(xyz[:1], self.lag_n, axis=0)
             self._zi_tremor = self._zi_tremor_unit[:, :, None] * xyz[0][None, None, :]
             self._zi_fast = self._zi_fast_unit[:, :, None] * xyz[0][None, None, :]
+            self._fast_history = np.repeat(xyz[:1], self.quiet_n, axis=0)
         fast, self._zi_fast = sps.sosfilt(self._sos_fast, xyz, axis=0, zi=self._zi_fast)
+        assert self._fast_history is not None
+        fast_ext = np.concatenate((self._fast_history, fast))
+        step = fast - fast_ext[:n]
+        self._fast_history = fast_ext[n:]
+        still = np.sqrt(np.einsum("ij,ij->i", step, step))
         low, self._zi_low = sps.sosfilt(self._sos_low, xyz, axis=0, zi=self._zi_low)
         assert self._history is not None
         extended = np.concatenate((self._history, low))
@@ -96,7 +108,7 @@ class ActivityFilter:
         tremor *= tremor
         norm = np.sqrt(change.sum(axis=1) + tremor.sum(axis=1))
         env, self._zi_env = sps.sosfilt(self._sos_env, norm, zi=self._zi_env)
-        return env, low, fast
+        return env, low, fast, still
 
 
 class NoiseFloor:
