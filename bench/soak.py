@@ -376,10 +376,20 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
         night_min = lambda: (items[min(progress["i"], n - 1)][2].start_ns / 1e9 - start_unix) / 60  # noqa: E731
         fault_threads: list[threading.Thread] = []
         influx_lock = threading.Lock()
+        process_lock = threading.Lock()  # one detector / broker restart at a time, never two detectors at once
 
         def do_fault(kind: str) -> None:
             at = time.monotonic() - t0
             at_min = night_min()
+            if kind in ("mosquitto_kill", "detector_kill"):
+                process_lock.acquire()
+            try:
+                _fault(kind, at, at_min)
+            finally:
+                if kind in ("mosquitto_kill", "detector_kill"):
+                    process_lock.release()
+
+        def _fault(kind: str, at: float, at_min: float) -> None:
             if kind == "mosquitto_kill":
                 seen = watcher.status_seen
                 mosquitto.kill()
