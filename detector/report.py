@@ -33,6 +33,20 @@ MEDICATION_NOTE = (
     "Do not start, stop or change a medication because of these numbers; discuss them with the doctor "
     "who prescribed it."
 )
+DOCTOR_REASONS = (
+    "Reasons people are commonly advised to see a doctor about leg twitching or movements: they do not "
+    "improve after lifestyle changes, last more than two weeks, start when resting, start after a new "
+    "medication, affect more than one part of the body, or come with other worrying symptoms. This monitor "
+    "can show some of these; it cannot tell their cause."
+)
+NO_SIGNALS = "None of the signals below showed up in the recorded nights."
+LEGEND = (  # (label, colour) of the timeline, shared by the HTML and the PNG/PDF renderings
+    ("PLM", "#d32f2f"),
+    ("leg movement", "#ef8a17"),
+    ("long movement", "#7b1fa2"),
+    ("twitch", "#c9a400"),
+    ("PLM series", "rgba(211,47,47,.25)"),
+)
 
 
 @dataclass(frozen=True)
@@ -442,19 +456,10 @@ def render_html(report: NightReport) -> str:
     signals = (
         "<ul>" + "".join(f"<li>{_e(s)}</li>" for s in r.signals) + "</ul>"
         if r.signals
-        else '<p class="muted">None of the signals below showed up in the recorded nights.</p>'
+        else f'<p class="muted">{_e(NO_SIGNALS)}</p>'
     )
     data_notes = "".join(f'<p class="muted">{_e(n)}</p>' for n in r.data_notes)
-    legend = "".join(
-        f'<span><i style="background:{c}"></i>{label}</span>'
-        for label, c in (
-            ("PLM", "#d32f2f"),
-            ("leg movement", "#ef8a17"),
-            ("long movement", "#7b1fa2"),
-            ("twitch", "#c9a400"),
-            ("PLM series", "rgba(211,47,47,.25)"),
-        )
-    )
+    legend = "".join(f'<span><i style="background:{c}"></i>{label}</span>' for label, c in LEGEND)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -474,10 +479,7 @@ def render_html(report: NightReport) -> str:
 {above} of {len(recorded)} recorded nights above {PLM_THRESHOLD:g}/h.</p></section>
 <section><h2>Sleep diary</h2>{diary}</section>
 <section><h2>Worth knowing before a doctor's visit</h2>{signals}
-<p class="muted">Reasons people are commonly advised to see a doctor about leg twitching or movements: they
-do not improve after lifestyle changes, last more than two weeks, start when resting, start after a new
-medication, affect more than one part of the body, or come with other worrying symptoms. This monitor can
-show some of these; it cannot tell their cause. {MEDICATION_NOTE}</p></section>
+<p class="muted">{_e(DOCTOR_REASONS)} {_e(MEDICATION_NOTE)}</p></section>
 <footer><p class="muted">{_e(NOTICE)}</p></footer>
 </main></body></html>
 """

@@ -1,7 +1,7 @@
 """``plm note`` (sleep diary) and ``plm report`` (one-page night report).
 
 plm note --subject alice "coffee after 18:00" [--tag stretching] [--time 2024-03-01T21:30] [--tz Europe/Berlin]
-plm report --subject alice [--night 2024-03-01] [--from-file scored.json] [--out night.html]
+plm report --subject alice [--night 2024-03-01] [--from-file scored.json] [--out night.html|night.png|night.pdf]
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from detector.diary import DiaryError, diary_lines, make_note, merge_notes, night_date, night_start_for, zone_of
 from detector.report import build_report, render_html
 from detector.report_data import InfluxQL, ReportDataError, existing_note, load_from_influx, load_scored_file
+from detector.report_render import FORMATS, RenderUnavailable, ensure_available, render_bytes
 from plm.config import load_settings
 
 log = logging.getLogger(__name__)
@@ -41,14 +42,19 @@ def register(subparsers: Any) -> None:
 
     report = subparsers.add_parser(
         "report",
-        help="one-page night report (HTML) from InfluxDB or a scored file",
+        help="one-page night report (HTML, PNG or PDF) from InfluxDB or a scored file",
         description="A one-page report of a night: timeline, movements, PLM series, hourly counts, indices, "
         "the last 14 nights, the diary, and signals worth discussing with a doctor. It measures; it does not diagnose.",
     )
     report.add_argument("--subject", required=True, help="subject id")
     report.add_argument("--night", help="date the night starts (YYYY-MM-DD; default: the latest night)")
     report.add_argument("--from-file", help="a `plm score --json` output instead of InfluxDB")
-    report.add_argument("--out", default="night.html", help="output file: .html (default night.html)")
+    report.add_argument(
+        "--out",
+        default="night.html",
+        help="output file: .html (default night.html), .png (a phone-shaped page) or .pdf (A4); "
+        "PNG and PDF need the 'report' extra (matplotlib)",
+    )
     report.add_argument("--tz", help="IANA time zone (default: this machine's)")
     report.set_defaults(func=run_report)
 
@@ -104,11 +110,11 @@ def run_report(args: argparse.Namespace) -> int:
         zone = zone_of(args.tz)
         night = dt.date.fromisoformat(args.night) if args.night else None
         out = Path(args.out)
-        if out.suffix.lower() not in (".html", ".htm"):
-            raise ReportDataError(
-                f"{out.name}: only .html is rendered (PNG/PDF need matplotlib, which is not installed); "
-                "print the HTML to PDF from a browser"
-            )
+        fmt = out.suffix.lower().lstrip(".")
+        if fmt not in ("html", "htm", *FORMATS):
+            raise ReportDataError(f"{out.name}: the report is written as .html, .png or .pdf (from the file's suffix)")
+        if fmt in FORMATS:
+            ensure_available()  # before a possibly slow InfluxDB read
         if args.from_file:
             data = load_scored_file(Path(args.from_file))
             data["night"] = night
@@ -117,9 +123,16 @@ def run_report(args: argparse.Namespace) -> int:
         report = build_report(
             args.subject, data["summary"], data["events"], data["history"], data["diary"], data["night"], zone
         )
-    except (ReportDataError, DiaryError, ValueError) as exc:
+    except (ReportDataError, DiaryError, ValueError, RenderUnavailable) as exc:
         print(f"plm report: {exc}", file=sys.stderr)
         return 2
-    out.write_text(render_html(report), encoding="utf-8")
+    try:
+        if fmt in FORMATS:
+            out.write_bytes(render_bytes(report, fmt))
+        else:
+            out.write_text(render_html(report), encoding="utf-8")
+    except OSError as exc:
+        print(f"plm report: cannot write {out}: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {out} (night of {report.night:%Y-%m-%d}): {report.headline}")
     return 0

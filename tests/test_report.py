@@ -125,8 +125,8 @@ def test_plm_report_from_a_scored_file(scored: dict, tmp_path: Path, capsys) -> 
     out = tmp_path / "n.html"
     assert main(["report", "--subject", "dora", "--from-file", str(path), "--tz", "UTC", "--out", str(out)]) == 0
     assert f"{scored['plm_index']:.1f}/h" in out.read_text()
-    assert main(["report", "--subject", "dora", "--from-file", str(path), "--out", str(tmp_path / "n.png")]) == 2
-    assert "only .html" in capsys.readouterr().err
+    assert main(["report", "--subject", "dora", "--from-file", str(path), "--out", str(tmp_path / "n.svg")]) == 2
+    assert ".html, .png or .pdf" in capsys.readouterr().err
     path.write_text("{}")
     assert main(["report", "--subject", "dora", "--from-file", str(path), "--out", str(out)]) == 2
     assert "plm score --json" in capsys.readouterr().err
