@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from detector.inbed import classify_epochs
+from detector.inbed import EpochClassification, classify_epochs, upright_direction
 from detector.lm import LegDetector, LegGap, RawMovement
 from detector.params import DetectorParams
 from plm.rules import WASM2016, EventScorer, Gap, LegMovement, RuleSet, ScoredMovement, Series
@@ -138,6 +138,31 @@ class NightScorer:
             self._after(moves, gaps, watermark=math.inf)
             self._finished = True
         return self.summary()
+
+    # ----------------------------------------------------------------- read-only views (live service)
+    @property
+    def watermark(self) -> float:
+        """No leg can still report a movement that starts before this time (-inf until every leg has data)."""
+        return min(leg.watermark for leg in self._legs.values())
+
+    def epoch_table(self, side: str) -> dict[int, np.ndarray]:
+        """The leg's 30-s epoch rows (see :class:`detector.lm.LegDetector`); read, never modify."""
+        return self._legs[side].epochs
+
+    def leg_rate_hz(self, side: str) -> float | None:
+        return self._legs[side].rate_hz
+
+    def upright_direction(self, side: str) -> np.ndarray | None:
+        """The leg's learned upright gravity direction (unit vector), None while unknown."""
+        leg = self._legs[side]
+        return upright_direction(leg.epochs, leg.rate_hz, self.params) if leg.rate_hz else None
+
+    def epoch_classification(self) -> EpochClassification:
+        """In bed / asleep per epoch so far: the same estimate the summary's time in bed and sleep use."""
+        legs = self._legs
+        rates = {side: leg.rate_hz for side, leg in legs.items() if leg.rate_hz}
+        longs = [(e.onset, e.onset + e.duration) for e in self._events.values() if e.kind == "long"]
+        return classify_epochs({s: leg.epochs for s, leg in legs.items()}, rates, longs, self.params)
 
     # ----------------------------------------------------------------- plumbing
     def _leg(self, side: str) -> LegDetector:

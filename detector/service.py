@@ -41,6 +41,7 @@ from detector.diary import DiaryError, DiaryNote, diary_lines, merge_notes, nigh
 from detector.influx import InfluxSink
 from detector.ingest import SensorInbox
 from detector.journal import Journal
+from detector.lm import STAT_SCALE
 from detector.scorer import MovementEvent, NightScorer, NightSummary
 from plm import wire
 from plm.config import Settings, SubjectSettings
@@ -54,6 +55,105 @@ DIARY_WILDCARD = f"{wire.TOPIC_ROOT}/+/_diary"
 NIGHT_GAP_S = 2 * 3600.0  # a hole this long in a subject's data starts a new night
 SUMMARY_EVERY_S = 60.0  # data time between live summary updates
 LEG_LOST_AFTER_S = 30.0  # wall time without data from one leg (while the other goes on) before it is a gap
+MINUTE_S = 60.0
+
+
+@dataclass
+class MinuteState:
+    """Per-minute activity output of one subject's night (bounded: a few minutes of pending counts)."""
+
+    next_minute: int | None = None  # the first minute not yet written
+    tilt_ref: dict[str, np.ndarray] = field(default_factory=dict)  # per side: mean gravity of its first minute
+    moves: dict[tuple[Any, ...], tuple[str, int]] = field(default_factory=dict)  # movement key -> (side, minute)
+
+    def count(self, events: list[MovementEvent]) -> None:
+        for e in events:
+            if e.kind == "twitch":
+                continue  # twitches are not leg movements; movement_count counts LMs (incl. long)
+            minute = math.floor(e.onset / MINUTE_S)
+            if self.next_minute is None or minute >= self.next_minute:
+                self.moves[e.key] = (e.side, minute)
+
+
+def minute_lines(
+    subject: str, scorer: NightScorer, minutes: range, state: MinuteState, night_start_s: float
+) -> list[str]:
+    """The ``activity`` points of ``minutes`` (whole minutes, every leg's data has passed them).
+
+    Everything comes from numbers the scorer keeps anyway (its 30-s epoch rows), so the dashboard's
+    activity and the night summary's in-bed/sleep estimate have one definition:
+    ``activity_g`` = mean activity envelope (dynamic acceleration, gravity removed), ``active_s`` =
+    seconds above the movement offset level, ``tilt_deg`` = angle of the minute's mean gravity against
+    the leg's first minute of the night, ``posture`` = ``upright``/``lying`` (against the leg's learned
+    upright direction, else the in-bed estimate), plus ``in_bed``/``asleep`` -- estimates, not PSG."""
+    params = scorer.params
+    epoch_s = params.epoch_s
+    per_minute = MINUTE_S / epoch_s
+    classes = scorer.epoch_classification()
+    known = classes.epochs
+
+    def flags_of(keys: range) -> list[tuple[bool, bool]]:
+        out = []
+        for k in keys:
+            i = int(np.searchsorted(known, k))
+            if i < known.shape[0] and known[i] == k:
+                out.append((bool(classes.in_bed[i]), bool(classes.asleep[i])))
+        return out
+
+    counts: dict[tuple[str, int], int] = {}
+    for key, (side, minute) in list(state.moves.items()):
+        if minute < minutes.stop:
+            del state.moves[key]
+            for leg in scorer.sides if side == "bilateral" else (side,):
+                counts[(leg, minute)] = counts.get((leg, minute), 0) + 1
+    lines: list[str] = []
+    lying_cos = math.cos(math.radians(params.lying_angle_deg))
+    for side in scorer.sides:
+        table = scorer.epoch_table(side)
+        rate = scorer.leg_rate_hz(side)
+        up = scorer.upright_direction(side)
+        for m in minutes:
+            lo_s = max(m * MINUTE_S, night_start_s)
+            expected = (m + 1) * MINUTE_S - lo_s
+            first = math.ceil(m * per_minute - 1e-9)
+            keys = range(first, math.ceil((m + 1) * per_minute - 1e-9))
+            rows = [table[k] for k in keys if k in table]
+            if not rows or not rate:
+                lines.append(schema.activity_point(subject, side, m * MINUTE_S, missing_fraction=1.0))
+                continue
+            total = np.sum(rows, axis=0) if len(rows) > 1 else rows[0]
+            n = float(total[0])
+            gravity = total[1:4] / (n * STAT_SCALE)
+            norm = float(np.linalg.norm(gravity)) or 1.0
+            unit = gravity / norm
+            ref = state.tilt_ref.setdefault(side, unit)
+            tilt = math.degrees(math.acos(max(-1.0, min(1.0, float(unit @ ref)))))
+            flags = flags_of(keys)
+            in_bed = sum(b for b, _ in flags) * 2 >= len(flags) if flags else None
+            asleep = sum(a for _, a in flags) * 2 > len(flags) if flags else None
+            if up is not None:
+                posture = "lying" if float(unit @ up) < lying_cos else "upright"
+            else:
+                posture = None if in_bed is None else ("lying" if in_bed else "upright")
+            lines.append(
+                schema.activity_point(
+                    subject,
+                    side,
+                    m * MINUTE_S,
+                    activity_g=float(total[5]) / (n * STAT_SCALE),
+                    active_s=float(total[4]) / rate,
+                    movement_count=counts.get((side, m), 0),
+                    posture=posture,
+                    tilt_deg=tilt,
+                    missing_fraction=min(1.0, max(0.0, 1.0 - n / (rate * expected))) if expected > 0 else 0.0,
+                )
+            )
+            if in_bed is not None:
+                fields = {"in_bed": in_bed, "asleep": bool(asleep)}
+                tags = {"subject": subject, "side": side}
+                lines.append(schema.line(schema.ACTIVITY, tags, fields, schema.to_ms(m * MINUTE_S)))
+    state.next_minute = minutes.stop
+    return lines
 
 
 def shard_of(subject: str, shards: int) -> int:
@@ -87,6 +187,18 @@ class SubjectState:
     last_wall_by_side: dict[str, float] = field(default_factory=dict)
     offline_sides: set[str] = field(default_factory=set)  # sensors that said a clean goodbye
     nights_finished: int = 0
+    minutes: MinuteState | None = None  # None in checkpoints written before per-minute activity existed
+    held: dict[str, list[wire.SampleBatch]] | None = None  # released by the reorder buffer, not yet scored
+
+    def held_batches(self) -> dict[str, list[wire.SampleBatch]]:
+        if self.held is None:
+            self.held = {}
+        return self.held
+
+    def minute_state(self) -> MinuteState:
+        if self.minutes is None:
+            self.minutes = MinuteState()
+        return self.minutes
 
 
 @dataclass
@@ -112,6 +224,7 @@ class LiveDetector:
         status_every_s: float = 10.0,
         publish_results: bool = True,
         leg_lost_after_s: float = LEG_LOST_AFTER_S,
+        max_chunk_s: float = 8.0,
     ) -> None:
         self.settings = settings
         self.shard = shard
@@ -122,6 +235,11 @@ class LiveDetector:
         self.status_every_s = status_every_s
         self.publish_results = publish_results
         self.leg_lost_after_s = leg_lost_after_s
+        # data time a leg's released batches are held before scoring: 0 while the service keeps up
+        # (lowest latency), doubled while a backlog builds, up to max_chunk_s (see _adapt_chunk)
+        self.chunk_s = 0.0
+        self.max_chunk_s = max_chunk_s
+        self._sensors = 0
         state_dir = Path(settings.detector.state_dir)
         self.journal = Journal(state_dir / f"{self.instance}-journal.sqlite")
         self.sink = InfluxSink(settings.influx, state_dir / f"{self.instance}-outbox.sqlite")
@@ -218,7 +336,8 @@ class LiveDetector:
             stopping = first is None and self._stop.is_set()
             if first is not None:
                 batch.append(first)
-                while len(batch) < 2000:
+                limit = self._group_limit()
+                while len(batch) < limit:
                     try:
                         more = self._inbox.get_nowait()
                     except queue.Empty:
@@ -229,6 +348,7 @@ class LiveDetector:
                     batch.append(more)
             if batch:
                 self._handle_messages(batch)
+                self._adapt_chunk()
             now = time.monotonic()
             if now - last_idle_check >= 1.0:
                 self._end_idle_nights(time.time())
@@ -241,6 +361,21 @@ class LiveDetector:
                 last_status = now
             if stopping:
                 break
+
+    def _group_limit(self) -> int:
+        """Messages taken as one group: a few seconds of every sensor, so that under load a leg's batches
+        of several seconds meet in one group (one journal commit, one scorer call per leg)."""
+        return max(2000, 4 * self._sensors)
+
+    def _adapt_chunk(self) -> None:
+        """Latency while the service keeps up, throughput when it falls behind: the scoring chunk doubles
+        while more than about a second of messages waits, and halves back once the queue is short."""
+        self._sensors = sum(len(s.inboxes) for s in self.subjects.values())
+        backlog = self._inbox.qsize()
+        if backlog > max(500, self._sensors):
+            self.chunk_s = min(self.max_chunk_s, max(1.0, 2 * self.chunk_s))
+        elif backlog < max(100, self._sensors // 10):
+            self.chunk_s = 0.0 if self.chunk_s <= 1.0 else self.chunk_s / 2
 
     def _handle_messages(self, messages: list[mqtt.MQTTMessage]) -> None:
         owned = []
@@ -298,17 +433,41 @@ class LiveDetector:
         self._score_pending(pending, None, wall)
 
     def _score_pending(
-        self, pending: dict[tuple[str, str], list[wire.SampleBatch]], subject: str | None, wall: float
+        self,
+        pending: dict[tuple[str, str], list[wire.SampleBatch]],
+        subject: str | None,
+        wall: float,
     ) -> None:
+        """Hand released batches to their leg's hold and score every leg whose hold spans ``chunk_s``.
+        ``subject`` given (a status message of that subject comes next): score all it holds, now."""
         touched = set()
         for key in [k for k in pending if subject is None or k[0] == subject]:
             batches = pending.pop(key)
             state = self.subjects.get(key[0])
             if state is not None:
-                self._score(state, key[1], batches)
+                state.held_batches().setdefault(key[1], []).extend(batches)
                 touched.add(key[0])
+        for name in touched | ({subject} if subject is not None else set()):
+            state = self.subjects.get(name)
+            if state is not None:
+                self._score_held(state, force=subject is not None)
         for name in touched:
             self._release_lagging_legs(self.subjects[name], wall)
+
+    def _score_held(self, state: SubjectState, force: bool = False, side: str | None = None) -> None:
+        """Score held batches as one chunk per leg. The scorer's cost per call is mostly fixed (filter
+        calls), so under load longer chunks (``chunk_s`` grows with the backlog) keep one process up
+        with thousands of sensors; results are the same for any chunking, only the latency changes."""
+        held = state.held
+        if not held:
+            return
+        for leg in [side] if side is not None else list(held):
+            batches = held.get(leg)
+            if not batches:
+                continue
+            if force or (batches[-1].end_ns - batches[0].start_ns) / 1e9 >= self.chunk_s:
+                held[leg] = []
+                self._score(state, leg, batches)
 
     def _release_lagging_legs(self, state: SubjectState, wall: float) -> None:
         """A leg whose sensor has sent nothing for ``leg_lost_after_s`` of wall time while the other leg
@@ -323,9 +482,14 @@ class LiveDetector:
             reached = state.last_t.get(side, state.night_start_s)
             heard = state.last_wall_by_side.get(side, state.first_wall)
             if reached is not None and reached < lead and wall - heard > self.leg_lost_after_s:
+                self._score_held(state, force=True, side=side)
+                reached = state.last_t.get(side, state.night_start_s)
+                if reached is not None and reached >= lead:
+                    continue
                 events += state.scorer.mark_gap(side, lead, since=state.night_start_s)
                 state.last_t[side] = lead
         self._emit(state, events)
+        self._write_minutes(state)
 
     def _bad(self, kind: str, message: str) -> None:
         self.stats.bad[kind] += 1
@@ -417,11 +581,13 @@ class LiveDetector:
             return
         state.last_t[side] = float(t[-1])
         self._emit(state, events)
+        self._write_minutes(state)
         if t[-1] - state.last_summary_t >= SUMMARY_EVERY_S:
             self._write_summary(state, state.scorer.summary())
             state.last_summary_t = float(t[-1])
 
     def _flush_inboxes(self, state: SubjectState) -> None:
+        self._score_held(state, force=True)
         for side, inbox in state.inboxes.items():
             self._score(state, side, inbox.flush(), may_end_night=False)
 
@@ -474,6 +640,7 @@ class LiveDetector:
     def _emit(self, state: SubjectState, events: list[MovementEvent]) -> None:
         if not events:
             return
+        state.minute_state().count(events)
         lines: list[str] = []
         for e in events:
             lines.append(schema.movement_from(state.subject, e))
@@ -484,6 +651,28 @@ class LiveDetector:
             topic = wire.movement_topic(state.subject)
             for e in events:
                 self._client.publish(topic, json.dumps(e.to_dict()), qos=1)
+
+    def _write_minutes(self, state: SubjectState, final: bool = False) -> None:
+        """Write the ``activity`` points of the minutes every leg has passed (and, for the sleep estimate,
+        one epoch beyond, since wake spreads to neighbouring epochs); at the night's end, all of them."""
+        if state.night_start_s is None:
+            return
+        minutes = state.minute_state()
+        if minutes.next_minute is None:
+            minutes.next_minute = math.floor(state.night_start_s / MINUTE_S)
+        if final:
+            reached = max(state.last_t.values(), default=state.night_start_s)
+            stop = math.floor(reached / MINUTE_S) + 1
+        else:
+            watermark = state.scorer.watermark
+            if not math.isfinite(watermark):
+                return  # a leg without data yet: nothing is complete
+            stop = math.floor((watermark - state.scorer.params.epoch_s) / MINUTE_S)
+        if stop <= minutes.next_minute:
+            return
+        self.sink.put(
+            minute_lines(state.subject, state.scorer, range(minutes.next_minute, stop), minutes, state.night_start_s)
+        )
 
     def _write_summary(self, state: SubjectState, summary: NightSummary) -> None:
         fields = summary.fields
@@ -514,6 +703,7 @@ class LiveDetector:
             before = {e.key: e for e in state.scorer.summary().events}
             summary = state.scorer.finish()
             self._emit(state, [e for e in summary.events if before.get(e.key) != e])
+            self._write_minutes(state, final=True)
             self._write_summary(state, summary)
             self.stats.nights_finished += 1
             log.info(
