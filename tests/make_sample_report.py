@@ -1,7 +1,7 @@
-"""Regenerate docs/sample-night-report.html: 14 simulated nights through the pipeline into a real
+"""Regenerate docs/sample-night-report.html and .png: 14 simulated nights through the pipeline into a real
 influxd, diary notes, then ``plm report`` on the last (severe RLS) night.
 
-    python tests/make_sample_report.py        # needs influxd (apt-get install influxdb)
+    python tests/make_sample_report.py        # needs influxd (apt-get install influxdb) and matplotlib
 
 """
 
@@ -60,24 +60,12 @@ def main_() -> int:
                 assert sink.flush(120), "influxd did not take the lines"
             config = work / "plm.toml"
             config.write_text(f'[influx]\nurl = "{server.url}"\napi = 1\n')
-            out = ROOT / "docs" / "sample-night-report.html"
-            code = main(
-                [
-                    "--config",
-                    str(config),
-                    "report",
-                    "--subject",
-                    "sample",
-                    "--tz",
-                    tz,
-                    "--night",
-                    LAST_NIGHT.isoformat(),
-                    "--out",
-                    str(out),
-                ]
-            )
-            if code:
-                return code
+            for suffix in ("html", "png"):
+                out = ROOT / "docs" / f"sample-night-report.{suffix}"
+                args = ["--config", str(config), "report", "--subject", "sample", "--tz", tz]
+                code = main([*args, "--night", LAST_NIGHT.isoformat(), "--out", str(out)])
+                if code:
+                    return code
         finally:
             server.stop()
     return 0
