@@ -30,6 +30,7 @@ import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,29 @@ def minute_lines(
     return lines
 
 
+def parse_local_time(text: str | None) -> tuple[int, int] | None:
+    """``detector.night_end_local`` ("HH:MM", 24 h) as (hour, minute); a clear error for anything else."""
+    if text is None or not str(text).strip():
+        return None
+    try:
+        hour_text, minute_text = str(text).strip().split(":")
+        hour, minute = int(hour_text), int(minute_text)
+    except ValueError:
+        raise ValueError(f"detector.night_end_local {text!r}: expected HH:MM, e.g. 07:30") from None
+    if not (0 <= hour < 24 and 0 <= minute < 60):
+        raise ValueError(f"detector.night_end_local {text!r}: hour 0-23 and minute 0-59")
+    return hour, minute
+
+
+def next_local_time(after_s: float, hour: int, minute: int) -> float:
+    """The first moment after ``after_s`` (Unix s) when the local clock shows hour:minute."""
+    start = datetime.fromtimestamp(after_s).astimezone()
+    candidate = start.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if candidate.timestamp() <= after_s:
+        candidate = (start + timedelta(days=1)).replace(hour=hour, minute=minute, second=0, microsecond=0)
+    return candidate.timestamp()
+
+
 def shard_of(subject: str, shards: int) -> int:
     """Stable across processes and Python versions (unlike ``hash``), so replicas agree."""
     return zlib.crc32(subject.encode()) % shards
@@ -231,6 +255,7 @@ class LiveDetector:
         self.instance = wire.validate_id(instance or settings.detector.instance, "detector instance")
         self.rules = RULESETS[settings.detector.rules]
         self.idle_end_s = idle_end_s
+        self.night_end_local = parse_local_time(settings.detector.night_end_local)
         self.checkpoint_every_s = checkpoint_every_s
         self.status_every_s = status_every_s
         self.publish_results = publish_results
@@ -720,9 +745,21 @@ class LiveDetector:
         return fresh
 
     def _end_idle_nights(self, wall: float) -> None:
+        """End nights after ``idle_end_s`` of silence, or at ``detector.night_end_local`` once data has been
+        flowing for more than an hour (the local clock passing HH:MM after the night's first data)."""
         for state in list(self.subjects.values()):
-            if state.night_start_s is not None and wall - state.last_wall > self.idle_end_s:
+            if state.night_start_s is None:
+                continue
+            if wall - state.last_wall > self.idle_end_s:
                 self._end_night(state)
+            elif self._past_local_end(state, wall):
+                log.info("night of %s ends at the configured local time", state.subject)
+                self._end_night(state)
+
+    def _past_local_end(self, state: SubjectState, wall: float) -> bool:
+        if self.night_end_local is None or not state.first_wall or wall - state.first_wall <= 3600:
+            return False
+        return wall >= next_local_time(state.first_wall, *self.night_end_local)
 
     def _send_discovery(self, subject: str) -> None:
         """Home Assistant MQTT discovery: last night's PLM index and PLM count appear as sensors."""
