@@ -89,6 +89,9 @@ class LegDetector:
         # below the offset level once, only activity with the leg actually moving (stillness signal up)
         # starts a new burst
         self._tail_guard = False
+        # a movement closed inside a still run that outlasted the piece: the search for the next burst
+        # resumes where that run ends, exactly as it would had the run been in one piece
+        self._skip_still_run = False
         self._still_g = -1  # sample index where the leg last became still (start of the confirmed quiet run)
         self._held_offset = 0.0  # when the motion stopped, entering the held state
         self._held_until = 0.0  # held longer than this: the leg is in a new position
@@ -253,6 +256,7 @@ class LegDetector:
                 if t[a] - hole_start >= p.series_gap_s:
                     self._close_gap(hole_start, float(t[a]), out, gaps)
                 self._filter.reset()
+            self._last_quiet = False
             for start in range(a, b, MAX_PIECE):
                 stop = min(b, start + MAX_PIECE)
                 self._run_piece(t[start:stop], xyz[start:stop], out)
@@ -469,7 +473,11 @@ class LegDetector:
             return int(above_idx[j]) if j < above_idx.shape[0] else n
 
         pos = 0  # piece index from which the next event is searched
-        scanned = 0  # piece index up to which the peaks are tracked
+        if self._skip_still_run:
+            not_quiet = np.flatnonzero(~quiet)
+            pos = int(not_quiet[0]) if not_quiet.size else n
+            self._skip_still_run = pos == n
+        scanned = pos  # piece index up to which the peaks are tracked
         while True:
             if self._state == IDLE:
                 k = next_burst(pos)
@@ -496,12 +504,21 @@ class LegDetector:
                     closed = self._quiet_confirmed(float(q_start_t[r]), e.h + c, burst_lo, e, out)
                     self._tail_guard = True
                     pos = int(q_ends[r]) if closed else c
+                    self._skip_still_run = closed and pos == n
                     scanned = pos
                     continue
                 if not self._sustained and first_window < n:
                     self._sustained = bool(win_ok[first_window:].any())
                 self._update_peaks(e, e.h + scanned, e.h + n)
-                self._quiet_t = float(start_t[-1]) if (quiet[-1] and start_t.shape[0]) else None
+                # carry the still run over only if the whole-array scan would consider it too: it must
+                # start at or after the point the search began (a run from before the burst does not count)
+                carry = (
+                    bool(quiet[-1])
+                    and starts.shape[0] > 0
+                    and int(starts[-1]) >= pos
+                    and (starts.shape[0] > ends.shape[0] or int(ends[-1]) == n)
+                )
+                self._quiet_t = float(start_t[-1]) if carry else None
                 self._quiet_g = int(start_g[-1]) if self._quiet_t is not None else 0
                 break
             # HELD: a new burst, or still long enough to be a new position

@@ -162,8 +162,20 @@ def test_cli_json_and_text(tmp_path, two_legs, capsys) -> None:
     right = write_csv(tmp_path / "r.csv.gz", *two_legs["right"], gz=True)
     assert main(["score", left, "--right", right, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    for key in ("time_in_bed_h", "sleep_h", "lm_count", "plm_count", "plm_index", "plms_index", "plmw_index",
-                "periodicity_index", "series_count", "twitch_count", "long_movement_count", "missing_fraction"):
+    for key in (
+        "time_in_bed_h",
+        "sleep_h",
+        "lm_count",
+        "plm_count",
+        "plm_index",
+        "plms_index",
+        "plmw_index",
+        "periodicity_index",
+        "series_count",
+        "twitch_count",
+        "long_movement_count",
+        "missing_fraction",
+    ):
         assert key in doc
     assert doc["plm_count"] == 8
     assert {e["kind"] for e in doc["events"]} >= {"lm", "twitch"}
@@ -190,3 +202,24 @@ def test_held_movement_is_one_lm_with_its_duration(rate: float) -> None:
     assert all(abs(e.onset - m.onset) < 0.3 for e, m in zip(lms, moves, strict=True))
     errors = np.array([e.duration - 3.0 for e in lms])
     assert abs(np.median(errors)) < 0.2 and np.abs(errors).max() < 1.0  # a noise excursion can stretch one
+
+
+def test_one_second_pieces_of_a_simulated_night_give_the_whole_night_movements():
+    """Regression: a still run that outlasted a piece, or one that began before the open movement's
+    search, made 1-s feeding (the live service's) differ from one whole-night call."""
+    from detector.lm import LegDetector
+    from detector.params import DetectorParams
+    from simulator import simulate_night
+
+    night = simulate_night("rls-severe", seed=5, duration_h=0.5, jitter_ms=0, gap=False, drops=False)
+    t, xyz = night.legs["left"].t, night.legs["left"].xyz
+
+    def movements(step: int) -> list:
+        leg = LegDetector("left", DetectorParams())
+        found = []
+        for i in range(0, len(t), step):
+            found += leg.feed(t[i : i + step], xyz[i : i + step])[0]
+        found += leg.flush()[0]
+        return sorted((m.onset, m.offset, m.kind) for m in found)
+
+    assert movements(52) == movements(len(t))

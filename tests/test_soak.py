@@ -35,11 +35,6 @@ def test_short_soak_loses_and_doubles_nothing(mosquitto, tmp_path) -> None:  # m
     assert report.detector_restarts == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="detector.scorer.NightScorer.feed is not chunk-invariant: feeding a leg in 1 s chunks (as the live "
-    "detector does when batches trickle in) classifies some movements differently than one whole-night chunk",
-)
 def test_scorer_is_chunk_invariant_as_the_soak_needs() -> None:
     """Found by the soak: with batches arriving one by one the live night differed from `plm score`."""
     from simulator import simulate_night
