@@ -163,6 +163,7 @@ class Mosquitto(_Service):
             "allow_anonymous false",
             f"password_file {passwd}",
             "persistence true",
+            "autosave_interval 1",
             f"persistence_location {self.workdir}/",
             "user root",
             # mosquitto's default of 1000 queued messages per client silently drops QoS 1 messages
