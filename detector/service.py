@@ -43,6 +43,7 @@ from detector.influx import InfluxSink
 from detector.ingest import SensorInbox
 from detector.journal import Journal
 from detector.lm import STAT_SCALE
+from detector.night_points import summary_lines
 from detector.scorer import MovementEvent, NightScorer, NightSummary
 from plm import wire
 from plm.config import Settings, SubjectSettings
@@ -52,6 +53,8 @@ from plm.rules import RULESETS
 
 log = logging.getLogger(__name__)
 
+BAD_REASONS = ("topic", "payload", "clock", "samples", "unknown_subject", "unknown_sensor", "diary")
+"""What a message can be refused for (``late`` is counted on its own)."""
 DIARY_WILDCARD = f"{wire.TOPIC_ROOT}/+/_diary"
 NIGHT_GAP_S = 2 * 3600.0  # a hole this long in a subject's data starts a new night
 SUMMARY_EVERY_S = 60.0  # data time between live summary updates
@@ -704,16 +707,8 @@ class LiveDetector:
         start = state.night_start_s if state.night_start_s is not None else fields.get("start")
         if start is None:
             return
-        night = {k: fields.get(k) for k in (*schema.NIGHT_INT_FIELDS, *schema.NIGHT_FLOAT_FIELDS) if k in fields}
-        night["end_s"] = fields.get("end")
-        night["rules"] = fields.get("rules")
-        # at the night's noon anchor, the point the diary flags of that night are written to
-        lines = [schema.night_point(state.subject, night_start_for(start), night, bool(fields.get("final")))]
-        for hour in fields.get("per_hour", []):
-            counts = {k: hour[k] for k in schema.HOURLY_INT_FIELDS if k in hour}
-            lines.append(schema.hourly_point(state.subject, hour["start"], counts))
-        for series in fields.get("series", []):
-            lines.append(schema.series_from(state.subject, series, final=bool(fields.get("final"))))
+        events = [e.to_dict() for e in summary.events]
+        lines = summary_lines(state.subject, fields, events, final=bool(fields.get("final")))
         self.sink.put(lines)
         if self.publish_results and self._client is not None:
             doc = {k: v for k, v in fields.items() if k not in ("series", "imis", "per_hour", "gaps")}
@@ -810,7 +805,11 @@ class LiveDetector:
                         time.time(),
                         outbox_depth=metrics.depth,
                         late_batches=self.stats.bad.get("late", 0),
-                        bad_payloads={k: v for k, v in self.stats.bad.items() if k != "late"},
+                        # every known reason, zeros included, so a dashboard shows "0" rather than "no data"
+                        bad_payloads={
+                            **dict.fromkeys(BAD_REASONS, 0),
+                            **{k: v for k, v in self.stats.bad.items() if k != "late"},
+                        },
                         dead_letters=metrics.dead_letters,
                         sent_points=metrics.sent,
                         write_retries=metrics.retries,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import statistics
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 from detector import schema
 from detector.diary import DiaryNote, diary_lines, make_note, night_start_for
 from detector.influx import InfluxSink
+from detector.night_points import summary_lines
 from detector.scorer import score_arrays
 from plm.config import InfluxSettings
 from simulator import simulate_night
@@ -63,13 +63,6 @@ class FillResult:
         lo = min(n.anchor_s for n in self.nights)
         hi = max(n.end_s for n in self.nights) + 3600
         return int(lo * 1000), int(hi * 1000)
-
-
-def _night_fields(summary: dict[str, Any]) -> dict[str, Any]:
-    fields = {k: summary.get(k) for k in (*schema.NIGHT_INT_FIELDS, *schema.NIGHT_FLOAT_FIELDS)}
-    fields["end_s"] = summary.get("end")
-    fields["rules"] = summary.get("rules")
-    return fields
 
 
 def activity_lines(
@@ -127,26 +120,8 @@ def night_lines(
     for e in events:
         lines.append(schema.movement_from(subject, e))
         lines += schema.leg_state_points(subject, e["onset"], e["duration"], e["side"], e["kind"], e["plm"])
-    for s in summary["series"]:
-        imis = [e["imi"] for e in events if e["series_id"] == s["series_id"] and e["plm"] and e["imi"] is not None]
-        lines.append(schema.series_from(subject, s, statistics.fmean(imis) if imis else None, final=True))
+    lines += summary_lines(subject, summary, events, final=True)  # the live service's own definition
     end = summary["end"]
-    for hour in summary["per_hour"]:
-        lo, hi = hour["start"], hour["start"] + 3600
-        scored = [e for e in events if lo <= e["onset"] < hi and e["kind"] != "twitch"]
-        recorded_h = max(min(hi, end) - lo, 1.0) / 3600
-        counts = {
-            "lm_count": hour["lm_count"],
-            "plm_count": hour["plm_count"],
-            "twitch_count": hour["twitch_count"],
-            "clm_count": sum(1 for e in scored if e["candidate"]),
-            "long_movement_count": sum(1 for e in scored if e["kind"] == "long"),
-            "recorded_h": recorded_h,
-            "plm_index": hour["plm_count"] / recorded_h,
-            "missing_fraction": summary["missing_fraction"],
-        }
-        lines.append(schema.hourly_point(subject, hour["start"], counts))
-    lines.append(schema.night_point(subject, anchor, _night_fields(summary), final=True))
     for side, leg in legs.items():
         lines += activity_lines(subject, side, leg.t, leg.xyz, leg.rate_hz, events)
         dropped = np.concatenate(([0], np.cumsum(np.maximum(np.diff(leg.index) - 1, 0))))
