@@ -73,7 +73,7 @@ class LegDetector:
         self.first_t: float | None = None
         self.last_t: float | None = None
         self.samples = 0
-        self.missing_s = 0.0
+        self._missing_us = 0  # missing time in integer microseconds: exact in any chunking
         self.gaps: list[LegGap] = []  # only gaps >= series_gap_s; a few per night
         # hysteresis state (see _run_piece): idle, moving (a burst of activity) or held (displaced, still)
         self._state = IDLE
@@ -92,6 +92,12 @@ class LegDetector:
         # a movement closed inside a still run that outlasted the piece: the search for the next burst
         # resumes where that run ends, exactly as it would had the run been in one piece
         self._skip_still_run = False
+        # the last sample of the previous piece was still: a still run open at the piece boundary continues
+        # (it is not a new run starting at the piece's first sample); only a carried run (_quiet_t) counts
+        self._prev_quiet = False
+        # sustained windows seen inside the carried still run: they count only if that run does not end
+        # the movement (the continuous scan looks at windows up to the start of the run that confirms)
+        self._sustained_in_run = False
         self._still_g = -1  # sample index where the leg last became still (start of the confirmed quiet run)
         self._held_offset = 0.0  # when the motion stopped, entering the held state
         self._held_until = 0.0  # held longer than this: the leg is in a new position
@@ -117,6 +123,11 @@ class LegDetector:
         self.twitch_count = 0
 
     # ----------------------------------------------------------------- public
+    @property
+    def missing_s(self) -> float:
+        """Seconds of missing data inside the recording (holes longer than ``missing_dt_periods``)."""
+        return self._missing_us / 1e6
+
     @property
     def watermark(self) -> float:
         """No movement starting before this time can still be reported by this leg."""
@@ -232,6 +243,8 @@ class LegDetector:
             self._avg_n = max(1, round(p.rest_average_s * self.rate_hz))
             self._quiet_n = max(1, round(p.offset_quiet_s * self.rate_hz))
             self._hist_n = self._lag_n + self._avg_n + 2 + math.ceil(span * self.rate_hz)
+            # the longest look-backs: onset (lag + resting average), stillness window (quiet + average)
+            assert self._hist_n > max(self._lag_n, self._quiet_n) + self._avg_n
 
     def _process(self, t: np.ndarray, xyz: np.ndarray) -> tuple[list[RawMovement], list[LegGap]]:
         self._ensure_filters()
@@ -242,7 +255,7 @@ class LegDetector:
         steps = np.diff(t, prepend=t[0] if prev is None else prev)
         holes = steps > p.missing_dt_periods * period
         if holes.any():
-            self.missing_s += float((steps[holes] - period).sum())
+            self._missing_us += int(np.rint((steps[holes] - period) * 1e6).astype(np.int64).sum())
         cuts = np.flatnonzero(steps >= p.filter_reset_s)
         out: list[RawMovement] = []
         gaps: list[LegGap] = []
@@ -256,7 +269,6 @@ class LegDetector:
                 if t[a] - hole_start >= p.series_gap_s:
                     self._close_gap(hole_start, float(t[a]), out, gaps)
                 self._filter.reset()
-            self._last_quiet = False
             for start in range(a, b, MAX_PIECE):
                 stop = min(b, start + MAX_PIECE)
                 self._run_piece(t[start:stop], xyz[start:stop], out)
@@ -265,8 +277,12 @@ class LegDetector:
 
     def _close_gap(self, start: float, end: float, out: list[RawMovement], gaps: list[LegGap]) -> None:
         if self._state != IDLE:
+            self._sustained = self._sustained or self._sustained_in_run  # closed at the gap, not at the run
             self._close_now(start, out)
+        # after a gap the scan starts afresh (the same in any chunking: a gap is a piece boundary in all)
         self._tail_guard = False
+        self._skip_still_run = False
+        self._prev_quiet = False
         gap = LegGap(start, end, self.side)
         self.gaps.append(gap)
         gaps.append(gap)
@@ -287,6 +303,7 @@ class LegDetector:
         self._alt = None
         self._quiet_t = None
         self._sustained = False
+        self._sustained_in_run = False
         self._held = False
         self._peak = 0.0
 
@@ -307,7 +324,7 @@ class LegDetector:
         either the release of the hold or a new movement from the held position (decided at its end)."""
         ke = e.h + k
         # the lagged window, but not before the leg became still after the previous movement
-        lo = min(ke, max(0, ke - self._lag_n, e.h + self._still_g - g0 + self._avg_n))
+        lo = min(ke, max(e.back(ke - self._lag_n), e.h + self._still_g - g0 + self._avg_n))
         ref = e.low[lo].copy()  # orientation before the lagged window: at rest
         onset = self._refine_onset(ke, lo, e)
         if self._state == HELD:
@@ -321,6 +338,7 @@ class LegDetector:
         self._state = MOVING
         self._onset_g = g0 + k
         self._sustained = False
+        self._sustained_in_run = False
         self._quiet_t = None
 
     def _refine_onset(self, ke: int, lo: int, e: _Extended) -> float:
@@ -332,7 +350,7 @@ class LegDetector:
 
     def _refine_offset(self, ce: int, lo: int, e: _Extended) -> float:
         """Offset = where the distance from the final resting orientation returned into the noise band."""
-        lo = max(lo, ce - self._hist_n + 1, 0)
+        lo = max(lo, e.back(ce - self._hist_n + 1))
         d2 = e.distance2(lo, ce + 1, e.rest(ce + 1 - self._avg_n, ce + 1))
         outside = np.flatnonzero(d2 >= e.level[lo : ce + 1] ** 2)
         first = lo + int(outside[-1]) + 1 if outside.size else lo
@@ -345,7 +363,7 @@ class LegDetector:
         checks the whole window against the rest, as the EMG rule does ("within 2 uV of resting level")."""
         for c in range(c0, end):
             ce = e.h + c
-            lo = max(0, ce - self._quiet_n)
+            lo = e.back(ce - self._quiet_n)
             d2 = e.distance2(lo, ce + 1, e.rest(ce + 1 - self._avg_n, ce + 1))
             if (d2 < e.level[lo : ce + 1] ** 2).all():
                 return c
@@ -424,25 +442,30 @@ class LegDetector:
         win_ok = 2 * (csum[w:] - csum[:-w]) > w  # window ending at piece index i
         self._tail = flags[flags.shape[0] - (w - 1) :] if w > 1 else self._tail
 
-        # runs of still samples, including one carried over while a movement is moving. A still sample
-        # says the leg did not move over the last quiet_lag_s, so a run certifies rest from quiet_lag_s
-        # before its first sample: offset_quiet_s of rest is confirmed after offset_quiet_s - quiet_lag_s.
-        prev_below = 1 if (self._state == MOVING and self._quiet_t is not None) else 0
+        # runs of still samples, exactly as one continuous scan sees them. A still sample says the leg did
+        # not move over the last quiet_lag_s, so a run certifies rest from quiet_lag_s before its first
+        # sample: offset_quiet_s of rest is confirmed after offset_quiet_s - quiet_lag_s. A run open at the
+        # piece boundary is not a new run at sample 0: it is either the run carried over while MOVING
+        # (_quiet_t: it began at or after the movement's search position, so it counts) or one that does
+        # not count for the open movement (it began before the search position, or while idle or held)
+        carried = self._state == MOVING and self._quiet_t is not None
+        assert not carried or self._prev_quiet
         b = quiet.astype(np.int8)
-        d = np.diff(b, prepend=np.int8(prev_below))
+        d = np.diff(b, prepend=np.int8(self._prev_quiet))
         starts = np.flatnonzero(d == 1)
         ends = np.flatnonzero(d == -1)
         start_t = t[starts] - p.quiet_lag_s
         start_g = g0 + starts
-        if prev_below:
-            if quiet[0]:
+        if self._prev_quiet:
+            if carried:
                 starts = np.concatenate(([0], starts))
                 start_t = np.concatenate(([self._quiet_t], start_t))
                 start_g = np.concatenate(([self._quiet_g], start_g))
             else:
-                ends = ends[1:]
+                ends = ends[1:]  # the end of the leading run, which does not count
         if ends.shape[0] < starts.shape[0]:
             ends = np.concatenate((ends, [n]))
+        assert ends.shape[0] == starts.shape[0]
         confirm = np.searchsorted(t, start_t + p.offset_quiet_s, side="left")
         confirm = np.maximum(confirm, starts)
         qualified = confirm < ends
@@ -457,30 +480,34 @@ class LegDetector:
         moving_idx = np.flatnonzero(above & moving)  # activity up and the leg clearly moving now
         below_idx = np.flatnonzero(below)
 
-        def next_burst(pos: int) -> int:
-            """Piece index of the next burst start at or after ``pos`` (n if none in this piece)."""
+        def next_burst(pos: int) -> tuple[int, int]:
+            """Piece index of the next burst start at or after ``pos`` (n if none in this piece), and the
+            index from which the tail guard is off (-1: unchanged). Pure: the caller commits the guard
+            release only once its scan gets there (a held leg may expire before it)."""
+            release = -1
             if self._tail_guard:
                 jb = int(np.searchsorted(below_idx, pos))
                 tail_end = int(below_idx[jb]) if jb < below_idx.shape[0] else n
                 jm = int(np.searchsorted(moving_idx, pos))
                 if jm < moving_idx.shape[0] and moving_idx[jm] < tail_end:
-                    return int(moving_idx[jm])
+                    return int(moving_idx[jm]), -1
                 if tail_end == n:
-                    return n
-                self._tail_guard = False
-                pos = tail_end
+                    return n, -1
+                release = pos = tail_end
             j = int(np.searchsorted(above_idx, pos))
-            return int(above_idx[j]) if j < above_idx.shape[0] else n
+            return (int(above_idx[j]) if j < above_idx.shape[0] else n), release
 
         pos = 0  # piece index from which the next event is searched
-        if self._skip_still_run:
+        if self._skip_still_run:  # idle after a movement closed in a run that outlasted the last piece
             not_quiet = np.flatnonzero(~quiet)
             pos = int(not_quiet[0]) if not_quiet.size else n
             self._skip_still_run = pos == n
         scanned = pos  # piece index up to which the peaks are tracked
         while True:
             if self._state == IDLE:
-                k = next_burst(pos)
+                k, release = next_burst(pos)
+                if release >= 0:
+                    self._tail_guard = False
                 if k == n:
                     break
                 self._start_burst(k, g0, e)
@@ -496,6 +523,9 @@ class LegDetector:
                     r += 1
                 if c >= 0:
                     s = int(q_starts[r])
+                    if s > 0 or not carried:  # the carried run ran out without confirming: its windows count
+                        self._sustained = self._sustained or self._sustained_in_run
+                    self._sustained_in_run = False
                     if not self._sustained and first_window < s:
                         self._sustained = bool(win_ok[first_window:s].any())
                     self._update_peaks(e, e.h + scanned, e.h + c + 1)
@@ -506,34 +536,43 @@ class LegDetector:
                     pos = int(q_ends[r]) if closed else c
                     self._skip_still_run = closed and pos == n
                     scanned = pos
+                    carried = False
                     continue
-                if not self._sustained and first_window < n:
-                    self._sustained = bool(win_ok[first_window:].any())
+                # carry the still run open at the end only if it counts for this movement: it began at or
+                # after the search position (a run from before the burst does not count)
+                carry = bool(quiet[-1]) and int(starts[-1]) >= pos if starts.shape[0] else False
+                run_start = int(starts[-1]) if carry else n
+                if not carry or run_start > 0 or not carried:
+                    self._sustained = self._sustained or self._sustained_in_run
+                    self._sustained_in_run = False
+                if not self._sustained and first_window < run_start:
+                    self._sustained = bool(win_ok[first_window:run_start].any())
+                if carry and not self._sustained_in_run:
+                    self._sustained_in_run = bool(win_ok[max(first_window, run_start) :].any())
                 self._update_peaks(e, e.h + scanned, e.h + n)
-                # carry the still run over only if the whole-array scan would consider it too: it must
-                # start at or after the point the search began (a run from before the burst does not count)
-                carry = (
-                    bool(quiet[-1])
-                    and starts.shape[0] > 0
-                    and int(starts[-1]) >= pos
-                    and (starts.shape[0] > ends.shape[0] or int(ends[-1]) == n)
-                )
                 self._quiet_t = float(start_t[-1]) if carry else None
-                self._quiet_g = int(start_g[-1]) if self._quiet_t is not None else 0
+                self._quiet_g = int(start_g[-1]) if carry else 0
                 break
             # HELD: a new burst, or still long enough to be a new position
-            k = next_burst(pos)
+            k, release = next_burst(pos)
             expiry = int(np.searchsorted(t, self._held_until, side="left"))
             if k < n and k < expiry:
+                if release >= 0:
+                    self._tail_guard = False
                 self._start_burst(k, g0, e)
                 pos = scanned = k
                 continue
             if expiry < n:
+                if 0 <= release < expiry:
+                    self._tail_guard = False
                 self._emit(self._onset_t, self._held_offset, self._sustained or self._held, out)
                 self._to_idle()
                 pos = expiry
                 continue
+            if release >= 0:
+                self._tail_guard = False
             break
+        self._prev_quiet = bool(quiet[-1])
         self.samples += n
         e.keep(self)
 
@@ -560,6 +599,7 @@ class _Extended:
     """The recent history followed by the current piece: extended index ``h + i`` is piece index ``i``."""
 
     h: int
+    whole: bool  # the history holds the sensor's every sample so far (nothing before index 0)
     t: np.ndarray
     low: np.ndarray
     fast: np.ndarray
@@ -569,11 +609,19 @@ class _Extended:
     def build(cls, leg: LegDetector, t: np.ndarray, low: np.ndarray, fast: np.ndarray, level: np.ndarray) -> _Extended:
         return cls(
             leg._hist_t.shape[0],
+            leg._hist_t.shape[0] == leg.samples,
             np.concatenate((leg._hist_t, t)),
             np.concatenate((leg._hist_low, low)),
             np.concatenate((leg._hist_fast, fast)),
             np.concatenate((leg._hist_level, level)),
         )
+
+    def back(self, i: int) -> int:
+        """Extended index ``i`` of a look-back, clamped at the sensor's first sample. Every look-back must
+        stay inside the kept history (``LegDetector._hist_n``): one that reached past it would see less
+        in a small piece than in a large one, and results would depend on the chunking."""
+        assert i >= 0 or self.whole, f"look-back {-i} samples past the kept history"
+        return max(i, 0)
 
     def distance2(self, a: int, b: int, ref: np.ndarray, fast: bool = True) -> np.ndarray:
         """Squared distance over [a, b) of the boundary (``fast``) or low-passed vector from ``ref``."""
@@ -582,7 +630,7 @@ class _Extended:
 
     def rest(self, a: int, b: int) -> np.ndarray:
         """Mean boundary vector over [a, b): a resting reference with less noise than one sample."""
-        return self.fast[max(0, a) : max(b, a + 1)].mean(axis=0)
+        return self.fast[self.back(a) : max(b, a + 1)].mean(axis=0)
 
     def keep(self, leg: LegDetector) -> None:
         """Store the last ``leg._hist_n`` samples as the next piece's history."""
