@@ -56,12 +56,13 @@ class FillResult:
     subject: str
     nights: list[FilledNight] = field(default_factory=list)
     lines: int = 0
+    wall_hi_s: float | None = None  # the live detector writes its health points at wall-clock time
 
     @property
     def time_range_ms(self) -> tuple[int, int]:
         """A range covering every point written (night anchors at noon up to the last status point)."""
         lo = min(n.anchor_s for n in self.nights)
-        hi = max(n.end_s for n in self.nights) + 3600
+        hi = max(max(n.end_s for n in self.nights) + 3600, self.wall_hi_s or 0.0)
         return int(lo * 1000), int(hi * 1000)
 
 
@@ -197,4 +198,104 @@ def fill_influx(
                 raise RuntimeError(f"influxd refused lines: {sink.dead_letters()[:3]}")
         finally:
             sink.close()
+    return result
+
+
+def fill_influx_live(
+    influxd: Any,
+    mosquitto: Any,
+    state_dir: Path,
+    subject: str = "alice",
+    nights: int = 5,
+    duration_h: float = 1.0,
+    last_night: dt.date | None = None,
+    profiles: tuple[str, ...] = PROFILES,
+    seed: int = 11,
+) -> FillResult:
+    """The same nights through the real pipeline: wire batches, sensor status and diary notes published
+    to a real mosquitto, scored by the live detector (detector.service.LiveDetector) into ``influxd``.
+
+    The summaries returned for the assertions are `plm score`'s (score_arrays of exactly the samples
+    published): the live detector must have stored the same, which the dashboard tests then check."""
+    import json
+    import time
+
+    from detector.service import LiveDetector
+    from plm import wire
+    from plm.config import MqttSettings, Settings
+    from plm.mqtt import connect, make_client
+    from tests.live_helpers import batches_as_arrays, interleave, night_batches, wait_for
+
+    last = last_night or (dt.date.today() - dt.timedelta(days=1))
+    settings = Settings(
+        mqtt=MqttSettings(url=mosquitto.url, username="plm", password="plm-test-password"),
+        influx=InfluxSettings(url=influxd.url, api=1, bucket=influxd.database),
+        detector={"state_dir": state_dir, "instance": f"fill-{subject}"},
+    )
+    result = FillResult(subject)
+    detector = LiveDetector(settings, status_every_s=0.5)
+    detector.start()
+    publisher = make_client(settings.mqtt, f"fill-publisher-{subject}")
+    connect(publisher, settings.mqtt)
+    try:
+        for n in range(nights):
+            day = last - dt.timedelta(days=nights - 1 - n)
+            start = dt.datetime.combine(day, dt.time(22, 30)).astimezone().timestamp()
+            profile = profiles[n % len(profiles)]
+            night = simulate_night(profile, seed=seed + n, rate_hz=25.0, duration_h=duration_h, start_unix_s=start)
+            per_side = night_batches(night)
+            infos = []
+            text = NOTES[n % len(NOTES)]
+            note = None
+            if text is not None:
+                written = start - 1800  # in the evening, before the night
+                note = make_note(text, time_s=written)
+                payload = json.dumps({"text": text, "time": written}).encode()
+                infos.append(publisher.publish(wire.diary_topic(subject), payload, qos=1))
+            status_every = 600.0
+            next_status = {side: per_side[side][0].start_ns / 1e9 for side in per_side}
+            sent = {side: 0 for side in per_side}
+            for side, batch in interleave(per_side):
+                t0 = batch.start_ns / 1e9
+                if t0 >= next_status[side]:
+                    status = wire.SensorStatus(
+                        state="online",
+                        side=side,
+                        battery_pct=max(5, 95 - 3 * n - int((t0 - start) / 600)),
+                        rssi_dbm=-60,
+                        rate_hz=batch.rate_hz,
+                        frames_dropped=int(batch.seq - sent[side]),
+                        time_ns=batch.start_ns,
+                    )
+                    topic = wire.status_topic(subject, f"{side}-ankle")
+                    infos.append(publisher.publish(topic, wire.encode_status(status), qos=1))
+                    next_status[side] = t0 + status_every
+                infos.append(
+                    publisher.publish(wire.acc_topic(subject, f"{side}-ankle"), wire.encode_binary(batch), qos=1)
+                )
+                sent[side] += 1
+            for side, batches in per_side.items():
+                end_ns = batches[-1].end_ns
+                bye = wire.SensorStatus(state="offline", side=side, time_ns=end_ns)
+                infos.append(
+                    publisher.publish(wire.status_topic(subject, f"{side}-ankle"), wire.encode_status(bye), qos=1)
+                )
+            for info in infos:
+                info.wait_for_publish(60)
+            if not wait_for(lambda n=n: detector.stats.nights_finished >= n + 1, 120):
+                raise RuntimeError(f"the live detector did not finish night {n}: {detector.stats}")
+            offline = score_arrays(batches_as_arrays(per_side["left"]), batches_as_arrays(per_side["right"]))
+            doc = offline.to_dict()
+            events = doc.pop("events")
+            anchor = night_start_for(doc["start"])
+            result.nights.append(FilledNight(profile, anchor, doc["start"], doc["end"], doc, events, note))
+        time.sleep(1.0)  # one more detector health point after the last night
+        detector._publish_status("online")
+        if not detector.sink.flush(60):
+            raise RuntimeError(f"the detector's outbox did not drain: {detector.sink.metrics()}")
+        result.lines = detector.sink.metrics().sent
+    finally:
+        detector.stop()
+        publisher.disconnect()
+    result.wall_hi_s = time.time() + 60
     return result

@@ -21,7 +21,7 @@ import pytest
 from plm.localservices import Influxd1, ServiceError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_fill import FillResult, fill_influx
+from pipeline_fill import FillResult, fill_influx_live
 
 ROOT = Path(__file__).resolve().parents[1]
 DASH_DIR = ROOT / "dashboards"
@@ -174,7 +174,8 @@ def test_night_picker_shifts_whole_days() -> None:
 
 
 @pytest.fixture(scope="module")
-def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Influxd1, FillResult]]:
+def filled(tmp_path_factory: pytest.TempPathFactory, mosquitto) -> Iterator[tuple[Influxd1, FillResult]]:
+    """influxd filled by a real pipeline run: simulated nights through mosquitto and the live detector."""
     try:
         server = Influxd1(workdir=tmp_path_factory.mktemp("influxd-dashboards"))
         server.start()
@@ -183,7 +184,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Influxd1,
             pytest.fail(f"PLM_REQUIRE_SERVICES=1 but {exc}")
         pytest.skip(str(exc))
     try:
-        yield server, fill_influx(server, SUBJECT, nights=5)
+        yield server, fill_influx_live(server, mosquitto, tmp_path_factory.mktemp("detector"), SUBJECT, nights=5)
     finally:
         server.stop()
 

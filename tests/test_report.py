@@ -18,7 +18,7 @@ from plm.cli import main
 from simulator import simulate_night
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_fill import fill_influx
+from pipeline_fill import fill_influx_live
 
 NIGHT = dt.date(2024, 3, 1)
 START = dt.datetime(2024, 3, 1, 22, 30, tzinfo=dt.UTC).timestamp()
@@ -96,9 +96,9 @@ def test_html_is_self_contained_and_readable_on_phone_and_paper(scored: dict) ->
 
 
 @pytest.mark.services
-def test_plm_report_from_influxd_filled_by_the_pipeline(influxd_factory, tmp_path: Path) -> None:
+def test_plm_report_from_influxd_filled_by_the_pipeline(influxd_factory, mosquitto, tmp_path: Path) -> None:
     server = influxd_factory()
-    fill = fill_influx(server, "carol", nights=4, duration_h=0.5)
+    fill = fill_influx_live(server, mosquitto, tmp_path / "detector", "carol", nights=4, duration_h=0.5)
     config = tmp_path / "plm.toml"
     config.write_text(f'[influx]\nurl = "{server.url}"\napi = 1\n')
     out = tmp_path / "night.html"
