@@ -204,22 +204,94 @@ def test_held_movement_is_one_lm_with_its_duration(rate: float) -> None:
     assert abs(np.median(errors)) < 0.2 and np.abs(errors).max() < 1.0  # a noise excursion can stretch one
 
 
+def _leg_movements(side: str, t: np.ndarray, xyz: np.ndarray, bounds: list[int]) -> list[tuple[float, float, str]]:
+    from detector.lm import LegDetector
+
+    leg = LegDetector(side)
+    found = []
+    for a, b in itertools.pairwise(bounds):
+        if b > a:
+            found += leg.feed(t[a:b], xyz[a:b])[0]
+    found += leg.flush()[0]
+    return [(m.onset, m.offset, m.kind) for m in found]
+
+
 def test_one_second_pieces_of_a_simulated_night_give_the_whole_night_movements():
     """Regression: a still run that outlasted a piece, or one that began before the open movement's
-    search, made 1-s feeding (the live service's) differ from one whole-night call."""
-    from detector.lm import LegDetector
-    from detector.params import DetectorParams
+    search, made 1-s feeding (the live service's) differ from one whole-night call (right leg of seed 5
+    differed until the scan carried whether the last sample was still)."""
     from simulator import simulate_night
 
     night = simulate_night("rls-severe", seed=5, duration_h=0.5, jitter_ms=0, gap=False, drops=False)
-    t, xyz = night.legs["left"].t, night.legs["left"].xyz
+    for side in ("left", "right"):
+        t, xyz = night.legs[side].t, night.legs[side].xyz
+        whole = _leg_movements(side, t, xyz, [0, len(t)])
+        assert whole and _leg_movements(side, t, xyz, [*range(0, len(t), 52), len(t)]) == whole
 
-    def movements(step: int) -> list:
-        leg = LegDetector("left", DetectorParams())
-        found = []
-        for i in range(0, len(t), step):
-            found += leg.feed(t[i : i + step], xyz[i : i + step])[0]
-        found += leg.flush()[0]
-        return sorted((m.onset, m.offset, m.kind) for m in found)
 
-    assert movements(52) == movements(len(t))
+# simulated nights for the chunking property: profiles, rates, data drops (default) and a sensor-off gap
+CHUNK_NIGHTS = [
+    ("rls-severe", 1, 52.0, False),
+    ("rls-moderate", 2, 25.0, True),
+    ("mild", 3, 100.0, False),
+    ("rls-severe", 7, 25.0, True),
+]
+
+
+@pytest.fixture(scope="module")
+def chunk_nights() -> list[dict]:
+    """Each night's legs, whole-array movements per leg, whole-night summary and the sample indices where
+    a chunk edge is most likely to matter (holes, around each onset and offset and where the offset is
+    confirmed, the end of the rate-estimate buffer)."""
+    from simulator import simulate_night
+
+    nights = []
+    for profile, seed, rate, gap in CHUNK_NIGHTS:
+        night = simulate_night(profile, seed=seed, duration_h=0.25, rate_hz=rate, gap=gap)
+        legs = {side: (rec.t, rec.xyz) for side, rec in night.legs.items()}
+        whole_moves = {side: _leg_movements(side, t, xyz, [0, len(t)]) for side, (t, xyz) in legs.items()}
+        specials = {}
+        for side, (t, _) in legs.items():
+            times = [m[0] for m in whole_moves[side]] + [m[1] + dt for m in whole_moves[side] for dt in (0, 0.3, 0.6)]
+            idx = np.searchsorted(t, times)
+            holes = np.flatnonzero(np.diff(t) > 1.5 / rate) + 1
+            near = np.concatenate((idx, holes, [256]))[:, None] + np.arange(-1, 2)[None, :]
+            specials[side] = sorted({int(i) for i in near.ravel() if 0 < i < len(t)})
+        whole = score_arrays(legs["left"], legs["right"]).to_dict()
+        assert whole["lm_count"] > 5
+        nights.append({"legs": legs, "moves": whole_moves, "specials": specials, "summary": whole})
+    return nights
+
+
+@st.composite
+def chunk_bounds(draw, n: int, specials: list[int]) -> list[int]:
+    """Chunk edges: random ones, ones exactly at the special indices, and a stretch of 1-sample chunks."""
+    cuts = set(draw(st.lists(st.integers(1, n - 1), max_size=60)))
+    cuts |= set(draw(st.lists(st.sampled_from(specials), max_size=60)))
+    start = draw(st.sampled_from(specials) | st.integers(0, n - 1))
+    cuts |= set(range(start, min(n, start + draw(st.integers(0, 80)))))  # single samples from there
+    return [0, *sorted(cuts - {0, n}), n]
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_any_chunking_of_simulated_nights_gives_exactly_the_whole_night(chunk_nights, data) -> None:
+    """The product's core claim: the live service (1-s batches, any sizes after a reconnect) and `plm
+    score` (whole files) cannot disagree. Movements of each leg (onset, offset, kind) and the whole night
+    summary must be identical to the bit, whatever the chunk edges."""
+    night = data.draw(st.sampled_from(chunk_nights))
+    bounds = {
+        side: data.draw(chunk_bounds(len(t), night["specials"][side]), label=side) for side, (t, _) in night["legs"].items()
+    }
+    side = data.draw(st.sampled_from(sorted(bounds)))
+    t, xyz = night["legs"][side]
+    assert _leg_movements(side, t, xyz, bounds[side]) == night["moves"][side]
+
+    scorer = NightScorer(sides=("left", "right"))
+    queues = {s: [(a, b) for a, b in itertools.pairwise(bounds[s]) if b > a] for s in bounds}
+    order = data.draw(st.randoms(use_true_random=False))
+    while queues["left"] or queues["right"]:
+        s = order.choice([s for s in queues if queues[s]])
+        a, b = queues[s].pop(0)
+        scorer.feed(s, night["legs"][s][0][a:b], night["legs"][s][1][a:b])
+    assert scorer.finish().to_dict() == night["summary"]
