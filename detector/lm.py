@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.params import DetectorParams
-from detector.signal import ActivityFilter, NoiseFloor
+from detector.signal import ActivityFilter, NoiseFloor, estimate_rate_hz
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class LegDetector:
                 return [], []
             t, xyz = self._take_buffer()
             n = self.params.rate_estimate_samples
-            self.rate_hz = float(1.0 / np.median(np.diff(t[:n])))
+            self.rate_hz = estimate_rate_hz(t[:n], self.params.missing_dt_periods)
             logger.debug("%s: estimated sample rate %.3f Hz", self.side, self.rate_hz)
         return self._process(t, xyz)
 
@@ -192,7 +192,7 @@ class LegDetector:
             if t.shape[0] < 2:
                 logger.warning("%s: only %d sample(s); nothing to score", self.side, t.shape[0])
                 return out, gaps
-            self.rate_hz = float(1.0 / np.median(np.diff(t)))
+            self.rate_hz = estimate_rate_hz(t, self.params.missing_dt_periods)
             out, gaps = self._process(t, xyz)
         if self._state != IDLE and self.last_t is not None:
             self._close_now(self._quiet_t if self._quiet_t is not None else self.last_t, out)

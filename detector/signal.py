@@ -24,6 +24,26 @@ MIN_RATE_HZ = 10.0
 """Below this the 4 Hz low-pass (and leg motion itself) cannot be represented."""
 
 
+def estimate_rate_hz(t: np.ndarray, hole_periods: float = 1.5) -> float:
+    """Sample rate (Hz) from sample times: the mean spacing of the steps that are not holes.
+
+    The median step finds the nominal spacing and so the holes (steps longer than ``hole_periods`` of
+    it: dropped packets); the rate is then the number of remaining steps over their total time. The
+    median alone is biased when timestamps are rounded: at 52 Hz with millisecond timestamps (most CSV
+    exports) the steps are 19 and 20 ms, 0.019/0.020 alternating, and the median picks one of them
+    (52.63 or 50 Hz instead of 52). The mean of the hole-free steps is (last - first) / count over each
+    stretch, so rounding and per-packet jitter only enter at the stretches' ends.
+    """
+    steps = np.diff(np.asarray(t, dtype=np.float64))
+    if steps.shape[0] == 0:
+        raise ValueError("need at least two samples to estimate the sample rate")
+    nominal = float(np.median(steps))
+    if not nominal > 0:
+        raise ValueError("sample times must increase to estimate the sample rate")
+    regular = steps[steps <= hole_periods * nominal]
+    return float(regular.shape[0] / regular.sum())
+
+
 class ActivityFilter:
     """Per-axis low-pass -> change over ``diff_lag_s`` -> vector norm -> first-order envelope.
 

@@ -62,6 +62,29 @@ def test_sample_rates(rate: float) -> None:
     assert summary.rate_hz["left"] == pytest.approx(rate, rel=1e-3)
 
 
+@pytest.mark.parametrize("rate", [25.0, 52.0, 100.0, 104.0])
+def test_rate_estimate_survives_millisecond_timestamps_and_drops(rate: float) -> None:
+    """Most exports round time to 1 ms: at 52 Hz the steps alternate 19/20 ms, whose median says 52.63
+    (or 50) Hz. Dropped packets (holes) must not bias the estimate either."""
+    from detector.lm import LegDetector
+    from detector.signal import estimate_rate_hz
+
+    rng = np.random.default_rng(int(rate))
+    t = T0 + np.arange(600) / rate
+    keep = np.ones(t.shape[0], bool)
+    for start in rng.integers(10, 550, 6):  # six drops of 2-8 samples
+        keep[start : start + rng.integers(2, 9)] = False
+    t = np.round(t[keep], 3)
+    assert estimate_rate_hz(t) == pytest.approx(rate, rel=2e-3)
+    leg = LegDetector("left")
+    for a in range(0, t.shape[0], 37):  # chunking does not matter: the first 256 samples decide
+        chunk = t[a : a + 37]
+        leg.feed(chunk, np.tile([0.0, 0.0, 1.0], (chunk.shape[0], 1)))
+    assert leg.rate_hz == estimate_rate_hz(t[:256]) == pytest.approx(rate, rel=2e-3)
+    with pytest.raises(ValueError, match="two samples"):
+        estimate_rate_hz(t[:1])
+
+
 def test_quiet_leg_gives_nothing() -> None:
     t, xyz = leg_recording([], 300.0, noise_g=0.004, seed=4)
     summary = score_arrays((t, xyz))
