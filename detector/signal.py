@@ -12,7 +12,9 @@ the noise floor uses order statistics of blocks aligned to the sample index, not
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -44,6 +46,50 @@ def estimate_rate_hz(t: np.ndarray, hole_periods: float = 1.5) -> float:
     return float(regular.shape[0] / regular.sum())
 
 
+@dataclass(frozen=True)
+class _FilterDesign:
+    low: np.ndarray
+    low_zi: np.ndarray
+    env: np.ndarray
+    lag_n: int
+    fast: np.ndarray
+    fast_zi: np.ndarray
+    boundary_delay_s: float
+    tremor: np.ndarray
+    tremor_zi: np.ndarray
+
+
+@functools.lru_cache(maxsize=64)
+def _design(rate_hz: float, params: DetectorParams) -> _FilterDesign:
+    """The filters of one sample rate, designed once and shared by every leg at that rate: designing
+    them costs milliseconds, which a live service starting thousands of sensors should pay once."""
+    nyquist = rate_hz / 2
+    low = sps.butter(2, min(params.lowpass_hz, 0.45 * rate_hz) / nyquist, "lowpass", output="sos")
+    env_hz = 1.0 / (2 * math.pi * params.envelope_s)
+    env = sps.butter(1, min(env_hz, 0.45 * rate_hz) / nyquist, "lowpass", output="sos")
+    fast_hz = min(params.boundary_hz, 0.45 * rate_hz)
+    # Bessel: maximally flat group delay, so a movement's edges are delayed alike whatever their speed,
+    # and a step response without overshoot or ringing (a Butterworth overshoots ~4 %: after a jerk the
+    # boundary vector swings back past rest and stays outside the noise band longer than the motion)
+    fast = sps.bessel(2, fast_hz / nyquist, "lowpass", output="sos", norm="mag")
+    # its (flat) group delay at leg-motion frequencies, subtracted from onsets and offsets
+    b, a = sps.sos2tf(fast)
+    delay_s = float(sps.group_delay((b, a), [0.5], fs=rate_hz)[1][0]) / rate_hz
+    band = [params.tremor_low_hz / nyquist, min(params.tremor_high_hz, 0.45 * rate_hz) / nyquist]
+    tremor = sps.butter(2, band, "bandpass", output="sos")
+    return _FilterDesign(
+        low,
+        sps.sosfilt_zi(low),
+        env,
+        max(1, round(params.diff_lag_s * rate_hz)),
+        fast,
+        sps.sosfilt_zi(fast),
+        delay_s,
+        tremor,
+        sps.sosfilt_zi(tremor),
+    )
+
+
 class ActivityFilter:
     """Per-axis low-pass -> change over ``diff_lag_s`` -> vector norm -> first-order envelope.
 
@@ -58,25 +104,15 @@ class ActivityFilter:
     def __init__(self, rate_hz: float, params: DetectorParams) -> None:
         if rate_hz < MIN_RATE_HZ:
             raise ValueError(f"sample rate {rate_hz:.3g} Hz is too low: the detector needs >= {MIN_RATE_HZ:g} Hz")
-        nyquist = rate_hz / 2
-        self._sos_low = sps.butter(2, min(params.lowpass_hz, 0.45 * rate_hz) / nyquist, "lowpass", output="sos")
-        env_hz = 1.0 / (2 * math.pi * params.envelope_s)
-        self._sos_env = sps.butter(1, min(env_hz, 0.45 * rate_hz) / nyquist, "lowpass", output="sos")
-        self._zi_low_unit = sps.sosfilt_zi(self._sos_low)  # (sections, 2) steady state for a unit step
-        self.lag_n = max(1, round(params.diff_lag_s * rate_hz))
-        fast_hz = min(params.boundary_hz, 0.45 * rate_hz)
-        # Bessel: maximally flat group delay, so a movement's edges are delayed alike whatever their speed,
-        # and a step response without overshoot or ringing (a Butterworth overshoots ~4 %: after a jerk the
-        # boundary vector swings back past rest and stays outside the noise band longer than the motion)
-        self._sos_fast = sps.bessel(2, fast_hz / nyquist, "lowpass", output="sos", norm="mag")
-        self._zi_fast_unit = sps.sosfilt_zi(self._sos_fast)
+        # rates estimated from data differ in the last digits between sensors: designing for the rate
+        # rounded to 0.1 mHz changes nothing measurable and lets all sensors at one rate share a design
+        design = _design(round(rate_hz, 4), params)
+        self._sos_low, self._sos_env, self._zi_low_unit = design.low, design.env, design.low_zi
+        self.lag_n = design.lag_n
+        self._sos_fast, self._zi_fast_unit = design.fast, design.fast_zi
         self._zi_fast: np.ndarray | None = None
-        # its (flat) group delay at leg-motion frequencies, subtracted from onsets and offsets
-        b, a = sps.sos2tf(self._sos_fast)
-        self.boundary_delay_s = float(sps.group_delay((b, a), [0.5], fs=rate_hz)[1][0]) / rate_hz
-        band = [params.tremor_low_hz / nyquist, min(params.tremor_high_hz, 0.45 * rate_hz) / nyquist]
-        self._sos_tremor = sps.butter(2, band, "bandpass", output="sos")
-        self._zi_tremor_unit = sps.sosfilt_zi(self._sos_tremor)
+        self.boundary_delay_s = design.boundary_delay_s
+        self._sos_tremor, self._zi_tremor_unit = design.tremor, design.tremor_zi
         self._zi_tremor: np.ndarray | None = None
         self._zi_low: np.ndarray | None = None
         self._zi_env: np.ndarray | None = None
