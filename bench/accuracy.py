@@ -82,8 +82,16 @@ def evaluate_night(
     detected = np.array(sorted(e.onset for e in summary.events if e.kind == "lm"))
     tp = match_onsets(true_onsets, detected)
     return NightResult(
-        profile, rate_hz, legs, seed, tp, detected.shape[0] - tp, true_onsets.shape[0] - tp,
-        float(true_index), float(summary.plm_index or 0.0), seconds,
+        profile,
+        rate_hz,
+        legs,
+        seed,
+        tp,
+        detected.shape[0] - tp,
+        true_onsets.shape[0] - tp,
+        float(true_index),
+        float(summary.plm_index or 0.0),
+        seconds,
     )
 
 
@@ -95,7 +103,9 @@ def f1(results: list[NightResult]) -> float:
 
 
 def report(results: list[NightResult], out=sys.stdout) -> dict[str, float]:
-    print(f"{'condition':32} {'nights':>6} {'LM F1':>6} {'sens':>6} {'PPV':>6} {'|dPLMI| mean':>12} {'max':>6}", file=out)
+    print(
+        f"{'condition':32} {'nights':>6} {'LM F1':>6} {'sens':>6} {'PPV':>6} {'|dPLMI| mean':>12} {'max':>6}", file=out
+    )
     groups: dict[str, list[NightResult]] = {}
     for r in results:
         groups.setdefault(f"{r.profile} {r.rate_hz:g}Hz {r.legs}", []).append(r)
@@ -122,13 +132,21 @@ def report(results: list[NightResult], out=sys.stdout) -> dict[str, float]:
         "plmi15_accuracy": float(np.mean(classified)),
     }
     print(file=out)
-    print(f"LM event F1 (onset within {MATCH_S:g} s)      {overall['lm_f1']:.3f}   target >= 0.95 "
-          f"(published ankle accelerometer: sens 0.867 / spec 0.923)", file=out)
+    print(
+        f"LM event F1 (onset within {MATCH_S:g} s)      {overall['lm_f1']:.3f}   target >= 0.95 "
+        f"(published ankle accelerometer: sens 0.867 / spec 0.923)",
+        file=out,
+    )
     print(f"PLM index |error| mean                    {overall['index_abs_err_mean']:.2f}/h", file=out)
     print(f"nights within target (<=2/h; <=10% >20/h) {overall['index_within_target']:.3f}   target 1.000", file=out)
-    print(f"max relative error, nights > 20/h         {overall['index_rel_err_high_max']:.3f}   target <= 0.10", file=out)
-    print(f"PLMI >= 15/h classified correctly         {overall['plmi15_accuracy']:.3f}   target >= 0.95 "
-          f"(published: 0.896)", file=out)
+    print(
+        f"max relative error, nights > 20/h         {overall['index_rel_err_high_max']:.3f}   target <= 0.10", file=out
+    )
+    print(
+        f"PLMI >= 15/h classified correctly         {overall['plmi15_accuracy']:.3f}   target >= 0.95 "
+        f"(published: 0.896)",
+        file=out,
+    )
     print("Simulated nights only; this product measures and does not diagnose.", file=out)
     return overall
 

@@ -347,9 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     crashes = sum(len(r.crashes) for r in results)
     print(f"total: {total} inputs over {len(results)} parsers, {crashes} crashes")
     if args.json:
-        args.json.write_text(
-            json.dumps([_as_dict(r) for r in results], indent=1)
-        )
+        args.json.write_text(json.dumps([_as_dict(r) for r in results], indent=1))
     return 1 if crashes else 0
 
 

@@ -51,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         paths = night.write(tmp)
         start = time.perf_counter()
-        subprocess.run(["plm", "score", str(paths["left"]), "--right", str(paths["right"]), "--json"],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["plm", "score", str(paths["left"]), "--right", str(paths["right"]), "--json"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         cli = time.perf_counter() - start
     n = sum(len(t) for t, _ in legs.values())
     print(f"night: {args.hours:g} h, two legs, 52 Hz, {n} samples, input arrays {input_bytes / 1e6:.0f} MB")

@@ -111,8 +111,11 @@ class SoakReport:
 
     @property
     def ok(self) -> bool:
-        return self.movements_lost == 0 and self.movements_duplicated == 0 and self.movements_extra == 0 and (
-            self.summaries_equal
+        return (
+            self.movements_lost == 0
+            and self.movements_duplicated == 0
+            and self.movements_extra == 0
+            and (self.summaries_equal)
         )
 
 
@@ -161,7 +164,9 @@ class DetectorProcess:
         self.state_dir = state_dir
         self.proc: subprocess.Popen[bytes] | None = None
         plm = shutil.which("plm")
-        self.command = [plm] if plm else [sys.executable, "-c", "import sys; from plm.cli import main; sys.exit(main())"]
+        self.command = (
+            [plm] if plm else [sys.executable, "-c", "import sys; from plm.cli import main; sys.exit(main())"]
+        )
 
     def start(self) -> None:
         with open(self.log_file, "ab") as out:
@@ -471,7 +476,9 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
         for subject in subjects:
             offline = score_arrays(_arrays(accepted[subject]["left"]), _arrays(accepted[subject]["right"]))
             expected = sorted((round(e.onset * 1000), e.side, e.kind, e.plm) for e in offline.events)
-            stored_rows = _rows(influxd, f"SELECT duration_s, plm, side, kind FROM movement WHERE subject = '{subject}'")
+            stored_rows = _rows(
+                influxd, f"SELECT duration_s, plm, side, kind FROM movement WHERE subject = '{subject}'"
+            )
             stored = sorted((r["time"], r["side"], r["kind"], r["plm"]) for r in stored_rows)
             exp_set, got_set = set(expected), set(stored)
             report.movements_expected += len(expected)

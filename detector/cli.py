@@ -26,7 +26,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("left", help="left-leg CSV (or the only leg)")
     parser.add_argument("--right", help="right-leg CSV")
-    parser.add_argument("--rules", default="wasm2016", choices=sorted(RULESETS), help="scoring rules (default wasm2016)")
+    parser.add_argument(
+        "--rules", default="wasm2016", choices=sorted(RULESETS), help="scoring rules (default wasm2016)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     parser.set_defaults(func=run)
 

@@ -101,8 +101,13 @@ def _parse_fast(body: bytes, width: int, order: list[int]) -> np.ndarray | None:
         return None
     try:
         frame = _pd.read_csv(
-            io.BytesIO(body), header=None, usecols=order, dtype=np.float64, engine="c",
-            skip_blank_lines=False, na_filter=False,
+            io.BytesIO(body),
+            header=None,
+            usecols=order,
+            dtype=np.float64,
+            engine="c",
+            skip_blank_lines=False,
+            na_filter=False,
         )
     except (ValueError, _pd.errors.ParserError):
         return None

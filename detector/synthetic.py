@@ -66,7 +66,9 @@ def leg_recording(
     angle = base + theta
     gravity = np.stack([np.zeros(n), -np.sin(angle), -np.cos(angle)], axis=1)
     alpha = np.gradient(np.gradient(theta, t), t)  # angular acceleration -> tangential acceleration
-    linear = np.stack([np.zeros(n), SHANK_RADIUS_M * alpha / G * np.cos(angle), -SHANK_RADIUS_M * alpha / G * np.sin(angle)], axis=1)
+    linear = np.stack(
+        [np.zeros(n), SHANK_RADIUS_M * alpha / G * np.cos(angle), -SHANK_RADIUS_M * alpha / G * np.sin(angle)], axis=1
+    )
     leg = -gravity + linear  # an accelerometer at rest reads +1 g upward
     xyz = leg @ random_rotation(rng).T + rng.normal(0, noise_g, (n, 3))
     return t + t0, np.round(xyz, 3)

@@ -304,7 +304,8 @@ def test_any_chunking_of_simulated_nights_gives_exactly_the_whole_night(chunk_ni
     summary must be identical to the bit, whatever the chunk edges."""
     night = data.draw(st.sampled_from(chunk_nights))
     bounds = {
-        side: data.draw(chunk_bounds(len(t), night["specials"][side]), label=side) for side, (t, _) in night["legs"].items()
+        side: data.draw(chunk_bounds(len(t), night["specials"][side]), label=side)
+        for side, (t, _) in night["legs"].items()
     }
     side = data.draw(st.sampled_from(sorted(bounds)))
     t, xyz = night["legs"][side]

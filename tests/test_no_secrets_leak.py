@@ -38,7 +38,9 @@ def _forms(secret: str) -> list[str]:
 def assert_clean(text: str, *secrets: str) -> None:
     for secret in secrets or (MQTT_SECRET, INFLUX_SECRET, WRONG_SECRET):
         for form in _forms(secret):
-            assert form not in text, f"secret {secret!r} leaked (as {form!r}) in: ...{text[max(0, text.find(form) - 200):text.find(form) + 50]}"
+            assert form not in text, (
+                f"secret {secret!r} leaked (as {form!r}) in: ...{text[max(0, text.find(form) - 200) : text.find(form) + 50]}"
+            )
 
 
 def test_detector_logs_and_status_hold_no_secret(mosquitto_factory, influxd_factory, tmp_path, caplog) -> None:

@@ -249,8 +249,15 @@ def test_indices_and_to_dict() -> None:
     assert data["plm_index"] == pytest.approx(2.0)
     assert data["series"] == [{"series_id": 0, "start": 0.0, "end": 62.0, "count": 4}]
     assert data["events"][0] == {
-        "onset": 0.0, "duration": 2.0, "side": "left", "kind": "lm", "candidate": True, "plm": True,
-        "parts": 1, "imi": None, "series_id": 0,
+        "onset": 0.0,
+        "duration": 2.0,
+        "side": "left",
+        "kind": "lm",
+        "candidate": True,
+        "plm": True,
+        "parts": 1,
+        "imi": None,
+        "series_id": 0,
     }
     assert "plm_index" not in score.to_dict()
 
@@ -262,8 +269,14 @@ def test_empty_input() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [(0.0, 0.0, "left"), (0.0, -1.0, "left"), (math.nan, 1.0, "left"), (0.0, math.inf, "left"),
-     (0.0, 1.0, "both"), (0.0, 1.0, "Left")],
+    [
+        (0.0, 0.0, "left"),
+        (0.0, -1.0, "left"),
+        (math.nan, 1.0, "left"),
+        (0.0, math.inf, "left"),
+        (0.0, 1.0, "both"),
+        (0.0, 1.0, "Left"),
+    ],
 )
 def test_leg_movement_validation(args: tuple) -> None:
     with pytest.raises(ValueError):

@@ -55,9 +55,7 @@ def shifted_back(score: EventScore, shift: float) -> EventScore:
 
 @PROPERTY_SETTINGS
 @given(movement_lists, gap_lists, rule_sets, st.integers(min_value=-(10**6), max_value=2 * 10**9))
-def test_invariant_under_time_shift(
-    movements: list[LegMovement], gaps: list[Gap], rules: RuleSet, shift: int
-) -> None:
+def test_invariant_under_time_shift(movements: list[LegMovement], gaps: list[Gap], rules: RuleSet, shift: int) -> None:
     expected = score_events(movements, rules, gaps)
     moved = score_events(
         [replace(m, onset=m.onset + shift) for m in movements],
@@ -139,7 +137,9 @@ def window_s(rules: RuleSet) -> float:
     return rules.bilateral_merge_s if rules.bilateral == "offset" else rules.bilateral_onset_window_s
 
 
-def run_schedule(scorer: EventScorer, schedule: list[tuple[str, object]], final: EventScore) -> dict[float, ScoredMovement]:
+def run_schedule(
+    scorer: EventScorer, schedule: list[tuple[str, object]], final: EventScore
+) -> dict[float, ScoredMovement]:
     """Play a schedule; return the last emitted version per onset and check emission timeliness."""
     emitted: dict[float, ScoredMovement] = {}
     for kind, item in schedule:

@@ -30,7 +30,10 @@ def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert data["periodicity_index"] == 1.0
     assert data["plm_index"] == 2.0
     assert [(e["side"], e["kind"], e["plm"]) for e in data["events"]] == [
-        ("left", "lm", True), ("right", "lm", True), ("bilateral", "lm", True), ("left", "lm", True),
+        ("left", "lm", True),
+        ("right", "lm", True),
+        ("bilateral", "lm", True),
+        ("left", "lm", True),
         ("left", "long", False),
     ]
     assert "does not diagnose" in data["note"]
@@ -103,7 +106,10 @@ def test_plm_entry_point_subprocess(tmp_path: Path) -> None:
     assert json.loads(done.stdout)["plm_count"] == 4
     bad = write(tmp_path, "bad.csv", "onset,duration,side\n0,2,middle\n")
     done = subprocess.run(
-        [sys.executable, "-m", "plm.score_events_cli", str(bad)], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "plm.score_events_cli", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     assert done.returncode == 2

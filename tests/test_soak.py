@@ -18,8 +18,18 @@ pytestmark = pytest.mark.services
 def test_short_soak_loses_and_doubles_nothing(mosquitto, tmp_path) -> None:  # mosquitto: skip if not installed
     report = run_soak(
         SoakConfig(
-            subjects=2, minutes=20, seed=1, batches_per_s=400, mosquitto_kills=0, influx_outages=1,
-            influx_outage_fraction=0.3, detector_kills=1, duplicates=0.02, swaps=0.02, late=0, clock_jumps=2,
+            subjects=2,
+            minutes=20,
+            seed=1,
+            batches_per_s=400,
+            mosquitto_kills=0,
+            influx_outages=1,
+            influx_outage_fraction=0.3,
+            detector_kills=1,
+            duplicates=0.02,
+            swaps=0.02,
+            late=0,
+            clock_jumps=2,
             workdir=tmp_path,
         )
     )
