@@ -440,7 +440,7 @@ class LegDetector:
         flags = np.concatenate((self._tail, (~below).astype(np.int64)))
         csum = np.concatenate(([0], np.cumsum(flags)))
         win_ok = 2 * (csum[w:] - csum[:-w]) > w  # window ending at piece index i
-        self._tail = flags[flags.shape[0] - (w - 1) :] if w > 1 else self._tail
+        self._tail = flags[flags.shape[0] - (w - 1) :].copy() if w > 1 else self._tail  # copy: no view on the chunk
 
         # runs of still samples, exactly as one continuous scan sees them. A still sample says the leg did
         # not move over the last quiet_lag_s, so a run certifies rest from quiet_lag_s before its first

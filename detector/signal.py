@@ -156,13 +156,13 @@ class ActivityFilter:
         assert self._fast_history is not None
         fast_ext = np.concatenate((self._fast_history, fast))
         step = fast - fast_ext[:n]
-        self._fast_history = fast_ext[n:]
+        self._fast_history = fast_ext[n:].copy()  # a copy: a view would keep the whole chunk alive
         still = np.sqrt(np.einsum("ij,ij->i", step, step))
         low, self._zi_low = sps.sosfilt(self._sos_low, xyz, axis=0, zi=self._zi_low)
         assert self._history is not None
         extended = np.concatenate((self._history, low))
         change = low - extended[:n]
-        self._history = extended[n:]
+        self._history = extended[n:].copy()
         change *= change
         tremor, self._zi_tremor = sps.sosfilt(self._sos_tremor, xyz, axis=0, zi=self._zi_tremor)
         tremor *= tremor
