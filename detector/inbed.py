@@ -44,9 +44,14 @@ def upright_direction(table: dict[int, np.ndarray], rate_hz: float, params: Dete
     if chosen.shape[0] < params.upright_min_epochs:
         return None
     directions = chosen[:, 1:4] / np.linalg.norm(chosen[:, 1:4], axis=1, keepdims=True)
-    mean = _unit(directions.sum(axis=0))
+    # seed the cluster at the most vigorous epoch (largest mean activity envelope), not at the mean of all:
+    # walking swings the shank through ~60 degrees per stride with heel strikes of 1 g or more, more than
+    # any sustained movement in bed, whereas a restless night can hold more active epochs in one lying
+    # position than the walk to and from bed has (the majority then was the bed, and lying was "upright")
+    vigour = chosen[:, 5] / np.maximum(chosen[:, 0], 1)
+    mean = directions[int(np.argmax(vigour))]
     cos_limit = np.cos(np.radians(params.upright_cluster_deg))
-    for _ in range(3):  # robust mean: keep the majority cluster
+    for _ in range(3):  # robust mean of the cluster around the seed
         close = directions @ mean >= cos_limit
         if close.sum() < params.upright_min_epochs:
             return None

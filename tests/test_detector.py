@@ -319,3 +319,27 @@ def test_any_chunking_of_simulated_nights_gives_exactly_the_whole_night(chunk_ni
         a, b = queues[s].pop(0)
         scorer.feed(s, night["legs"][s][0][a:b], night["legs"][s][1][a:b])
     assert scorer.finish().to_dict() == night["summary"]
+
+
+def test_upright_direction_follows_the_walk_not_the_most_frequent_restless_position() -> None:
+    """A restless night can hold more active epochs in one lying position than the walk to and from bed
+    has; the upright reference must still be the walking direction (the most vigorous activity), or the
+    bed posture reads as upright and hours in bed are lost."""
+    from detector.inbed import upright_direction
+    from detector.params import DetectorParams
+
+    rate, n = 50.0, 1500  # one full 30-s epoch at 50 Hz
+
+    def epoch(direction: tuple[float, float, float], active: float, envelope_g: float) -> np.ndarray:
+        g = np.asarray(direction, dtype=np.float64) / np.linalg.norm(direction)
+        return np.array(
+            [n, *np.rint(g * n * 10_000), round(active * n), round(envelope_g * n * 10_000)], dtype=np.int64
+        )
+
+    walking = (0.05, -0.3, 0.95)
+    lying = (0.0, 1.0, 0.05)
+    table = {0: epoch(walking, 0.9, 0.35), 1: epoch((0.02, -0.28, 0.96), 0.7, 0.25), 480: epoch(walking, 0.8, 0.3)}
+    table.update({k: epoch(lying, 0.6, 0.08) for k in (100, 130, 200, 210, 300)})
+    up = upright_direction(table, rate, DetectorParams())
+    assert up is not None
+    assert float(up @ (np.asarray(walking) / np.linalg.norm(walking))) > np.cos(np.radians(10))
