@@ -1,6 +1,7 @@
 """Fault-injection soak (issue 9, part 1): simulated nights through the real local pipeline while parts fail.
 
-    simulator batches --MQTT--> mosquitto --> `plm detect` (separate process) --> influxd 1.x
+    simulator batches --collector's SensorPublisher (durable queue, held until the detector's ack)--MQTT-->
+        mosquitto --> `plm detect` (separate process) --> influxd 1.x
 
 Faults, at moments drawn from a seeded RNG while the nights stream at high speed:
 
@@ -43,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from collector.publisher import SensorPublisher
 from detector.scorer import score_arrays
 from plm import wire
 from plm.config import MqttSettings
@@ -107,6 +109,7 @@ class SoakReport:
     faults: list[FaultRecord] = field(default_factory=list)
     rss_mb: list[tuple[float, float]] = field(default_factory=list)  # (wall s, detector RSS MB)
     detector_restarts: int = 0
+    publisher_dropped: int = 0  # batches the publishers' queues dropped at their bound
     wall_s: float = 0.0
 
     @property
@@ -115,6 +118,7 @@ class SoakReport:
             self.movements_lost == 0
             and self.movements_duplicated == 0
             and self.movements_extra == 0
+            and self.publisher_dropped == 0
             and (self.summaries_equal)
         )
 
@@ -272,23 +276,6 @@ def _wait(predicate: Any, timeout_s: float, interval_s: float = 0.05) -> float |
     return None
 
 
-def _publish(client: Any, topic: str, payload: bytes, retain: bool = False) -> Any:
-    """QoS 1 publish that, like a collector's disk queue, holds on while the broker is away:
-    a publish refused for want of a connection is repeated once the client is back."""
-    while True:
-        info = client.publish(topic, payload, qos=1, retain=retain)
-        if info.rc == 0:
-            return info
-        _wait(client.is_connected, 60, 0.02)
-
-
-def _acked(info: Any) -> bool:
-    try:
-        return bool(info.is_published())
-    except RuntimeError:  # sent before a disconnect and refused: the retry carries it
-        return True
-
-
 def _rows(influxd: Influxd1, q: str) -> list[dict[str, Any]]:
     answer = influxd.query(q, database=influxd.database)
     out = []
@@ -361,9 +348,18 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
     t0 = time.monotonic()
     detector.start()
     watcher = Watcher(settings, detector, t0)
-    publisher = make_client(settings, "soak-publisher")
+    # one publisher per sensor, the collector's own class: durable queue, kept until the detector's ack
+    publishers = {
+        (subject, side): SensorPublisher(
+            settings, subject, f"{side}-ankle", side, tmp / "queues", 10_000_000,
+            client_id=f"soak-{subject}-{side}", ack_mode="detector",
+        )
+        for subject in subjects
+        for side in ("left", "right")
+    }  # fmt: skip
     try:
-        connect(publisher, settings, persistent=True)
+        for pub in publishers.values():
+            pub.start()
         if _wait(lambda: watcher.status.get("state") == "online", 30) is None:
             raise RuntimeError(f"the detector did not come online: see {detector.log_file}")
 
@@ -425,7 +421,6 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
                     report.faults.append(FaultRecord(kind, at, at_min, round(down0 - t0 - at, 2), rec))
 
         # ---- stream
-        infos = []
         interval = 1.0 / cfg.batches_per_s
         next_fault = 0
         started = time.monotonic()
@@ -436,7 +431,7 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
                 th.start()
                 fault_threads.append(th)
                 next_fault += 1
-            infos.append(_publish(publisher, wire.acc_topic(subject, f"{side}-ankle"), wire.encode_binary(batch)))
+            publishers[(subject, side)].submit([batch])
             report.batches_published += 1
             report.samples_published += batch.count
             delay = started + (i + 1) * interval - time.monotonic()
@@ -446,16 +441,16 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
         for th in fault_threads:
             th.join(600)
         for subject, side, batch in held_back:  # hours late, by now
-            infos.append(_publish(publisher, wire.acc_topic(subject, f"{side}-ankle"), wire.encode_binary(batch)))
+            publishers[(subject, side)].submit([batch])
             report.batches_published += 1
             report.samples_published += batch.count
-        for subject in subjects:
-            for side in ("left", "right"):
-                status = wire.encode_status(wire.SensorStatus(state="offline", side=side))
-                infos.append(_publish(publisher, wire.status_topic(subject, f"{side}-ankle"), status, retain=True))
-        if _wait(lambda: all(_acked(info) for info in infos), 120, 0.2) is None:
-            unsent = sum(1 for info in infos if not _acked(info))
-            raise RuntimeError(f"{unsent} messages never acknowledged by the broker")
+        # every batch in the detector's journal (its acks emptied every queue), then the goodbyes
+        if _wait(lambda: all(p.queue_depth == 0 for p in publishers.values()), 300, 0.2) is None:
+            waiting = {f"{k[0]}/{k[1]}": p.queue_depth for k, p in publishers.items() if p.queue_depth}
+            raise RuntimeError(f"batches never acknowledged by the detector: {waiting}")
+        report.publisher_dropped = sum(p.dropped for p in publishers.values())
+        for (_subject, side), pub in publishers.items():
+            pub.stop(wire.SensorStatus(state="offline", side=side))
 
         # ---- settle: every night final, the outbox empty
         if _wait(lambda: set(subjects) <= watcher.finals, 120) is None:
@@ -505,9 +500,9 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
         report.summaries_equal = not report.summary_mismatches
         report.rss_mb = watcher.rss
     finally:
-        with contextlib.suppress(Exception):
-            publisher.disconnect()
-            publisher.loop_stop()
+        for pub in publishers.values():
+            with contextlib.suppress(Exception):
+                pub.stop(flush_timeout_s=0.1)
         watcher.close()
         detector.stop()
         influxd.stop()
@@ -532,6 +527,7 @@ def format_report(r: SoakReport) -> str:
         f"  movements lost / extra / duplicated  {r.movements_lost} / {r.movements_extra} / {r.movements_duplicated}",
         f"  night summaries equal                {r.summaries_equal} {'; '.join(r.summary_mismatches[:4])}",
         f"  max outbox depth / journal depth     {r.max_outbox_depth} / {r.max_journal_depth}",
+        f"  batches dropped by publisher queues  {r.publisher_dropped}",
     ]
     if rss:
         lines.append(

@@ -1,4 +1,12 @@
-"""Per-sensor MQTT publisher: durable queue in front, QoS 1, in order, delete only after PUBACK.
+"""Per-sensor MQTT publisher: durable queue in front, QoS 1, in order, delete only once acknowledged.
+
+Acknowledged means the detector's retained ``plm/v1/<subject>/<sensor>/ack`` (``until_ns``) covers the
+batch's end: the batch is in the detector's journal. A broker PUBACK is not enough, because mosquitto
+acknowledges on receipt and writes to disk only every autosave; a broker SIGKILL loses what it had not
+saved. After every (re)connect the publisher republishes, in order, everything still queued (i.e.
+after the last ack); the detector drops the duplicates. ``ack_mode`` (docs/wire-format.md):
+``detector`` always waits for the detector, ``broker`` forgets on PUBACK (no detector in the
+deployment), ``auto`` behaves like ``broker`` until the sensor's first detector ack, then like ``detector``.
 
 Each sensor has its own MQTT connection because MQTT allows one Last Will per connection and the
 wire format puts the will ("lost") on the sensor's own retained status topic. A worker thread owns
@@ -19,13 +27,25 @@ import paho.mqtt.client as mqtt
 
 from plm.config import MqttSettings
 from plm.mqtt import make_client
-from plm.wire import SampleBatch, SensorStatus, acc_topic, encode_binary, encode_status, status_topic
+from plm.wire import (
+    MAX_FUTURE_NS,
+    SampleBatch,
+    SensorStatus,
+    WireFormatError,
+    acc_topic,
+    ack_topic,
+    decode_ack,
+    encode_binary,
+    encode_status,
+    status_topic,
+)
 
 from .queue import DurableQueue
 
 log = logging.getLogger(__name__)
 
-IN_FLIGHT = 32  # unacknowledged batches at a time
+IN_FLIGHT = 32  # batches without a PUBACK at a time
+ACK_MODES = ("auto", "detector", "broker")
 
 
 class SensorPublisher:
@@ -39,15 +59,22 @@ class SensorPublisher:
         max_batches: int,
         *,
         client_id: str | None = None,
+        ack_mode: str = "auto",
     ) -> None:
+        if ack_mode not in ACK_MODES:
+            raise ValueError(f"ack_mode must be one of {', '.join(ACK_MODES)}, got {ack_mode!r}")
+        self.ack_mode = ack_mode
         self.settings = mqtt_settings
         self.subject, self.sensor, self.side = subject, sensor, side
         self.topic = acc_topic(subject, sensor)
         self.status_topic = status_topic(subject, sensor)
+        self.ack_topic = ack_topic(subject, sensor)
+        self._ack_until = -1  # the highest until_ns heard (paho thread writes, worker reads)
+        self._connections = 0  # (re)connects so far: the worker republishes the queue after each
         self.queue_path = Path(queue_dir) / f"{subject}--{sensor}.sqlite"
         self.max_batches = max_batches
         self.client_id = client_id or f"plm-collector-{subject}-{sensor}"
-        self._handoff: queue.SimpleQueue[tuple[str, bytes] | None] = queue.SimpleQueue()
+        self._handoff: queue.SimpleQueue[tuple[str, bytes, int, int] | None] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._acked: deque[tuple[int, bool]] = deque()
         self._connected = threading.Event()
@@ -66,6 +93,7 @@ class SensorPublisher:
             on_connect=self._on_connect,
         )
         self.client.on_publish = self._on_publish
+        self.client.on_message = self._on_message
         previous_disconnect = self.client.on_disconnect
 
         def _on_disconnect(c, userdata, flags, reason, props) -> None:
@@ -77,10 +105,23 @@ class SensorPublisher:
 
     # ------------------------------------------------------------------ callbacks (paho thread)
     def _on_connect(self, client: mqtt.Client) -> None:
+        if self.ack_mode != "broker":
+            client.subscribe(self.ack_topic, qos=1)
+        self._connections += 1
         self._connected.set()
         if self._last_status is not None:
             client.publish(self.status_topic, encode_status(self._last_status), qos=1, retain=True)
         self._wake.set()
+
+    def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
+        try:
+            until_ns = decode_ack(message.payload)
+        except WireFormatError as exc:
+            log.warning("%s: ignoring a bad ack: %s", self.ack_topic, exc)
+            return
+        if until_ns > self._ack_until:
+            self._ack_until = until_ns
+            self._wake.set()
 
     def _on_publish(self, _client, _userdata, mid: int, reason, _props) -> None:
         self._acked.append((mid, not getattr(reason, "is_failure", False)))
@@ -99,7 +140,7 @@ class SensorPublisher:
 
     def submit(self, batches: list[SampleBatch]) -> None:
         for batch in batches:
-            self._handoff.put((self.topic, encode_binary(batch)))
+            self._handoff.put((self.topic, encode_binary(batch), batch.start_ns, batch.end_ns))
         self._wake.set()
 
     def publish_status(self, status: SensorStatus) -> None:
@@ -143,6 +184,9 @@ class SensorPublisher:
         q = self._queue
         in_flight: dict[int, int] = {}  # mid -> row id
         last_sent = 0
+        connections = 0
+        applied_ack = -1
+        waits_for_detector = self.ack_mode == "detector" or (self.ack_mode == "auto" and q.ack_seen)
         try:
             while True:
                 self._wake.wait(0.5)
@@ -163,6 +207,13 @@ class SensorPublisher:
                         log.error(
                             "%s: queue full (%d batches); dropped the %d oldest", self.topic, q.max_items, dropped
                         )
+                until = self._ack_until
+                if until > applied_ack and self.ack_mode != "broker":
+                    applied_ack = until
+                    if not waits_for_detector:
+                        waits_for_detector = True  # auto: a detector acks this sensor from now on
+                        q.set_ack_seen()
+                    q.delete_until(until)
                 done: list[int] = []
                 while self._acked:
                     mid, ok = self._acked.popleft()
@@ -175,8 +226,18 @@ class SensorPublisher:
                     else:
                         self.rejected += 1
                         log.error("%s: broker refused a batch (PUBACK failure); not retrying it", self.topic)
+                if waits_for_detector and done:
+                    # kept until the detector's ack covers them -- except a batch no receiver can accept
+                    # (started more than a day ahead of this clock: no ack will ever cover it)
+                    horizon = time.time_ns() + MAX_FUTURE_NS
+                    times = q.times(done)
+                    done = [i for i, (start, end) in times.items() if end is None or (start or 0) > horizon]
                 q.delete(done)
-                if not in_flight and not self._connected.is_set():
+                if self._connections != connections and self._connected.is_set():
+                    connections = self._connections
+                    last_sent = 0  # a (re)connect: republish everything not yet acknowledged, oldest first
+                    in_flight.clear()
+                elif not in_flight and not self._connected.is_set():
                     last_sent = 0  # anything unacknowledged gets sent again from the oldest
                 if self._connected.is_set() and len(in_flight) < IN_FLIGHT:
                     for row_id, topic, payload in q.peek(IN_FLIGHT - len(in_flight), last_sent):

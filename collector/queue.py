@@ -2,8 +2,9 @@
 
 Why SQLite: it is in the standard library, survives power cuts (WAL + synchronous=FULL: a batch
 is on disk once ``put`` returns; the file never corrupts), and a FIFO is one indexed table. A batch leaves the
-queue only after the broker acknowledged it (PUBACK), so a crash or a broker outage at any moment
-loses nothing up to the bound; beyond the bound the oldest batch is dropped and counted.
+queue only after the detector acknowledged it (the retained ``.../ack`` topic: committed to the detector's
+journal; or, in ``broker`` ack mode, the broker's PUBACK), so a crash of the collector, the broker or the
+detector loses nothing up to the bound; beyond the bound the oldest batch is dropped and counted.
 
 One connection, used from one thread (the sensor's publisher thread).
 """
@@ -18,6 +19,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS q (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT, payload BLOB);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER);
 INSERT OR IGNORE INTO meta VALUES ('dropped', 0);
+INSERT OR IGNORE INTO meta VALUES ('ack_seen', 0);
 """
 
 
@@ -32,18 +34,24 @@ class DurableQueue:
         self.path = Path(path)
         self.max_items = max_items
         self._db = open_durable_db(self.path, _SCHEMA, QueueError, "collector queue")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(q)")}
+        for column in ("start_ns", "end_ns"):  # queue files from before the detector's acks lack them (NULL)
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE q ADD COLUMN {column} INTEGER")
         self._len = self._db.execute("SELECT COUNT(*) FROM q").fetchone()[0]
         self.dropped = self._db.execute("SELECT value FROM meta WHERE key='dropped'").fetchone()[0]
 
     def __len__(self) -> int:
         return self._len
 
-    def put_many(self, items: list[tuple[str, bytes]]) -> int:
-        """Append in order; returns how many old items were dropped to stay within the bound."""
+    def put_many(self, items: list[tuple[str, bytes]] | list[tuple[str, bytes, int | None, int | None]]) -> int:
+        """Append ``(topic, payload[, start_ns, end_ns])`` in order; returns how many old items were dropped
+        to stay within the bound. Items without times can only be removed by id (:meth:`delete`)."""
         if not items:
             return 0
+        rows = [tuple(item) if len(item) == 4 else (*item, None, None) for item in items]
         with self._tx():
-            self._db.executemany("INSERT INTO q (topic, payload) VALUES (?, ?)", items)
+            self._db.executemany("INSERT INTO q (topic, payload, start_ns, end_ns) VALUES (?, ?, ?, ?)", rows)
             self._len += len(items)
             over = self._len - self.max_items
             if over > 0:
@@ -61,6 +69,31 @@ class DurableQueue:
         return self._db.execute(
             "SELECT id, topic, payload FROM q WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
         ).fetchall()
+
+    def times(self, ids: list[int]) -> dict[int, tuple[int | None, int | None]]:
+        """``id -> (start_ns, end_ns)`` of the given items still queued."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._db.execute(f"SELECT id, start_ns, end_ns FROM q WHERE id IN ({marks})", ids).fetchall()
+        return {int(i): (s, e) for i, s, e in rows}
+
+    def delete_until(self, until_ns: int) -> int:
+        """Forget every item whose samples end at or before ``until_ns`` (the detector's ack); returns how many."""
+        with self._tx():
+            cur = self._db.execute("DELETE FROM q WHERE end_ns IS NOT NULL AND end_ns <= ?", (until_ns,))
+            removed = max(0, cur.rowcount)
+            self._len -= removed
+        return removed
+
+    @property
+    def ack_seen(self) -> bool:
+        """Whether a detector ever acknowledged this sensor (``auto`` ack mode then waits for acks)."""
+        return bool(self._db.execute("SELECT value FROM meta WHERE key='ack_seen'").fetchone()[0])
+
+    def set_ack_seen(self) -> None:
+        with self._tx():
+            self._db.execute("UPDATE meta SET value=1 WHERE key='ack_seen'")
 
     def delete(self, ids: list[int]) -> None:
         if not ids:

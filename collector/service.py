@@ -57,6 +57,7 @@ class Collector:
                     cfg.side,
                     self.settings.collector.queue_dir,
                     self.settings.collector.queue_max_batches,
+                    ack_mode=self.settings.collector.ack_mode,
                 )
                 session = SensorSession(
                     subject.id,

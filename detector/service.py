@@ -38,6 +38,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from detector import schema
+from detector.acks import AckTracker
 from detector.diary import DiaryError, DiaryNote, diary_lines, merge_notes, night_start_for, parse_diary_payload
 from detector.influx import InfluxSink
 from detector.ingest import SensorInbox
@@ -58,6 +59,7 @@ BAD_REASONS = ("topic", "payload", "clock", "samples", "unknown_subject", "unkno
 DIARY_WILDCARD = f"{wire.TOPIC_ROOT}/+/_diary"
 NIGHT_GAP_S = 2 * 3600.0  # a hole this long in a subject's data starts a new night
 SUMMARY_EVERY_S = 60.0  # data time between live summary updates
+ACK_EVERY_S = 1.0  # at most one retained ack per sensor per second
 LEG_LOST_AFTER_S = 30.0  # wall time without data from one leg (while the other goes on) before it is a gap
 MINUTE_S = 60.0
 
@@ -275,6 +277,7 @@ class LiveDetector:
         self.subjects: dict[str, SubjectState] = {}
         self.diary: dict[tuple[str, float], DiaryNote] = {}  # latest merged note per (subject, night)
         self._applied_id = 0
+        self.acks = AckTracker()
         self._inbox: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue(maxsize=100_000)
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -282,6 +285,7 @@ class LiveDetector:
         self._client: mqtt.Client | None = None
         self._discovery_sent: set[str] = set()
         self._subscribed = threading.Event()
+        self._resend_acks = False
         self._restore()
 
     # ------------------------------------------------------------------ lifecycle
@@ -340,6 +344,7 @@ class LiveDetector:
             [(wire.SAMPLES_WILDCARD, 1), (wire.STATUS_WILDCARD, 1), (DIARY_WILDCARD, 1)],
         )
         self._publish_status("online")
+        self._resend_acks = True  # the broker may have lost the retained acks (read by the worker)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         # network thread: never block long, never raise
@@ -378,6 +383,7 @@ class LiveDetector:
                 self._handle_messages(batch)
                 self._adapt_chunk()
             now = time.monotonic()
+            self._publish_acks(now)
             if now - last_idle_check >= 1.0:
                 self._end_idle_nights(time.time())
                 last_idle_check = now
@@ -421,6 +427,16 @@ class LiveDetector:
         if ids:
             self._applied_id = ids[-1]
 
+    def _publish_acks(self, now: float) -> None:
+        """Retained ``.../ack`` per sensor: called only after the journal commit that covers the marks."""
+        if self._client is None:
+            return
+        if self._resend_acks:
+            self._resend_acks = False
+            self.acks.resend_all()
+        for subject, sensor, until_ns in self.acks.due(now, ACK_EVERY_S):
+            self._client.publish(wire.ack_topic(subject, sensor), wire.encode_ack(until_ns), qos=1, retain=True)
+
     # ------------------------------------------------------------------ the pure-ish core
 
     def apply(self, topic: str, payload: bytes, wall_s: float | None = None) -> None:
@@ -448,7 +464,10 @@ class LiveDetector:
                 continue
             try:
                 if parsed.kind == "acc":
-                    released = self._accept_batch(parsed, wire.decode(payload), wall)
+                    decoded = wire.decode(payload)
+                    # journaled (this runs after the commit, or in replay of committed rows): may be acked
+                    self.acks.add(parsed.subject, parsed.sensor, decoded)
+                    released = self._accept_batch(parsed, decoded, wall)
                     if released:
                         pending.setdefault(released[0], []).extend(released[1])
                 else:
@@ -820,7 +839,10 @@ class LiveDetector:
     # ------------------------------------------------------------------ durability
 
     def _checkpoint(self) -> None:
-        self.journal.checkpoint(self._applied_id, {"subjects": self.subjects, "stats": self.stats, "diary": self.diary})
+        self.journal.checkpoint(
+            self._applied_id,
+            {"subjects": self.subjects, "stats": self.stats, "diary": self.diary, "acks": self.acks},
+        )
 
     def _restore(self) -> None:
         saved = self.journal.load_checkpoint()
@@ -829,6 +851,9 @@ class LiveDetector:
             self.subjects = state["subjects"]
             self.stats = state["stats"]
             self.diary = state.get("diary", {})
+            self.acks = state.get("acks") or AckTracker()
+            self.acks.last_publish.clear()  # monotonic times of the previous process
+            self.acks.resend_all()
         replayed = 0
         for row_id, topic, payload in self.journal.replay(self._applied_id):
             self.apply(topic, payload)

@@ -10,9 +10,9 @@ Roles (least privilege; ``<s>`` is each subject the user serves):
 =========  ============================================================  ==============================
 role       may publish                                                   may read
 =========  ============================================================  ==============================
-collector  ``plm/v1/<s>/+/acc``, ``plm/v1/<s>/+/status``                 nothing
+collector  ``plm/v1/<s>/+/acc``, ``plm/v1/<s>/+/status``                 ``plm/v1/<s>/+/ack``
 detector   ``plm/v1/+/_movement``, ``plm/v1/+/_night``,                  ``plm/v1/+/+/acc``,
-           ``plm/v1/_detector/#``, ``homeassistant/#``                   ``plm/v1/+/+/status``, ``plm/v1/+/_diary``
+           ``plm/v1/+/+/ack``, ``plm/v1/_detector/#``, ``homeassistant/#``  ``plm/v1/+/+/status``, ``plm/v1/+/_diary``
 viewer     ``plm/v1/<s>/_diary``                                         ``plm/v1/<s>/#``, ``homeassistant/#``
 =========  ============================================================  ==============================
 
@@ -84,7 +84,11 @@ def acl_text(users: Iterable[BrokerUser]) -> str:
         lines.append(f"user {user.name}")
         if user.role == "collector":
             for s in user.subjects:
-                lines += [f"topic write {TOPIC_ROOT}/{s}/+/acc", f"topic write {TOPIC_ROOT}/{s}/+/status"]
+                lines += [
+                    f"topic write {TOPIC_ROOT}/{s}/+/acc",
+                    f"topic write {TOPIC_ROOT}/{s}/+/status",
+                    f"topic read {TOPIC_ROOT}/{s}/+/ack",  # the detector's acks of its own sensors only
+                ]
         elif user.role == "detector":
             lines += [
                 f"topic read {TOPIC_ROOT}/+/+/acc",
@@ -92,6 +96,7 @@ def acl_text(users: Iterable[BrokerUser]) -> str:
                 f"topic read {TOPIC_ROOT}/+/_diary",
                 f"topic write {TOPIC_ROOT}/+/_movement",
                 f"topic write {TOPIC_ROOT}/+/_night",
+                f"topic write {TOPIC_ROOT}/+/+/ack",
                 f"topic readwrite {TOPIC_ROOT}/_detector/#",
                 "topic write homeassistant/#",
             ]

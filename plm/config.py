@@ -147,6 +147,13 @@ class DetectorSettings(_Section):
 class CollectorSettings(_Section):
     queue_dir: Path = Field(Path("./var/collector"), description="on-disk queue while the broker is away")
     queue_max_batches: int = Field(200_000, ge=10, description="bound of the on-disk queue (about 55 h of one sensor)")
+    ack_mode: Literal["auto", "detector", "broker"] = Field(
+        "auto",
+        description="when a queued batch may be forgotten: 'detector' = only once the detector's retained ack "
+        "covers it (lossless through a broker crash; without a detector the queue fills to its bound and "
+        "drops oldest), 'broker' = on the broker's PUBACK (a broker SIGKILL loses up to autosave_interval), "
+        "'auto' = like 'broker' until this sensor's first detector ack, then like 'detector'",
+    )
 
 
 def _checked_id(value: str, what: str) -> str:

@@ -8,6 +8,7 @@ Topics (``<subject>`` and ``<sensor>`` are validated ids, see :func:`validate_id
 
     plm/v1/<subject>/<sensor>/acc      sample batches                QoS 1, not retained
     plm/v1/<subject>/<sensor>/status   sensor status, Last Will      QoS 1, retained
+    plm/v1/<subject>/<sensor>/ack      detector's journal high-water QoS 1, retained
     plm/v1/<subject>/_movement         each scored movement          QoS 1, not retained
     plm/v1/<subject>/_night            night summary                 QoS 1, retained
     plm/v1/<subject>/_diary            sleep-diary notes (inbound)   QoS 1, not retained
@@ -31,6 +32,7 @@ import numpy as np
 TOPIC_ROOT = "plm/v1"
 SAMPLES_WILDCARD = f"{TOPIC_ROOT}/+/+/acc"
 STATUS_WILDCARD = f"{TOPIC_ROOT}/+/+/status"
+ACK_WILDCARD = f"{TOPIC_ROOT}/+/+/ack"
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MIN_RATE_HZ = 1.0
@@ -70,6 +72,11 @@ def acc_topic(subject: str, sensor: str) -> str:
 
 def status_topic(subject: str, sensor: str) -> str:
     return f"{TOPIC_ROOT}/{validate_id(subject, 'subject')}/{validate_id(sensor, 'sensor')}/status"
+
+
+def ack_topic(subject: str, sensor: str) -> str:
+    """Retained application-level acknowledgement of a sensor's batches (see :func:`encode_ack`)."""
+    return f"{TOPIC_ROOT}/{validate_id(subject, 'subject')}/{validate_id(sensor, 'sensor')}/ack"
 
 
 def movement_topic(subject: str) -> str:
@@ -323,3 +330,24 @@ def decode_status(payload: bytes) -> SensorStatus:
         raise WireFormatError(f"status side must be left or right, got {doc['side']!r}")
     known = {k: doc.pop(k) for k in list(doc) if k in SensorStatus.__slots__ and k != "extra"}
     return SensorStatus(**known, extra=doc)
+
+
+# ----------------------------------------------------------------------------- acknowledgement
+
+
+def encode_ack(until_ns: int) -> bytes:
+    """``{"until_ns": n}``: every batch of the sensor whose samples end at or before ``n`` (its ``end_ns``)
+    is committed to the detector's durable journal, so a sender may forget it. The detector advances ``n``
+    only over batches it received contiguously (next ``seq`` or next start time), never over a hole."""
+    return json.dumps({"until_ns": int(until_ns)}, separators=(",", ":")).encode()
+
+
+def decode_ack(payload: bytes) -> int:
+    try:
+        doc = json.loads(payload, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise WireFormatError("ack payload is not valid JSON") from None
+    value = doc.get("until_ns") if isinstance(doc, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise WireFormatError('ack must be a JSON object {"until_ns": <non-negative integer ns>}')
+    return value

@@ -19,11 +19,13 @@ PASSWORDS = {
     "PLM_BROKER_PASSWORD_COLLECTOR_ALICE": "alice-collector-pw",
     "PLM_BROKER_PASSWORD_DETECTOR": "detector-pw",
     "PLM_BROKER_PASSWORD_VIEWER_ALICE": "viewer-pw",
+    "PLM_BROKER_PASSWORD_COLLECTOR_BOB": "bob-collector-pw",
 }
 USERS = [
     BrokerUser("collector-alice", "collector", ("alice",)),
     BrokerUser("detector", "detector"),
     BrokerUser("viewer-alice", "viewer", ("alice",)),
+    BrokerUser("collector-bob", "collector", ("bob",)),
 ]
 
 
@@ -68,8 +70,8 @@ class Client:
         self.client.loop_start()
         self.reason = self.connected.get(timeout=5)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 1):
-        info = self.client.publish(topic, payload, qos=qos)
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False):
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
         info.wait_for_publish(5)
         return info
 
@@ -121,6 +123,30 @@ def test_collector_publishes_only_its_own_subject_and_reads_nothing(broker):
     assert collector.drain() == []
     detector.close()
     collector.close()
+
+
+def test_acks_only_from_the_detector_and_only_to_the_subjects_collector(broker):
+    alice = Client(broker.port, "collector-alice", "alice-collector-pw")
+    bob = Client(broker.port, "collector-bob", "bob-collector-pw")
+    for c in (alice, bob):
+        c.subscribe("plm/v1/+/+/ack")  # asks for everyone's acks; the ACL delivers only its own subjects'
+    detector = Client(broker.port, "detector", "detector-pw")
+    detector.publish("plm/v1/alice/left-ankle/ack", b'{"until_ns":1}', retain=True)
+    detector.publish("plm/v1/bob/left-ankle/ack", b'{"until_ns":2}', retain=True)
+    assert alice.drain() == [("plm/v1/alice/left-ankle/ack", b'{"until_ns":1}')]
+    assert bob.drain() == [("plm/v1/bob/left-ankle/ack", b'{"until_ns":2}')]
+    # nobody but the detector can write an ack (a forged one would make a sender forget unstored data)
+    alice.publish("plm/v1/alice/left-ankle/ack", b'{"until_ns":99}', retain=True)
+    bob.publish("plm/v1/alice/left-ankle/ack", b'{"until_ns":98}', retain=True)
+    viewer = Client(broker.port, "viewer-alice", "viewer-pw")
+    viewer.publish("plm/v1/alice/left-ankle/ack", b'{"until_ns":97}', retain=True)
+    assert alice.drain() == [] and bob.drain() == []
+    # a collector connecting later gets the detector's retained ack of its own subject, nothing else
+    late = Client(broker.port, "collector-alice", "alice-collector-pw")
+    late.subscribe("plm/v1/+/+/ack")
+    assert late.drain() == [("plm/v1/alice/left-ankle/ack", b'{"until_ns":1}')]
+    for c in (alice, bob, detector, viewer, late):
+        c.close()
 
 
 def test_detector_cannot_publish_samples_and_viewer_sees_only_results(broker):

@@ -1,6 +1,8 @@
 """The short fault-injection soak (bench/soak.py at a CI budget): two 20-minute nights streamed at
-high speed through real mosquitto, a `plm detect` child process and real influxd, while influxd is
-down for a third of the night and the detector is SIGKILLed and restarted, with duplicated,
+high speed from the collector's publishers (kept until the detector's ack) through real mosquitto, a
+`plm detect` child process and real influxd, while mosquitto is SIGKILLed (it loses what it acknowledged
+but had not saved: the acks make that lossless), influxd is down for a third of the night and the
+detector is SIGKILLed and restarted, with duplicated,
 reordered and clock-jumped batches. Nothing may be lost or doubled, and the stored nights must
 equal offline scoring of the same batches."""
 
@@ -22,7 +24,7 @@ def test_short_soak_loses_and_doubles_nothing(mosquitto, tmp_path) -> None:  # m
             minutes=20,
             seed=1,
             batches_per_s=400,
-            mosquitto_kills=0,
+            mosquitto_kills=1,
             influx_outages=1,
             influx_outage_fraction=0.3,
             detector_kills=1,
@@ -36,13 +38,14 @@ def test_short_soak_loses_and_doubles_nothing(mosquitto, tmp_path) -> None:  # m
     text = format_report(report)
     print(text)
     kinds = sorted(f.kind for f in report.faults)
-    assert kinds == ["detector_kill", "influx_outage"], text
+    assert kinds == ["detector_kill", "influx_outage", "mosquitto_kill"], text
     assert all(f.recovery_s is not None for f in report.faults), text
     assert report.movements_expected > 20, "a severe night has movements: the comparison is not vacuous"
     assert report.movements_lost == 0 and report.movements_extra == 0 and report.movements_duplicated == 0, text
     assert report.summaries_equal, text
     assert report.bad_by_detector.get("clock") == 1 and report.bad_by_detector.get("late") == 1, text
     assert report.detector_restarts == 1
+    assert report.publisher_dropped == 0, text
 
 
 def test_scorer_is_chunk_invariant_as_the_soak_needs() -> None:
