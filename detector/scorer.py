@@ -223,7 +223,11 @@ class NightScorer:
         longs = [(e.onset, e.onset + e.duration) for e in events if e.kind == "long"]
         epochs = classify_epochs({s: leg.epochs for s, leg in legs.items()}, rates, longs, p)
         epoch_s = p.epoch_s
-        in_bed_s = float(epochs.covered_s[epochs.in_bed].sum())
+        # time in bed as a sleep lab counts it: from the first to the last lying epoch (lights-off to
+        # lights-on), a trip to the bathroom included; movements while up are still not counted as PLMs
+        lying = np.flatnonzero(epochs.in_bed)
+        bed_period = slice(int(lying[0]), int(lying[-1]) + 1) if lying.size else slice(0, 0)
+        in_bed_s = float(epochs.covered_s[bed_period].sum())
         sleep_s = float(epochs.covered_s[epochs.asleep].sum())
         wake_s = in_bed_s - sleep_s
 
