@@ -141,3 +141,36 @@ def test_plm_detect_refused_by_the_broker_prints_no_secret(mosquitto_factory, tm
     assert code != 0, f"plm detect started with a wrong password: {out[-500:]}"
     assert out.strip(), "plm detect failed silently"
     assert_clean(out)
+
+
+@pytest.mark.services
+def test_night_report_and_its_errors_hold_no_secret(influxd_factory, mosquitto, tmp_path) -> None:
+    """The report is the document most likely to be shared (printed, mailed to a doctor)."""
+    from tests.pipeline_fill import fill_influx_live
+
+    influxd = influxd_factory()
+    fill_influx_live(influxd, mosquitto, tmp_path / "detector", "leaky", nights=1, duration_h=0.5)
+    config = tmp_path / "plm.toml"
+    config.write_text(f'[influx]\nurl = "{influxd.url}"\napi = 1\nusername = "reader"\n')
+    env = {**os.environ, "PLM_INFLUX__PASSWORD": INFLUX_SECRET, "PLM_MQTT__PASSWORD": MQTT_SECRET}
+    out = tmp_path / "night.html"
+    ok = subprocess.run(
+        [sys.executable, "-m", "plm.cli", "--config", str(config), "report", "--subject", "leaky", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "does not diagnose" in out.read_text()
+    down = tmp_path / "down.toml"
+    down.write_text(f'[influx]\nurl = "http://127.0.0.1:{free_port()}"\napi = 1\nusername = "reader"\n')
+    failed = subprocess.run(
+        [sys.executable, "-m", "plm.cli", "--config", str(down), "report", "--subject", "leaky", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert failed.returncode != 0
+    assert_clean(ok.stdout + ok.stderr + out.read_text() + failed.stdout + failed.stderr)
