@@ -4,7 +4,13 @@ high speed from the collector's publishers (kept until the detector's ack) throu
 but had not saved: the acks make that lossless), influxd is down for a third of the night and the
 detector is SIGKILLed and restarted, with duplicated,
 reordered and clock-jumped batches. Nothing may be lost or doubled, and the stored nights must
-equal offline scoring of the same batches."""
+equal offline scoring of the same batches.
+
+A third subject comes over BLE: scripted Polar peripherals replaying a simulated night's PMD frames
+-> the real bleak client -> a `Collector` child process (SIGKILLed once and restarted on the same
+queue directory) -> the same pipeline, with scripted link drops. What the sensors measured but the
+collector never published (drops, collector downtime) must show as gaps; what it published must be
+scored exactly as offline scoring of the published batches."""
 
 from __future__ import annotations
 
@@ -32,13 +38,16 @@ def test_short_soak_loses_and_doubles_nothing(mosquitto, tmp_path) -> None:  # m
             swaps=0.02,
             late=0,
             clock_jumps=2,
+            ble=True,
+            ble_drops=2,
+            collector_kills=1,
             workdir=tmp_path,
         )
     )
     text = format_report(report)
     print(text)
     kinds = sorted(f.kind for f in report.faults)
-    assert kinds == ["detector_kill", "influx_outage", "mosquitto_kill"], text
+    assert kinds == ["collector_kill", "detector_kill", "influx_outage", "mosquitto_kill"], text
     assert all(f.recovery_s is not None for f in report.faults), text
     assert report.movements_expected > 20, "a severe night has movements: the comparison is not vacuous"
     assert report.movements_lost == 0 and report.movements_extra == 0 and report.movements_duplicated == 0, text
@@ -46,6 +55,23 @@ def test_short_soak_loses_and_doubles_nothing(mosquitto, tmp_path) -> None:  # m
     assert report.bad_by_detector.get("clock") == 1 and report.bad_by_detector.get("late") == 1, text
     assert report.detector_restarts == 1
     assert report.publisher_dropped == 0, text
+
+    # ---- the BLE subject
+    ble = report.ble
+    assert ble is not None and ble.collector_runs == 2 and ble.collector_kills == 1, text
+    assert ble.link_drops >= 1, text
+    assert 0 < ble.samples_published < ble.samples_measured, text
+    # every sample lost at the sensor or in the collector's downtime is a hole in the published times
+    assert ble.samples_lost_at_sensor <= round(ble.gap_s_in_published * 52) + ble.gaps_in_published, text
+    assert ble.gaps_in_published >= 2 + ble.link_drops, text  # the collector's downtime: a gap on each leg
+    if ble.final_nights > 1 and ble.offline_statuses > 2:
+        # Known collector bug (reported to the lead): a restarted collector reports its not-yet-connected
+        # sensors as "offline" -- the wire format's clean goodbye -- so the detector ends the night there.
+        pytest.xfail("collector publishes 'offline' for sensors not yet (re)connected: the night is split")
+    assert ble.final_nights == 1 and ble.offline_statuses == 2, text
+    assert ble.movements_expected > 10, text
+    assert ble.movements_lost == 0 and ble.movements_extra == 0 and ble.movements_duplicated == 0, text
+    assert not ble.summary_mismatches, text
 
 
 def test_scorer_is_chunk_invariant_as_the_soak_needs() -> None:
