@@ -675,13 +675,18 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
         next_fault = 0
         started = time.monotonic()
         if ble is not None and capture is not None and report.ble is not None:
-            for _ in range(cfg.collector_kills):
-                at = started + rng_ble(cfg).uniform(0.25, 0.7) * len(items) / cfg.batches_per_s
-                th = threading.Thread(
-                    target=_kill_collector, args=(ble, capture, report, at, t0, night_min), daemon=True
-                )
-                th.start()
-                ble_threads.append(th)
+            # one thread, kills in order: never two collector processes on one queue at once
+            kill_rng = rng_ble(cfg)
+            kill_at = sorted(
+                started + kill_rng.uniform(0.2, 0.75) * len(items) / cfg.batches_per_s
+                for _ in range(cfg.collector_kills)
+            )
+            th = threading.Thread(
+                target=lambda: [_kill_collector(ble, capture, report, at, t0, night_min) for at in kill_at],
+                daemon=True,
+            )
+            th.start()
+            ble_threads.append(th)
         for i, (subject, side, batch) in enumerate(items):
             progress["i"] = i
             while next_fault < len(schedule) and schedule[next_fault][0] <= i:
