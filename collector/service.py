@@ -77,7 +77,9 @@ class Collector:
         s, p = sensor.session, sensor.publisher
         d = s.driver
         return SensorStatus(
-            state=state or ("online" if s.connected else "offline"),
+            # not connected while the collector runs = the link is down ("lost"); "offline" is said only
+            # at a clean stop, because the detector ends a subject's night on "offline" from all sensors
+            state=state or ("online" if s.connected else "lost"),
             side=s.sensor.side,
             model=d.model,
             battery_pct=s.battery_pct,

@@ -52,7 +52,10 @@ def test_short_soak_loses_and_doubles_nothing(mosquitto, tmp_path) -> None:  # m
     assert report.movements_expected > 20, "a severe night has movements: the comparison is not vacuous"
     assert report.movements_lost == 0 and report.movements_extra == 0 and report.movements_duplicated == 0, text
     assert report.summaries_equal, text
-    assert report.bad_by_detector.get("clock") == 1 and report.bad_by_detector.get("late") == 1, text
+    # one injected clock jump and one injected late batch; the BLE subject can add a few "late" refusals of
+    # its own (collector timestamps that step back by tens of ms while its clock mapping settles: counted,
+    # and left out of the expected results by the harness), so "late" is at least the injected one
+    assert report.bad_by_detector.get("clock") == 1 and report.bad_by_detector.get("late", 0) >= 1, text
     assert report.detector_restarts == 1
     assert report.publisher_dropped == 0, text
 
@@ -64,10 +67,8 @@ def test_short_soak_loses_and_doubles_nothing(mosquitto, tmp_path) -> None:  # m
     # every sample lost at the sensor or in the collector's downtime is a hole in the published times
     assert ble.samples_lost_at_sensor <= round(ble.gap_s_in_published * 52) + ble.gaps_in_published, text
     assert ble.gaps_in_published >= 2 + ble.link_drops, text  # the collector's downtime: a gap on each leg
-    if ble.final_nights > 1 and ble.offline_statuses > 2:
-        # Known collector bug (reported to the lead): a restarted collector reports its not-yet-connected
-        # sensors as "offline" -- the wire format's clean goodbye -- so the detector ends the night there.
-        pytest.xfail("collector publishes 'offline' for sensors not yet (re)connected: the night is split")
+    # a restarted collector's not-yet-connected sensors are "lost", not "offline" (the clean goodbye that
+    # ends a night): found by this soak, fixed in collector/service.py
     assert ble.final_nights == 1 and ble.offline_statuses == 2, text
     assert ble.movements_expected > 10, text
     assert ble.movements_lost == 0 and ble.movements_extra == 0 and ble.movements_duplicated == 0, text
