@@ -62,20 +62,23 @@ class Driver:
     async def stop(self, client: BleakClient) -> None:
         raise NotImplementedError
 
+    # every driver keeps a timeline (subclasses set it in __post_init__): its counters are the driver's
+    timeline: DeviceClockTimeline | CounterTimeline = field(init=False)
+
     def link_lost(self) -> None:
-        raise NotImplementedError
+        self.timeline.link_lost()
 
     @property
     def lost_samples(self) -> int:
-        raise NotImplementedError
+        return self.timeline.lost_samples
 
     @property
     def gaps(self) -> int:
-        raise NotImplementedError
+        return self.timeline.gaps
 
     @property
     def drift_ppm(self) -> float:
-        return 0.0
+        return self.timeline.tracker.drift_ppm
 
 
 @dataclass
@@ -181,20 +184,8 @@ class PolarPmdDriver(Driver):
             log.warning("Polar refused to stop ACC: %s", response.status_name)
 
     def link_lost(self) -> None:
-        self.timeline.link_lost()
+        super().link_lost()
         self._assembler.reset()
-
-    @property
-    def lost_samples(self) -> int:
-        return self.timeline.lost_samples
-
-    @property
-    def gaps(self) -> int:
-        return self.timeline.gaps
-
-    @property
-    def drift_ppm(self) -> float:
-        return self.timeline.tracker.drift_ppm
 
 
 @dataclass
@@ -236,20 +227,8 @@ class WitMotionDriver(Driver):
         await client.stop_notify(wit.WIT_NOTIFY)
 
     def link_lost(self) -> None:
-        self.timeline.link_lost()
+        super().link_lost()
         self.reader.reset()
-
-    @property
-    def lost_samples(self) -> int:
-        return self.timeline.lost_samples
-
-    @property
-    def gaps(self) -> int:
-        return self.timeline.gaps
-
-    @property
-    def drift_ppm(self) -> float:
-        return self.timeline.tracker.drift_ppm
 
 
 DRIVERS: dict[str, type[Driver]] = {"polar_pmd": PolarPmdDriver, "witmotion": WitMotionDriver}
