@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detector.kernels import epoch_sums
 from detector.params import DetectorParams
 from detector.signal import ActivityFilter, NoiseFloor, estimate_rate_hz
 
@@ -200,8 +201,8 @@ class LegDetector:
 
     # ----------------------------------------------------------------- internals
     def _validated(self, t: np.ndarray, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        t = np.asarray(t, dtype=np.float64).reshape(-1)
-        xyz = np.asarray(xyz, dtype=np.float64)
+        t = np.ascontiguousarray(t, dtype=np.float64).reshape(-1)
+        xyz = np.ascontiguousarray(xyz, dtype=np.float64)  # the compiled loops take one layout
         if xyz.ndim != 2 or xyz.shape[1] != 3 or xyz.shape[0] != t.shape[0]:
             raise ValueError(f"{self.side}: expected t (n,) and xyz (n, 3), got {t.shape} and {xyz.shape}")
         if t.shape[0] == 0:
@@ -577,19 +578,11 @@ class LegDetector:
         e.keep(self)
 
     def _accumulate_epochs(self, t: np.ndarray, xyz: np.ndarray, active: np.ndarray, env: np.ndarray) -> None:
-        epoch = np.floor(t / self.params.epoch_s).astype(np.int64)
-        # t is increasing, so each epoch is one contiguous run: exact integer sums with reduceat
-        starts = np.concatenate(([0], np.flatnonzero(np.diff(epoch)) + 1))
-        columns = np.empty((t.shape[0], EPOCH_COLUMNS), dtype=np.int64)
-        columns[:, 0] = 1
-        np.rint(xyz * STAT_SCALE, out=columns[:, 1:4], casting="unsafe")
-        columns[:, 4] = active
-        np.rint(env * STAT_SCALE, out=columns[:, 5], casting="unsafe")
-        sums = np.add.reduceat(columns, starts, axis=0)
-        for key, row in zip(epoch[starts].tolist(), sums, strict=True):
+        keys, sums = epoch_sums(t, xyz, active, env, float(self.params.epoch_s), float(STAT_SCALE))
+        for key, row in zip(keys.tolist(), sums, strict=True):
             known = self.epochs.get(key)
             if known is None:
-                self.epochs[key] = row
+                self.epochs[key] = row.copy()  # a copy: a row view would keep the whole table alive
             else:
                 known += row
 

@@ -17,9 +17,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from scipy import signal as sps
 
+from detector.kernels import activity_chain, block_floors
 from detector.params import DetectorParams
 
 MIN_RATE_HZ = 10.0
@@ -106,28 +106,15 @@ class ActivityFilter:
             raise ValueError(f"sample rate {rate_hz:.3g} Hz is too low: the detector needs >= {MIN_RATE_HZ:g} Hz")
         # rates estimated from data differ in the last digits between sensors: designing for the rate
         # rounded to 0.1 mHz changes nothing measurable and lets all sensors at one rate share a design
-        design = _design(round(rate_hz, 4), params)
-        self._sos_low, self._sos_env, self._zi_low_unit = design.low, design.env, design.low_zi
-        self.lag_n = design.lag_n
-        self._sos_fast, self._zi_fast_unit = design.fast, design.fast_zi
-        self._zi_fast: np.ndarray | None = None
-        self.boundary_delay_s = design.boundary_delay_s
-        self._sos_tremor, self._zi_tremor_unit = design.tremor, design.tremor_zi
-        self._zi_tremor: np.ndarray | None = None
-        self._zi_low: np.ndarray | None = None
-        self._zi_env: np.ndarray | None = None
-        self._history: np.ndarray | None = None  # last lag_n low-passed samples
+        self._design = _design(round(rate_hz, 4), params)
+        self.lag_n = self._design.lag_n
+        self.boundary_delay_s = self._design.boundary_delay_s
         self.quiet_n = max(1, round(params.quiet_lag_s * rate_hz))
-        self._fast_history: np.ndarray | None = None  # last quiet_n boundary samples
+        self._state: _ChainState | None = None  # None: the next sample settles the filters
 
     def reset(self) -> None:
         """Forget the past (after a hole in the data); the next sample settles the filters."""
-        self._zi_low = None
-        self._zi_env = None
-        self._zi_tremor = None
-        self._zi_fast = None
-        self._history = None
-        self._fast_history = None
+        self._state = None
 
     def process(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Envelope (g), low-passed vector (n, 3), boundary vector (n, 3) and stillness signal (g) per sample.
@@ -142,33 +129,61 @@ class ActivityFilter:
         decay): it decides when a movement has ended, so a short rest between two movements is seen.
         """
         n = xyz.shape[0]
+        xyz = np.ascontiguousarray(xyz, dtype=np.float64)
+        env, still = np.empty(n), np.empty(n)
+        low, fast = np.empty((n, 3)), np.empty((n, 3))
         if n == 0:
-            return np.zeros(0), np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)
-        if self._zi_low is None:
-            # steady state for a constant input = the first sample: gravity produces no transient
-            self._zi_low = self._zi_low_unit[:, :, None] * xyz[0][None, None, :]
-            self._zi_env = np.zeros((self._sos_env.shape[0], 2))
-            self._history = np.repeat(xyz[:1], self.lag_n, axis=0)
-            self._zi_tremor = self._zi_tremor_unit[:, :, None] * xyz[0][None, None, :]
-            self._zi_fast = self._zi_fast_unit[:, :, None] * xyz[0][None, None, :]
-            self._fast_history = np.repeat(xyz[:1], self.quiet_n, axis=0)
-        fast, self._zi_fast = sps.sosfilt(self._sos_fast, xyz, axis=0, zi=self._zi_fast)
-        assert self._fast_history is not None
-        fast_ext = np.concatenate((self._fast_history, fast))
-        step = fast - fast_ext[:n]
-        self._fast_history = fast_ext[n:].copy()  # a copy: a view would keep the whole chunk alive
-        still = np.sqrt(np.einsum("ij,ij->i", step, step))
-        low, self._zi_low = sps.sosfilt(self._sos_low, xyz, axis=0, zi=self._zi_low)
-        assert self._history is not None
-        extended = np.concatenate((self._history, low))
-        change = low - extended[:n]
-        self._history = extended[n:].copy()
-        change *= change
-        tremor, self._zi_tremor = sps.sosfilt(self._sos_tremor, xyz, axis=0, zi=self._zi_tremor)
-        tremor *= tremor
-        norm = np.sqrt(change.sum(axis=1) + tremor.sum(axis=1))
-        env, self._zi_env = sps.sosfilt(self._sos_env, norm, zi=self._zi_env)
+            return env, low, fast, still
+        if self._state is None:
+            self._state = _ChainState.settled(self._design, self.quiet_n, xyz[0])
+        d, st = self._design, self._state
+        activity_chain(
+            xyz,
+            d.fast,
+            st.fast_zi,
+            st.fast_ring,
+            d.low,
+            st.low_zi,
+            st.low_ring,
+            d.tremor,
+            st.tremor_zi,
+            d.env,
+            st.env_zi,
+            st.positions,
+            env,
+            low,
+            fast,
+            still,
+            np.empty((n, 6)),
+        )
         return env, low, fast, still
+
+
+@dataclass
+class _ChainState:
+    """Everything the activity chain carries from one sample to the next (a few hundred floats)."""
+
+    fast_zi: np.ndarray  # (sections, 2, 3) filter states, as scipy's sosfilt zi for axis 0
+    fast_ring: np.ndarray  # last quiet_n boundary vectors
+    low_zi: np.ndarray
+    low_ring: np.ndarray  # last lag_n low-passed vectors
+    tremor_zi: np.ndarray
+    env_zi: np.ndarray  # (sections, 2, 1)
+    positions: np.ndarray  # next slot of fast_ring, of low_ring
+
+    @classmethod
+    def settled(cls, design: _FilterDesign, quiet_n: int, first: np.ndarray) -> _ChainState:
+        """Steady state for a constant input = the first sample: gravity produces no transient."""
+        first = np.asarray(first, dtype=np.float64)
+        return cls(
+            design.fast_zi[:, :, None] * first[None, None, :],
+            np.repeat(first[None, :], quiet_n, axis=0),
+            design.low_zi[:, :, None] * first[None, None, :],
+            np.repeat(first[None, :], design.lag_n, axis=0),
+            design.tremor_zi[:, :, None] * first[None, None, :],
+            np.zeros((design.env.shape[0], 2, 1)),
+            np.zeros(2, dtype=np.int64),
+        )
 
 
 class NoiseFloor:
@@ -185,27 +200,22 @@ class NoiseFloor:
         self.window = max(1, int(window_blocks))
         self.rank = min(self.window - 1, int(quantile * (self.window - 1)))
         self._partial = np.zeros(0)
-        self._history: np.ndarray | None = None  # last window-1 block medians
+        self._medians = np.zeros(self.window)  # the last ``window`` block medians, in arrival order ...
+        self._ordered = np.zeros(self.window)  # ... and sorted
+        self._ring = np.zeros(2, dtype=np.int64)  # next slot; 1 once the first block has filled the window
         self._current = math.inf  # floor of the block being filled
 
     def per_sample(self, env: np.ndarray) -> np.ndarray:
         """The floor (g) that applies to each sample of ``env``; consumes ``env`` into the block state."""
         n = env.shape[0]
-        values = np.concatenate((self._partial, env)) if self._partial.size else env
         head = self._partial.shape[0]
-        complete = values.shape[0] // self.block_n
-        if complete == 0:
-            self._partial = values.copy()
+        if head + n < self.block_n:  # no block completes: the common case of a short live chunk
+            self._partial = np.concatenate((self._partial, env))
             return np.full(n, self._current)
-        blocks = values[: complete * self.block_n].reshape(complete, self.block_n)
-        mid = self.block_n // 2
-        medians = np.partition(blocks, mid, axis=1)[:, mid]
-        if self._history is None:
-            self._history = np.full(self.window - 1, medians[0])
-        extended = np.concatenate((self._history, medians))
-        windows = sliding_window_view(extended, self.window)
-        next_floors = np.partition(windows, self.rank, axis=1)[:, self.rank]
-        self._history = extended[extended.shape[0] - (self.window - 1) :].copy()
+        values = np.concatenate((self._partial, env)) if head else np.ascontiguousarray(env, dtype=np.float64)
+        complete = values.shape[0] // self.block_n
+        next_floors = np.empty(complete)
+        block_floors(values, self.block_n, self.rank, self._medians, self._ordered, self._ring, next_floors)
         # sample counts per block as they fall in this call: first (partly filled) block, full ones, the rest
         lengths = np.full(complete + 1, self.block_n)
         lengths[0] = self.block_n - head

@@ -1,0 +1,235 @@
+"""Compiled per-sample loops of the activity signal and its noise floor (numba).
+
+Why compiled: the activity signal is four IIR filters, two lagged differences, two norms and an
+envelope. As numpy/scipy calls that is ~25 passes over the arrays, and ~30 calls whose fixed cost
+(~10-40 us each) dominates the 52-sample chunks a live detector feeds once a second per leg. One loop
+over the samples does all of it in one pass, with the filter states and ring buffers carried in
+small arrays: the same arithmetic as ``scipy.signal.sosfilt`` (transposed direct form II, the same
+operation order), so the numbers are those of the scipy chain, and a chunk boundary is just a pause
+in the loop, so any chunking gives bit-identical results.
+
+``cache=True`` keeps the compiled code next to this module (or in the user's cache directory when
+that is read-only), so only the first run on a machine pays the compilation (about a second).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True, nogil=True)
+def _sections(sos: np.ndarray, zi: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
+    """``src`` (n,) through cascaded second-order sections into ``dst``, continuing the state ``zi``
+    (sections, 2): scipy's sosfilt arithmetic (transposed direct form II), a section at a time with its
+    coefficients and state in registers."""
+    n = src.shape[0]
+    for s in range(sos.shape[0]):
+        b0, b1, b2, a1, a2 = sos[s, 0], sos[s, 1], sos[s, 2], sos[s, 4], sos[s, 5]
+        z0, z1 = zi[s, 0], zi[s, 1]
+        for i in range(n):
+            x = src[i] if s == 0 else dst[i]
+            y = b0 * x + z0
+            z0 = b1 * x - a1 * y + z1
+            z1 = b2 * x - a2 * y
+            dst[i] = y
+        zi[s, 0], zi[s, 1] = z0, z1
+
+
+@njit(cache=True, nogil=True)
+def _sections3(sos: np.ndarray, zi: np.ndarray, src: np.ndarray, dst: np.ndarray) -> None:
+    """:func:`_sections` for the three axes of ``src`` (n, 3) at once, state ``zi`` (sections, 2, 3):
+    the three recursions are independent, so the processor overlaps them (one alone waits on its own
+    multiply-add chain every sample)."""
+    n = src.shape[0]
+    for s in range(sos.shape[0]):
+        b0, b1, b2, a1, a2 = sos[s, 0], sos[s, 1], sos[s, 2], sos[s, 4], sos[s, 5]
+        p0, q0, r0 = zi[s, 0, 0], zi[s, 0, 1], zi[s, 0, 2]
+        p1, q1, r1 = zi[s, 1, 0], zi[s, 1, 1], zi[s, 1, 2]
+        for i in range(n):
+            if s == 0:
+                x, y, z = src[i, 0], src[i, 1], src[i, 2]
+            else:
+                x, y, z = dst[i, 0], dst[i, 1], dst[i, 2]
+            u = b0 * x + p0
+            v = b0 * y + q0
+            w = b0 * z + r0
+            p0 = b1 * x - a1 * u + p1
+            q0 = b1 * y - a1 * v + q1
+            r0 = b1 * z - a1 * w + r1
+            p1 = b2 * x - a2 * u
+            q1 = b2 * y - a2 * v
+            r1 = b2 * z - a2 * w
+            dst[i, 0], dst[i, 1], dst[i, 2] = u, v, w
+        zi[s, 0, 0], zi[s, 0, 1], zi[s, 0, 2] = p0, q0, r0
+        zi[s, 1, 0], zi[s, 1, 1], zi[s, 1, 2] = p1, q1, r1
+
+
+@njit(cache=True, nogil=True)
+def _lagged_square(values: np.ndarray, ring: np.ndarray, start: int, acc: np.ndarray) -> None:
+    """acc[i] += (values[i] - values[i - lag])**2 with the last ``lag`` = len(ring) values of the
+    previous call in ``ring`` (oldest at ``start``); leaves the last ``lag`` values in the ring."""
+    lag = ring.shape[0]
+    pos = start
+    for i in range(values.shape[0]):
+        d = values[i] - ring[pos]
+        ring[pos] = values[i]
+        acc[i] += d * d
+        pos += 1
+        if pos == lag:
+            pos = 0
+
+
+@njit(cache=True, nogil=True)
+def activity_chain(
+    xyz: np.ndarray,
+    fast_sos: np.ndarray,
+    fast_zi: np.ndarray,
+    fast_ring: np.ndarray,
+    low_sos: np.ndarray,
+    low_zi: np.ndarray,
+    low_ring: np.ndarray,
+    tremor_sos: np.ndarray,
+    tremor_zi: np.ndarray,
+    env_sos: np.ndarray,
+    env_zi: np.ndarray,
+    positions: np.ndarray,
+    env: np.ndarray,
+    low: np.ndarray,
+    fast: np.ndarray,
+    still: np.ndarray,
+    scratch: np.ndarray,
+) -> None:
+    """Fill ``env``, ``low``, ``fast``, ``still`` for the samples ``xyz`` (n, 3), continuing the state.
+    ``scratch`` (n, 6) is work space, allocated by the caller so that memory accounting sees it.
+
+    Filter states are (sections, 2, axis) as scipy's sosfilt zi along axis 0. ``fast_ring``/``low_ring``
+    hold the last quiet_n boundary / lag_n low-passed vectors, oldest at ``positions[0]`` /
+    ``positions[1]``. See ActivityFilter for what the signals mean.
+    """
+    n = xyz.shape[0]
+    _sections3(fast_sos, fast_zi, xyz, fast)
+    _sections3(low_sos, low_zi, xyz, low)
+    tremor = scratch[:, :3]
+    _sections3(tremor_sos, tremor_zi, xyz, tremor)
+    step2 = scratch[:, 3]
+    change2 = scratch[:, 4]
+    step2[:] = 0.0
+    change2[:] = 0.0
+    for a in range(3):
+        _lagged_square(fast[:, a], fast_ring[:, a], positions[0], step2)
+        _lagged_square(low[:, a], low_ring[:, a], positions[1], change2)
+    positions[0] = (positions[0] + n) % fast_ring.shape[0]
+    positions[1] = (positions[1] + n) % low_ring.shape[0]
+    band = scratch[:, 5]
+    for i in range(n):
+        still[i] = math.sqrt(step2[i])
+        tx, ty, tz = tremor[i, 0], tremor[i, 1], tremor[i, 2]
+        band[i] = math.sqrt(change2[i] + (tx * tx + ty * ty + tz * tz))
+    _sections(env_sos, env_zi[:, :, 0], band, env)
+
+
+@njit(cache=True, nogil=True)
+def _select(values: np.ndarray, k: int) -> float:
+    """The k-th smallest of ``values`` (reordered in place): Hoare's quickselect, O(n)."""
+    lo = 0
+    hi = values.shape[0] - 1
+    while lo < hi:
+        pivot = values[(lo + hi) // 2]
+        i = lo
+        j = hi
+        while i <= j:
+            while values[i] < pivot:
+                i += 1
+            while values[j] > pivot:
+                j -= 1
+            if i <= j:
+                values[i], values[j] = values[j], values[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            hi = j
+        elif k >= i:
+            lo = i
+        else:
+            break
+    return values[k]
+
+
+@njit(cache=True, nogil=True)
+def block_floors(
+    values: np.ndarray,
+    block_n: int,
+    rank: int,
+    ring: np.ndarray,
+    ordered: np.ndarray,
+    state: np.ndarray,
+    floors: np.ndarray,
+) -> None:
+    """Floor after each complete block of ``values``: the ``rank``-th smallest of the last len(ring)
+    block medians (the upper median of each block).
+
+    ``ring`` holds the medians in arrival order (oldest at state[0]); ``ordered`` the same values sorted,
+    so each block costs one quickselect of its samples and one sorted replace in the window, not a sort.
+    state[1] == 0 until the first block, whose median then fills the whole window.
+    """
+    size = ring.shape[0]
+    mid = block_n // 2
+    pos = state[0]
+    scratch = np.empty(block_n)
+    for k in range(values.shape[0] // block_n):
+        scratch[:] = values[k * block_n : (k + 1) * block_n]
+        median = _select(scratch, mid)
+        if state[1] == 0:
+            ring[:] = median
+            ordered[:] = median
+            state[1] = 1
+        old = ring[pos]
+        ring[pos] = median
+        pos += 1
+        if pos == size:
+            pos = 0
+        # replace ``old`` by ``median`` in the sorted window, shifting the values between them
+        j = np.searchsorted(ordered, old)
+        if median >= old:
+            while j + 1 < size and ordered[j + 1] < median:
+                ordered[j] = ordered[j + 1]
+                j += 1
+        else:
+            while j > 0 and ordered[j - 1] > median:
+                ordered[j] = ordered[j - 1]
+                j -= 1
+        ordered[j] = median
+        floors[k] = ordered[rank]
+    state[0] = pos
+
+
+@njit(cache=True, nogil=True)
+def epoch_sums(
+    t: np.ndarray, xyz: np.ndarray, active: np.ndarray, env: np.ndarray, epoch_s: float, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per epoch (floor(t / epoch_s)) touched by these samples: its index, and the integer sums
+    [samples, x, y, z, active samples, envelope] with each value rounded to 1/scale first, so that the
+    sums are exact whatever the chunking (t increasing: every epoch is one run of samples)."""
+    n = t.shape[0]
+    count = 0
+    for i in range(n):
+        if i == 0 or math.floor(t[i] / epoch_s) != math.floor(t[i - 1] / epoch_s):
+            count += 1
+    keys = np.empty(count, dtype=np.int64)
+    sums = np.zeros((count, 6), dtype=np.int64)
+    m = -1
+    for i in range(n):
+        epoch = np.int64(math.floor(t[i] / epoch_s))
+        if m < 0 or epoch != keys[m]:
+            m += 1
+            keys[m] = epoch
+        sums[m, 0] += 1
+        sums[m, 1] += np.int64(np.rint(xyz[i, 0] * scale))
+        sums[m, 2] += np.int64(np.rint(xyz[i, 1] * scale))
+        sums[m, 3] += np.int64(np.rint(xyz[i, 2] * scale))
+        sums[m, 4] += np.int64(active[i])
+        sums[m, 5] += np.int64(np.rint(env[i] * scale))
+    return keys, sums
