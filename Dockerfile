@@ -13,7 +13,7 @@ COPY plm ./plm
 COPY collector ./collector
 COPY detector ./detector
 COPY simulator ./simulator
-# numpy, scipy and dbus-fast ship manylinux wheels: no compiler in this stage
+# numpy, scipy, numba/llvmlite and dbus-fast ship manylinux wheels: no compiler in this stage
 RUN /opt/plm/bin/pip install . && /opt/plm/bin/plm --help >/dev/null
 
 FROM ${PYTHON_IMAGE} AS runtime
@@ -29,7 +29,8 @@ ENV PATH=/opt/plm/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PLM_DETECTOR__STATE_DIR=/var/lib/plm/detector \
-    PLM_COLLECTOR__QUEUE_DIR=/var/lib/plm/collector
+    PLM_COLLECTOR__QUEUE_DIR=/var/lib/plm/collector \
+    NUMBA_CACHE_DIR=/var/lib/plm/numba-cache
 WORKDIR /var/lib/plm
 USER plm
 ENTRYPOINT ["plm"]
