@@ -51,15 +51,14 @@ class Journal:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                ids = [
-                    int(self._db.execute("INSERT INTO journal (topic, payload) VALUES (?, ?)", m).lastrowid or 0)
-                    for m in messages
-                ]
+                self._db.executemany("INSERT INTO journal (topic, payload) VALUES (?, ?)", messages)
+                last = int(self._db.execute("SELECT last_insert_rowid()").fetchone()[0])
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
                 raise JournalError(f"cannot write journal {self.path}: {exc}") from None
-        return ids
+        # one writer inside one transaction: AUTOINCREMENT hands out consecutive ids
+        return list(range(last - len(messages) + 1, last + 1))
 
     def replay(self, after_id: int) -> Iterator[tuple[int, str, bytes]]:
         """Rows after ``after_id`` in order, read in pages so a long outage does not load at once."""

@@ -24,11 +24,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import queue
+import select
 import threading
 import time
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from detector import schema
 from detector.acks import AckTracker
@@ -60,6 +62,12 @@ DIARY_WILDCARD = f"{wire.TOPIC_ROOT}/+/_diary"
 NIGHT_GAP_S = 2 * 3600.0  # a hole this long in a subject's data starts a new night
 SUMMARY_EVERY_S = 60.0  # data time between live summary updates
 ACK_EVERY_S = 1.0  # at most one retained ack per sensor per second
+ACK_SCAN_S = 0.2  # how often the worker looks for acks that are due
+RECEIVE_MAXIMUM = 65_535  # unacknowledged batches the broker may send ahead (MQTT 5 maximum)
+IDLE_S = 0.05  # nothing read for this long: the service has caught up (held chunks are scored now)
+GROUP_WAIT_S = 0.1  # the first message of a group waits at most this long for more before the group is processed
+BEHIND_AFTER_S = 1.0  # the socket has not run dry for this long: a backlog, score in longer chunks
+RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 30.0
 LEG_LOST_AFTER_S = 30.0  # wall time without data from one leg (while the other goes on) before it is a gap
 MINUTE_S = 60.0
 
@@ -185,6 +193,39 @@ def next_local_time(after_s: float, hour: int, minute: int) -> float:
     return candidate.timestamp()
 
 
+def _ask_for_receive_maximum(client: mqtt.Client, receive_maximum: int) -> None:
+    """Send MQTT 5 Receive Maximum in every CONNECT of ``client`` (first connect and reconnects).
+
+    Why: the service acknowledges a batch only after its journal commit, so the broker's limit on
+    unacknowledged QoS 1 messages in flight to us is the whole pipeline's window. Without this property
+    mosquitto uses its ``max_inflight_messages`` (20): the worker then sees groups of a few dozen
+    messages -- one fsync and one scorer call per leg for each -- and never gets far enough behind for
+    longer chunks to engage. Measured: 20 -> 65535 took a backlog drain from ~800 to several thousand
+    messages a second."""
+    original = client.connect
+
+    def connect(*args: Any, properties: Properties | None = None, **kwargs: Any) -> Any:
+        properties = properties if properties is not None else Properties(PacketTypes.CONNECT)
+        properties.ReceiveMaximum = receive_maximum
+        return original(*args, properties=properties, **kwargs)
+
+    client.connect = connect  # type: ignore[method-assign]
+
+
+def _socket_dry(client: mqtt.Client) -> bool:
+    """Nothing more to read right now (a loop() call that read no message may have read an ack instead)."""
+    sock = client.socket()
+    if sock is None:
+        return True
+    pending = getattr(sock, "pending", None)  # TLS: bytes decrypted but not read yet
+    if pending is not None and pending() > 0:
+        return False
+    try:
+        return not select.select([sock], [], [], 0)[0]
+    except (OSError, ValueError):
+        return True
+
+
 def shard_of(subject: str, shards: int) -> int:
     """Stable across processes and Python versions (unlike ``hash``), so replicas agree."""
     return zlib.crc32(subject.encode()) % shards
@@ -197,6 +238,18 @@ def side_from_sensor_id(sensor: str) -> str | None:
     if lowered.startswith(("right", "r-", "r_")) or lowered in ("r",) or "right" in lowered:
         return "right"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What a topic means to this replica, worked out once per topic (not per message)."""
+
+    owned: bool  # in this replica's shard
+    parsed: wire.SensorTopic | None  # None: not a sensor topic (diary, our own status, or bad)
+    side: str | None  # the leg of a sensor topic (None: cannot tell)
+
+
+ROUTES_KEPT = 100_000  # distinct topics remembered; a flood of junk topics only empties the cache
 
 
 @dataclass
@@ -270,6 +323,11 @@ class LiveDetector:
         self.chunk_s = 0.0
         self.max_chunk_s = max_chunk_s
         self._sensors = 0
+        self._routes: dict[str, Route] = {}
+        self._out: list[str] = []  # points of the current group, written to the outbox in one transaction
+        self._touched: set[str] = set()  # subjects scored in this group: minutes and summary are due
+        self._holding = False  # some leg holds released batches not yet scored (see _score_idle_holds)
+        self._last_ack_scan = 0.0
         state_dir = Path(settings.detector.state_dir)
         self.journal = Journal(state_dir / f"{self.instance}-journal.sqlite")
         self.sink = InfluxSink(settings.influx, state_dir / f"{self.instance}-outbox.sqlite")
@@ -278,7 +336,9 @@ class LiveDetector:
         self.diary: dict[tuple[str, float], DiaryNote] = {}  # latest merged note per (subject, night)
         self._applied_id = 0
         self.acks = AckTracker()
-        self._inbox: queue.Queue[mqtt.MQTTMessage | None] = queue.Queue(maxsize=100_000)
+        self._received: deque[mqtt.MQTTMessage] = deque()  # read from the socket, not yet journaled
+        self._last_dry = time.monotonic()  # when the socket last had nothing more to read
+        self._reconnect_delay_s = RECONNECT_MIN_S
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._limited = RateLimitedLog(log)
@@ -303,11 +363,16 @@ class LiveDetector:
         )
         self._client.on_message = self._on_message
         self._client.on_subscribe = lambda *_args: self._subscribed.set()
-        self._worker = threading.Thread(target=self._work, name="detector-worker", daemon=True)
-        self._worker.start()
+        _ask_for_receive_maximum(self._client, RECEIVE_MAXIMUM)
         connect(self._client, self.settings.mqtt, persistent=True)
         if not self._subscribed.wait(10):
+            self._client.loop_stop()
             raise ConnectionError("the MQTT broker did not confirm the subscriptions within 10 s")
+        # from here on one thread reads the socket *and* does the work (see _work): paho's own network
+        # thread would fight the worker for the GIL on every packet
+        self._client.loop_stop()
+        self._worker = threading.Thread(target=self._work, name="detector-worker", daemon=True)
+        self._worker.start()
         log.info(
             "detector %s running: rules %s, shard %d/%d", self.instance, self.rules.name, self.shard[0], self.shard[1]
         )
@@ -316,16 +381,14 @@ class LiveDetector:
         """Stop cleanly: process what was received, checkpoint, flush the outbox as far as possible."""
         self._stop.set()
         if self._worker is not None:
-            self._inbox.put(None)
             self._worker.join(timeout=60)
         if finish_nights:
             for state in list(self.subjects.values()):
                 self._end_night(state)
-        self._checkpoint()
+        self._checkpoint()  # writes the points still buffered first
         if self._client is not None:
             self._publish_status("offline")
             self._client.disconnect()
-            self._client.loop_stop()
         self.sink.close(flush_timeout_s=5.0)
         self.journal.close()
 
@@ -345,47 +408,62 @@ class LiveDetector:
         )
         self._publish_status("online")
         self._resend_acks = True  # the broker may have lost the retained acks (read by the worker)
+        self._reconnect_delay_s = RECONNECT_MIN_S
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-        # network thread: never block long, never raise
-        self._inbox.put(message)
+        # inside client.loop(), on the worker thread (or paho's thread while start() connects): never raise
+        self._received.append(message)
+
+    def backlog(self) -> int:
+        """Messages read from the broker and not yet journaled (at most one group)."""
+        return len(self._received)
 
     def _owned(self, topic: str) -> bool:
+        return self._route(topic).owned
+
+    def _route(self, topic: str) -> Route:
+        """Shard, topic parse and leg of a topic; cached, since a sensor sends thousands of batches to one
+        topic. Everything it depends on is fixed for a topic (configuration, the sensor id's name)."""
+        route = self._routes.get(topic)
+        if route is not None:
+            return route
         parts = topic.split("/")
-        if len(parts) < 4:
-            return True  # let the parser count it as bad
-        return self.shard[1] == 1 or shard_of(parts[2], self.shard[1]) == self.shard[0]
+        owned = len(parts) < 4 or self.shard[1] == 1 or shard_of(parts[2], self.shard[1]) == self.shard[0]
+        parsed: wire.SensorTopic | None = None
+        side: str | None = None
+        if owned and not topic.endswith("/_diary"):
+            try:
+                parsed = wire.parse_sensor_topic(topic)
+            except wire.WireFormatError:
+                return Route(owned, None, None)  # not cached: the caller counts it as bad, each time
+            side = self._side_of(parsed.subject, parsed.sensor)
+        if len(self._routes) >= ROUTES_KEPT:
+            self._routes.clear()
+        route = self._routes[topic] = Route(owned, parsed, side)
+        return route
 
     def _work(self) -> None:
+        """The service's one working thread: it runs the MQTT network loop itself and, between reads, the
+        groups. Why not paho's network thread plus a worker: paho reads a packet with three or four small
+        ``recv`` calls, each of which gives up the GIL -- and with a busy worker thread each takes up to the
+        interpreter's switch interval (5 ms) to get it back, so reading, not scoring, capped the service at
+        a few hundred messages a second. One thread pays no hand-offs; while it works on a group, the
+        kernel and the broker hold what comes next (QoS 1, not acknowledged yet)."""
         last_checkpoint = last_status = last_idle_check = time.monotonic()
         while True:
-            batch: list[mqtt.MQTTMessage] = []
-            try:
-                first = self._inbox.get(timeout=0.2)
-            except queue.Empty:
-                first = None
-                if self._stop.is_set():
-                    break
-            stopping = first is None and self._stop.is_set()
-            if first is not None:
-                batch.append(first)
-                limit = self._group_limit()
-                while len(batch) < limit:
-                    try:
-                        more = self._inbox.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is None:
-                        stopping = True
-                        break
-                    batch.append(more)
-            if batch:
-                self._handle_messages(batch)
+            stopping = self._stop.is_set()
+            group = self._read_group(self._group_limit()) if not stopping else self._take(len(self._received))
+            if group:
+                self._handle_messages(group)
                 self._adapt_chunk()
+            elif not stopping:
+                self._score_idle_holds()
             now = time.monotonic()
             self._publish_acks(now)
             if now - last_idle_check >= 1.0:
                 self._end_idle_nights(time.time())
+                self._flush_out()
+                self._sensors = sum(len(s.inboxes) for s in self.subjects.values())
                 last_idle_check = now
             if now - last_checkpoint >= self.checkpoint_every_s:
                 self._checkpoint()
@@ -396,34 +474,82 @@ class LiveDetector:
             if stopping:
                 break
 
+    def _read_group(self, limit: int) -> list[mqtt.MQTTMessage]:
+        """Run the network loop until ``limit`` messages are in or the first of them has waited
+        ``GROUP_WAIT_S`` (latency bound); return nothing after an idle wait. Notes whether the socket ran
+        dry, which is how the service tells that it keeps up (see _adapt_chunk)."""
+        client = self._client
+        assert client is not None
+        received = self._received
+        first_at = time.monotonic() if received else None
+        while len(received) < limit and not self._stop.is_set():
+            now = time.monotonic()
+            if first_at is None and received:
+                first_at = now
+            if first_at is not None and now - first_at >= GROUP_WAIT_S:
+                break
+            wait = (first_at + GROUP_WAIT_S - now) if first_at is not None else (IDLE_S if self._holding else 0.2)
+            before = len(received)
+            rc = client.loop(timeout=wait)  # reads one packet (or waits up to `wait` for one)
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                self._reconnect(rc)
+                break
+            if len(received) == before and _socket_dry(client):
+                self._last_dry = time.monotonic()
+                if first_at is None:
+                    return []  # idle: nothing arrived within the wait
+        return self._take(limit)
+
+    def _take(self, count: int) -> list[mqtt.MQTTMessage]:
+        received = self._received
+        return [received.popleft() for _ in range(min(count, len(received)))]
+
+    def _reconnect(self, rc: Any) -> None:
+        """The connection broke: wait (1 s doubling to 30 s) and reconnect; the persistent session makes
+        the broker redeliver what was not acknowledged. paho's loop_forever would do this for its thread."""
+        if self._stop.is_set():
+            return
+        delay = self._reconnect_delay_s
+        self._reconnect_delay_s = min(RECONNECT_MAX_S, 2 * delay)
+        self._limited.warning("mqtt", f"lost the MQTT broker ({rc}); reconnecting in {delay:.0f} s")
+        if self._stop.wait(delay):
+            return
+        try:
+            assert self._client is not None
+            self._client.reconnect()
+        except OSError as exc:
+            self._limited.warning("mqtt", f"cannot reach the MQTT broker: {exc}")
+
     def _group_limit(self) -> int:
-        """Messages taken as one group: a few seconds of every sensor, so that under load a leg's batches
-        of several seconds meet in one group (one journal commit, one scorer call per leg)."""
+        """Messages taken as one group at most: a few seconds of every sensor (one journal commit, one
+        outbox commit, one PUBACK burst); under load groups are shorter, closed by GROUP_WAIT_S."""
         return max(2000, 4 * self._sensors)
 
     def _adapt_chunk(self) -> None:
         """Latency while the service keeps up, throughput when it falls behind: the scoring chunk doubles
-        while more than about a second of messages waits, and halves back once the queue is short."""
-        self._sensors = sum(len(s.inboxes) for s in self.subjects.values())
-        backlog = self._inbox.qsize()
-        if backlog > max(500, self._sensors):
+        while the socket has not run dry for ``BEHIND_AFTER_S`` (a backlog at the broker), and halves back
+        once it does (see _read_group)."""
+        if time.monotonic() - self._last_dry > BEHIND_AFTER_S:
             self.chunk_s = min(self.max_chunk_s, max(1.0, 2 * self.chunk_s))
-        elif backlog < max(100, self._sensors // 10):
+        else:
             self.chunk_s = 0.0 if self.chunk_s <= 1.0 else self.chunk_s / 2
 
     def _handle_messages(self, messages: list[mqtt.MQTTMessage]) -> None:
-        owned = []
+        owned: list[tuple[str, bytes]] = []
+        route = self._route
         for m in messages:
-            if self._owned(m.topic):
-                owned.append(m)
+            topic = m.topic
+            if route(topic).owned:
+                owned.append((topic, m.payload))
             else:
                 self.stats.ignored_other_shard += 1
-        ids = self.journal.append([(m.topic, bytes(m.payload)) for m in owned])
-        if self._client is not None:
+        ids = self.journal.append(owned)
+        if self._client is not None:  # only now: what is acknowledged is on disk
+            ack = self._client.ack
             for m in messages:
                 if m.qos > 0:
-                    self._client.ack(m.mid, m.qos)
-        self.apply_many([(m.topic, bytes(m.payload)) for m in owned])
+                    ack(m.mid, m.qos)
+        self.apply_many(owned)
         if ids:
             self._applied_id = ids[-1]
 
@@ -431,6 +557,9 @@ class LiveDetector:
         """Retained ``.../ack`` per sensor: called only after the journal commit that covers the marks."""
         if self._client is None:
             return
+        if now - self._last_ack_scan < ACK_SCAN_S and not self._resend_acks:
+            return  # each mark is published at most once a second anyway; scanning them all per group is waste
+        self._last_ack_scan = now
         if self._resend_acks:
             self._resend_acks = False
             self.acks.resend_all()
@@ -450,26 +579,39 @@ class LiveDetector:
         of one per batch is what lets a single process keep up with thousands of sensors."""
         wall = time.time() if wall_s is None else wall_s
         pending: dict[tuple[str, str], list[wire.SampleBatch]] = {}
+        stats = self.stats
+        route_of = self._route
+        decode = wire.decode
+        add_ack = self.acks.add
+        accept = self._accept_batch
         for topic, payload in messages:
-            self.stats.received += 1
-            try:
-                if topic.endswith("/_diary"):
-                    self._apply_diary(topic, payload, wall)
-                    continue
-                parsed = wire.parse_sensor_topic(topic)
-            except wire.WireFormatError as exc:
-                if topic.startswith(f"{wire.TOPIC_ROOT}/_"):
-                    continue  # our own detector status (it matches the status wildcard)
-                self._bad("topic", f"ignoring message on {topic!r}: {exc}")
+            stats.received += 1
+            route = route_of(topic)
+            parsed = route.parsed
+            if parsed is None:
+                try:
+                    if topic.endswith("/_diary"):
+                        self._apply_diary(topic, payload, wall)
+                        continue
+                    wire.parse_sensor_topic(topic)  # raises: say what is wrong with it
+                except wire.WireFormatError as exc:
+                    if topic.startswith(f"{wire.TOPIC_ROOT}/_"):
+                        continue  # our own detector status (it matches the status wildcard)
+                    self._bad("topic", f"ignoring message on {topic!r}: {exc}")
                 continue
             try:
                 if parsed.kind == "acc":
-                    decoded = wire.decode(payload)
+                    decoded = decode(payload)
                     # journaled (this runs after the commit, or in replay of committed rows): may be acked
-                    self.acks.add(parsed.subject, parsed.sensor, decoded)
-                    released = self._accept_batch(parsed, decoded, wall)
+                    add_ack(parsed.subject, parsed.sensor, decoded)
+                    released = accept(parsed, decoded, wall, route.side)
                     if released:
-                        pending.setdefault(released[0], []).extend(released[1])
+                        key, due = released
+                        held = pending.get(key)
+                        if held is None:
+                            pending[key] = due
+                        else:
+                            held.extend(due)
                 else:
                     status = wire.decode_status(payload)
                     self._score_pending(pending, parsed.subject, wall)
@@ -478,6 +620,7 @@ class LiveDetector:
                 kind = "clock" if "start time" in str(exc) else "payload"
                 self._bad(kind, f"bad {parsed.kind} payload from {parsed.subject}/{parsed.sensor}: {exc}")
         self._score_pending(pending, None, wall)
+        self._write_outputs()
 
     def _score_pending(
         self,
@@ -492,7 +635,12 @@ class LiveDetector:
             batches = pending.pop(key)
             state = self.subjects.get(key[0])
             if state is not None:
-                state.held_batches().setdefault(key[1], []).extend(batches)
+                held = state.held_batches()
+                leg = held.get(key[1])
+                if leg:
+                    leg.extend(batches)
+                else:
+                    held[key[1]] = batches
                 touched.add(key[0])
         for name in touched | ({subject} if subject is not None else set()):
             state = self.subjects.get(name)
@@ -501,6 +649,41 @@ class LiveDetector:
         for name in touched:
             self._release_lagging_legs(self.subjects[name], wall)
 
+    def _score_idle_holds(self) -> None:
+        """Nothing has arrived for ``IDLE_S``: the service has caught up, so whatever legs still hold
+        (batches kept for a longer chunk while it was behind) is scored now rather than when the leg's
+        next batch comes -- latency is free when there is nothing else to do."""
+        if not self._holding:
+            return
+        self._holding = False
+        for state in list(self.subjects.values()):
+            if state.held and any(state.held.values()):
+                self._score_held(state, force=True)
+        self._write_outputs()
+
+    def _write_outputs(self) -> None:
+        """Once per group, not per leg: the activity minutes and live summaries of the subjects scored in
+        it, then every point of the group to the outbox in one transaction (one fsync, not dozens)."""
+        touched, self._touched = self._touched, set()
+        for name in touched:
+            state = self.subjects.get(name)
+            if state is None or state.night_start_s is None:
+                continue
+            self._write_minutes(state)
+            reached = max(state.last_t.values(), default=-math.inf)
+            if reached - state.last_summary_t >= SUMMARY_EVERY_S:
+                self._write_summary(state, state.scorer.summary())
+                state.last_summary_t = reached
+        self._flush_out()
+
+    def _put(self, lines: list[str]) -> None:
+        self._out.extend(lines)
+
+    def _flush_out(self) -> None:
+        if self._out:
+            lines, self._out = self._out, []
+            self.sink.put(lines)
+
     def _score_held(self, state: SubjectState, force: bool = False, side: str | None = None) -> None:
         """Score held batches as one chunk per leg. The scorer's cost per call is mostly fixed (filter
         calls), so under load longer chunks (``chunk_s`` grows with the backlog) keep one process up
@@ -508,13 +691,16 @@ class LiveDetector:
         held = state.held
         if not held:
             return
+        chunk_ns = self.chunk_s * 1e9
         for leg in [side] if side is not None else list(held):
             batches = held.get(leg)
             if not batches:
                 continue
-            if force or (batches[-1].end_ns - batches[0].start_ns) / 1e9 >= self.chunk_s:
+            if force or batches[-1].end_ns - batches[0].start_ns >= chunk_ns:
                 held[leg] = []
                 self._score(state, leg, batches)
+            else:
+                self._holding = True
 
     def _release_lagging_legs(self, state: SubjectState, wall: float) -> None:
         """A leg whose sensor has sent nothing for ``leg_lost_after_s`` of wall time while the other leg
@@ -535,8 +721,8 @@ class LiveDetector:
                     continue
                 events += state.scorer.mark_gap(side, lead, since=state.night_start_s)
                 state.last_t[side] = lead
+                self._touched.add(state.subject)
         self._emit(state, events)
-        self._write_minutes(state)
 
     def _bad(self, kind: str, message: str) -> None:
         self.stats.bad[kind] += 1
@@ -572,24 +758,28 @@ class LiveDetector:
         return side_from_sensor_id(sensor)
 
     def _accept_batch(
-        self, parsed: wire.SensorTopic, batch: wire.SampleBatch, wall: float
+        self, parsed: wire.SensorTopic, batch: wire.SampleBatch, wall: float, side: str | None = None
     ) -> tuple[tuple[str, str], list[wire.SampleBatch]] | None:
         """Route a batch to its leg's reorder buffer; return what the buffer releases."""
-        side = self._side_of(parsed.subject, parsed.sensor)
+        if side is None:
+            side = self._side_of(parsed.subject, parsed.sensor)
         if side is None:
             self._bad("unknown_sensor", f"cannot tell the side of sensor {parsed.subject}/{parsed.sensor}")
             return None
-        state = self._state(parsed.subject, side, parsed.sensor)
+        state = self.subjects.get(parsed.subject) or self._state(parsed.subject, side, parsed.sensor)
         if state is None:
             return None
-        if side not in state.sides:
-            self._bad("unknown_sensor", f"{parsed.subject} has no {side} leg configured")
-            return None
+        inbox = state.inboxes.get(side)
+        if inbox is None:
+            if side not in state.sides:
+                self._bad("unknown_sensor", f"{parsed.subject} has no {side} leg configured")
+                return None
+            inbox = state.inboxes[side] = SensorInbox(self.settings.detector.reorder_window_s)
         state.sensor_of_side.setdefault(side, parsed.sensor)
-        inbox = state.inboxes.setdefault(side, SensorInbox(self.settings.detector.reorder_window_s))
-        late_before = inbox.counts["late"]
+        counts = inbox.counts
+        late_before = counts["late"]
         released = inbox.add(batch)
-        if inbox.counts["late"] > late_before:
+        if counts["late"] > late_before:
             self._bad("late", f"batch from {parsed.subject}/{parsed.sensor} arrived after its reorder window")
         state.last_wall = wall
         state.last_wall_by_side[side] = wall
@@ -627,11 +817,8 @@ class LiveDetector:
             self._bad("samples", f"samples of {state.subject} {side} refused: {exc}")
             return
         state.last_t[side] = float(t[-1])
+        self._touched.add(state.subject)  # minutes and summary: once per group (_write_outputs)
         self._emit(state, events)
-        self._write_minutes(state)
-        if t[-1] - state.last_summary_t >= SUMMARY_EVERY_S:
-            self._write_summary(state, state.scorer.summary())
-            state.last_summary_t = float(t[-1])
 
     def _flush_inboxes(self, state: SubjectState) -> None:
         self._score_held(state, force=True)
@@ -641,7 +828,7 @@ class LiveDetector:
     def _apply_status(self, parsed: wire.SensorTopic, status: wire.SensorStatus, wall: float) -> None:
         side = status.side or self._side_of(parsed.subject, parsed.sensor)
         if side is not None:
-            self.sink.put(
+            self._put(
                 [
                     schema.sensor_status_point(
                         parsed.subject,
@@ -680,7 +867,7 @@ class LiveDetector:
         self.diary[key] = merged
         for old in [k for k in self.diary if k[1] < anchor - 3 * 86400]:
             del self.diary[old]  # keep a few nights, not the whole history
-        self.sink.put(diary_lines(subject, merged, wall))
+        self._put(diary_lines(subject, merged, wall))
 
     # ------------------------------------------------------------------ outputs
 
@@ -692,7 +879,7 @@ class LiveDetector:
         for e in events:
             lines.append(schema.movement_from(state.subject, e))
             lines += schema.leg_state_points(state.subject, e.onset, e.duration, e.side, e.kind, e.plm)
-        self.sink.put(lines)
+        self._put(lines)
         self.stats.movements += len(events)
         if self.publish_results and self._client is not None:
             topic = wire.movement_topic(state.subject)
@@ -717,7 +904,7 @@ class LiveDetector:
             stop = math.floor((watermark - state.scorer.params.epoch_s) / MINUTE_S)
         if stop <= minutes.next_minute:
             return
-        self.sink.put(
+        self._put(
             minute_lines(state.subject, state.scorer, range(minutes.next_minute, stop), minutes, state.night_start_s)
         )
 
@@ -728,7 +915,7 @@ class LiveDetector:
             return
         events = [e.to_dict() for e in summary.events]
         lines = summary_lines(state.subject, fields, events, final=bool(fields.get("final")))
-        self.sink.put(lines)
+        self._put(lines)
         if self.publish_results and self._client is not None:
             doc = {k: v for k, v in fields.items() if k not in ("series", "imis", "per_hour", "gaps")}
             doc["night_start"] = start
@@ -751,6 +938,7 @@ class LiveDetector:
                 summary.fields.get("plm_index"),
                 summary.fields.get("plm_count", 0),
             )
+        self._flush_out()  # a finished night is in the outbox when this returns (rare: one commit a night)
         fresh = SubjectState(state.subject, state.sides, NightScorer(self.rules, sides=state.sides))
         fresh.sensor_of_side = dict(state.sensor_of_side)
         fresh.nights_finished = state.nights_finished + 1
@@ -839,6 +1027,8 @@ class LiveDetector:
     # ------------------------------------------------------------------ durability
 
     def _checkpoint(self) -> None:
+        # the checkpoint covers every applied row: their points must be in the outbox before it
+        self._flush_out()
         self.journal.checkpoint(
             self._applied_id,
             {"subjects": self.subjects, "stats": self.stats, "diary": self.diary, "acks": self.acks},

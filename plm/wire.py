@@ -125,6 +125,21 @@ class SampleBatch:
     rate_hz: float
     xyz: np.ndarray  # float32, shape (n, 3), in g
     seq: int = 0
+    # time just after the last sample (= start of the next contiguous batch); computed once, since the
+    # reorder buffer, the ack marks and the scorer hand-off ask for it several times per batch
+    end_ns: int = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "end_ns", self.start_ns + round(self.xyz.shape[0] * 1e9 / self.rate_hz))
+
+    def __getstate__(self) -> tuple[int, float, np.ndarray, int]:
+        return (self.start_ns, self.rate_hz, self.xyz, self.seq)
+
+    def __setstate__(self, state: tuple[Any, ...] | list[Any]) -> None:
+        # also reads checkpoints written before end_ns was stored (four values)
+        for name, value in zip(("start_ns", "rate_hz", "xyz", "seq"), state, strict=False):
+            object.__setattr__(self, name, value)
+        self.__post_init__()
 
     @property
     def count(self) -> int:
@@ -132,12 +147,7 @@ class SampleBatch:
 
     @property
     def duration_ns(self) -> int:
-        return round(self.count * 1e9 / self.rate_hz)
-
-    @property
-    def end_ns(self) -> int:
-        """Time just after the last sample (= start of the next contiguous batch)."""
-        return self.start_ns + self.duration_ns
+        return self.end_ns - self.start_ns
 
     def timestamps_ns(self) -> np.ndarray:
         return self.start_ns + np.round(np.arange(self.count) * (1e9 / self.rate_hz)).astype(np.int64)

@@ -223,3 +223,42 @@ def test_a_lost_leg_does_not_hold_the_other_back(tmp_path, batches):
     assert not [e for e in held if e.kind != "twitch"], "without the lost-leg rule nothing should be final"
     detector.sink.close()
     early.sink.close()
+
+
+def test_broker_restart_mid_stream_loses_nothing(influxd, tmp_path, batches):
+    """The service runs the MQTT network loop on its own thread (not paho's loop_forever), so it has its own
+    reconnect: a broker restarted (SIGKILL, then up again on the same port) mid-stream is reconnected to, the
+    persistent session redelivers, and every batch published before and after reaches the reorder buffers."""
+    from plm.localservices import Mosquitto
+
+    broker = Mosquitto(workdir=tmp_path / "broker")
+    broker.start()
+    try:
+        settings = settings_for(broker, influxd, tmp_path / "state", instance="reconnect")
+        detector = LiveDetector(settings, publish_results=False)
+        detector.start()
+        items = interleave(batches)[:400]
+        try:
+            publisher = _publisher(settings)
+            _publish(publisher, "reconnect", items[:200])
+            assert wait_for(lambda: detector.stats.received >= 200, 20), detector.stats.received
+            publisher.disconnect()
+            publisher.loop_stop()
+            detector._subscribed.clear()
+            broker.kill()
+            broker.start()
+            assert detector._subscribed.wait(40), "the detector did not reconnect and subscribe again"
+            publisher = _publisher(settings)
+            _publish(publisher, "reconnect", items[200:])
+            publisher.disconnect()
+            publisher.loop_stop()
+            state = detector.subjects
+            accepted = lambda: sum(i.counts["accepted"] for i in state["reconnect"].inboxes.values())  # noqa: E731
+            assert wait_for(lambda: accepted() >= 400, 30), (accepted(), detector.stats)
+        finally:
+            detector.stop()
+        inboxes = detector.subjects["reconnect"].inboxes.values()
+        assert sum(i.counts["accepted"] for i in inboxes) == 400
+        assert detector.stats.bad.get("late", 0) == 0
+    finally:
+        broker.stop()

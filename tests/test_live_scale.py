@@ -30,9 +30,9 @@ class CountingDetector(LiveDetector):
         self.batches_seen = 0
         super().__init__(*args, **kwargs)
 
-    def _accept_batch(self, parsed, batch, wall):
+    def _accept_batch(self, parsed, batch, wall, side=None):
         self.batches_seen += 1
-        return super()._accept_batch(parsed, batch, wall)
+        return super()._accept_batch(parsed, batch, wall, side)
 
 
 def _offline_detector(tmp_path, **kwargs) -> tuple[LiveDetector, list[str]]:
@@ -54,7 +54,7 @@ def test_accelerated_stream_of_50_sensors_is_received_whole_and_kept_up_with(mos
         assert streamer.wait_ready(30)
         deadline = time.monotonic() + 12.0  # 240 s of data per sensor at 20x
         while time.monotonic() < deadline:
-            backlog.append(detector._inbox.qsize())
+            backlog.append(detector.backlog())
             time.sleep(0.2)
         stats = streamer.stop()
         ended = time.monotonic()
