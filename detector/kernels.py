@@ -159,38 +159,45 @@ def _select(values: np.ndarray, k: int) -> float:
 
 
 @njit(cache=True, nogil=True)
-def block_floors(
+def running_floor(
     values: np.ndarray,
-    block_n: int,
     rank: int,
+    partial: np.ndarray,
     ring: np.ndarray,
     ordered: np.ndarray,
     state: np.ndarray,
-    floors: np.ndarray,
+    current: np.ndarray,
+    out: np.ndarray,
 ) -> None:
-    """Floor after each complete block of ``values``: the ``rank``-th smallest of the last len(ring)
-    block medians (the upper median of each block).
+    """Per sample, the floor that applies to it: the ``rank``-th smallest of the last len(ring) medians
+    (upper median) of complete blocks of len(partial) samples before the sample's own block.
 
-    ``ring`` holds the medians in arrival order (oldest at state[0]); ``ordered`` the same values sorted,
-    so each block costs one quickselect of its samples and one sorted replace in the window, not a sort.
-    state[1] == 0 until the first block, whose median then fills the whole window.
+    State carried between calls: ``partial`` holds the block being filled (state[2] samples so far),
+    ``ring`` the medians in arrival order (oldest at state[0]), ``ordered`` the same sorted -- so each
+    block costs one quickselect and one sorted replace, not a sort. state[1] == 0 until the first block
+    completes; its median then fills the whole window. current[0] is the floor of the block being filled
+    (infinite before the first block completes: nothing is detected in a sensor's first block).
     """
+    block_n = partial.shape[0]
     size = ring.shape[0]
     mid = block_n // 2
-    pos = state[0]
-    scratch = np.empty(block_n)
-    for k in range(values.shape[0] // block_n):
-        scratch[:] = values[k * block_n : (k + 1) * block_n]
-        median = _select(scratch, mid)
+    count = state[2]
+    for i in range(values.shape[0]):
+        out[i] = current[0]
+        partial[count] = values[i]
+        count += 1
+        if count < block_n:
+            continue
+        count = 0
+        median = _select(partial, mid)  # reorders partial, which is refilled from the start
         if state[1] == 0:
             ring[:] = median
             ordered[:] = median
             state[1] = 1
+        pos = state[0]
         old = ring[pos]
         ring[pos] = median
-        pos += 1
-        if pos == size:
-            pos = 0
+        state[0] = pos + 1 if pos + 1 < size else 0
         # replace ``old`` by ``median`` in the sorted window, shifting the values between them
         j = np.searchsorted(ordered, old)
         if median >= old:
@@ -202,8 +209,33 @@ def block_floors(
                 ordered[j] = ordered[j - 1]
                 j -= 1
         ordered[j] = median
-        floors[k] = ordered[rank]
-    state[0] = pos
+        current[0] = ordered[rank]
+    state[2] = count
+
+
+@njit(cache=True, nogil=True)
+def hysteresis_levels(
+    env: np.ndarray,
+    floor: np.ndarray,
+    still: np.ndarray,
+    still_floor: np.ndarray,
+    onset_factor: float,
+    onset_min: float,
+    offset_factor: float,
+    offset_min: float,
+    level: np.ndarray,
+    flags: np.ndarray,
+) -> None:
+    """The offset level per sample and four flags (columns of ``flags``): activity above the onset level,
+    below the offset level; stillness below its offset level (quiet), above its onset level (moving)."""
+    for i in range(env.shape[0]):
+        high = max(floor[i] * onset_factor, onset_min)
+        low = max(floor[i] * offset_factor, offset_min)
+        level[i] = low
+        flags[i, 0] = env[i] > high
+        flags[i, 1] = env[i] < low
+        flags[i, 2] = still[i] < max(still_floor[i] * offset_factor, offset_min)
+        flags[i, 3] = still[i] > max(still_floor[i] * onset_factor, onset_min)
 
 
 @njit(cache=True, nogil=True)

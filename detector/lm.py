@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.kernels import epoch_sums
+from detector.kernels import epoch_sums, hysteresis_levels
 from detector.params import DetectorParams
 from detector.signal import ActivityFilter, NoiseFloor, estimate_rate_hz
 
@@ -212,9 +212,8 @@ class LegDetector:
         previous = self._buffer_t[-1][-1] if self._buffered else self.last_t
         if previous is not None and t[0] <= previous:
             raise ValueError(f"{self.side}: sample time {t[0]!r} is not after the previous sample {previous!r}")
-        if t.shape[0] > 1:
-            steps = np.diff(t)
-            bad = np.flatnonzero(steps <= 0)
+        if t.shape[0] > 1 and not (t[1:] > t[:-1]).all():
+            bad = np.flatnonzero(t[1:] <= t[:-1])
             if bad.size:
                 i = int(bad[0]) + 1
                 raise ValueError(f"{self.side}: sample {i} time {t[i]!r} is not after sample {i - 1} ({t[i - 1]!r})")
@@ -253,7 +252,9 @@ class LegDetector:
         assert self.rate_hz is not None and self._filter is not None
         period = 1.0 / self.rate_hz
         prev = self.last_t
-        steps = np.diff(t, prepend=t[0] if prev is None else prev)
+        steps = np.empty(t.shape[0])
+        steps[0] = 0.0 if prev is None else t[0] - prev
+        np.subtract(t[1:], t[:-1], out=steps[1:])
         holes = steps > p.missing_dt_periods * period
         if holes.any():
             self._missing_us += int(np.rint((steps[holes] - period) * 1e6).astype(np.int64).sum())
@@ -424,24 +425,35 @@ class LegDetector:
         n = t.shape[0]
         g0 = self.samples
         env, low, fast, still = self._filter.process(xyz)
-        floor = self._floor.per_sample(env)
-        high = np.maximum(floor * p.onset_factor, p.onset_min_g)
-        level = np.maximum(floor * p.offset_factor, p.offset_min_g)
-        above = env > high
-        below = env < level
         assert self._still_floor is not None
-        still_floor = self._still_floor.per_sample(still)
-        quiet = still < np.maximum(still_floor * p.offset_factor, p.offset_min_g)
-        moving = still > np.maximum(still_floor * p.onset_factor, p.onset_min_g)
+        level = np.empty(n)
+        marks = np.empty((4, n), dtype=np.bool_)
+        hysteresis_levels(
+            env,
+            self._floor.per_sample(env),
+            still,
+            self._still_floor.per_sample(still),
+            p.onset_factor,
+            p.onset_min_g,
+            p.offset_factor,
+            p.offset_min_g,
+            level,
+            marks.T,
+        )
+        above, below, quiet, moving = marks
         self._accumulate_epochs(t, xyz, ~below, env)
         e = _Extended.build(self, t, low, fast, level)
 
         # sustained-activity windows: more than half of the last sustained_n samples not below
         w = self._sustained_n
         flags = np.concatenate((self._tail, (~below).astype(np.int64)))
+        self._tail = flags[flags.shape[0] - (w - 1) :].copy() if w > 1 else self._tail  # copy: no view on the chunk
+        if self._state == IDLE and not above.any():
+            self._idle_piece(quiet, below)
+            e.keep(self)
+            return
         csum = np.concatenate(([0], np.cumsum(flags)))
         win_ok = 2 * (csum[w:] - csum[:-w]) > w  # window ending at piece index i
-        self._tail = flags[flags.shape[0] - (w - 1) :].copy() if w > 1 else self._tail  # copy: no view on the chunk
 
         # runs of still samples, exactly as one continuous scan sees them. A still sample says the leg did
         # not move over the last quiet_lag_s, so a run certifies rest from quiet_lag_s before its first
@@ -576,6 +588,21 @@ class LegDetector:
         self._prev_quiet = bool(quiet[-1])
         self.samples += n
         e.keep(self)
+
+    def _idle_piece(self, quiet: np.ndarray, below: np.ndarray) -> None:
+        """The rest of :meth:`_run_piece` for a piece in which nothing starts: idle, and no sample above the
+        onset level (most of a night; a live detector sees such a 1-s piece per leg per second). Only the
+        carried flags move on, exactly as the full scan would move them."""
+        n = quiet.shape[0]
+        pos = 0
+        if self._skip_still_run:  # the still run a movement closed in goes on: the search resumes after it
+            not_quiet = np.flatnonzero(~quiet)
+            pos = int(not_quiet[0]) if not_quiet.size else n
+            self._skip_still_run = pos == n
+        if self._tail_guard and below[pos:].any():  # the decaying tail went below the offset level
+            self._tail_guard = False
+        self._prev_quiet = bool(quiet[-1])
+        self.samples += n
 
     def _accumulate_epochs(self, t: np.ndarray, xyz: np.ndarray, active: np.ndarray, env: np.ndarray) -> None:
         keys, sums = epoch_sums(t, xyz, active, env, float(self.params.epoch_s), float(STAT_SCALE))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import signal as sps
 
-from detector.kernels import activity_chain, block_floors
+from detector.kernels import activity_chain, running_floor
 from detector.params import DetectorParams
 
 MIN_RATE_HZ = 10.0
@@ -199,28 +199,23 @@ class NoiseFloor:
         self.block_n = max(1, int(block_n))
         self.window = max(1, int(window_blocks))
         self.rank = min(self.window - 1, int(quantile * (self.window - 1)))
-        self._partial = np.zeros(0)
+        self._partial = np.zeros(self.block_n)  # the block being filled
         self._medians = np.zeros(self.window)  # the last ``window`` block medians, in arrival order ...
         self._ordered = np.zeros(self.window)  # ... and sorted
-        self._ring = np.zeros(2, dtype=np.int64)  # next slot; 1 once the first block has filled the window
-        self._current = math.inf  # floor of the block being filled
+        self._state = np.zeros(3, dtype=np.int64)  # next ring slot, window filled (0/1), samples in _partial
+        self._current = np.array([math.inf])  # floor of the block being filled
 
     def per_sample(self, env: np.ndarray) -> np.ndarray:
         """The floor (g) that applies to each sample of ``env``; consumes ``env`` into the block state."""
-        n = env.shape[0]
-        head = self._partial.shape[0]
-        if head + n < self.block_n:  # no block completes: the common case of a short live chunk
-            self._partial = np.concatenate((self._partial, env))
-            return np.full(n, self._current)
-        values = np.concatenate((self._partial, env)) if head else np.ascontiguousarray(env, dtype=np.float64)
-        complete = values.shape[0] // self.block_n
-        next_floors = np.empty(complete)
-        block_floors(values, self.block_n, self.rank, self._medians, self._ordered, self._ring, next_floors)
-        # sample counts per block as they fall in this call: first (partly filled) block, full ones, the rest
-        lengths = np.full(complete + 1, self.block_n)
-        lengths[0] = self.block_n - head
-        lengths[-1] = values.shape[0] - complete * self.block_n
-        floors = np.concatenate(([self._current], next_floors))
-        self._current = float(next_floors[-1])
-        self._partial = values[complete * self.block_n :].copy()
-        return np.repeat(floors, lengths)
+        out = np.empty(env.shape[0])
+        running_floor(
+            np.ascontiguousarray(env, dtype=np.float64),
+            self.rank,
+            self._partial,
+            self._medians,
+            self._ordered,
+            self._state,
+            self._current,
+            out,
+        )
+        return out
