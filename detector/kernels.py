@@ -69,14 +69,16 @@ def _sections3(sos: np.ndarray, zi: np.ndarray, src: np.ndarray, dst: np.ndarray
 
 @njit(cache=True, nogil=True)
 def _lagged_square(values: np.ndarray, ring: np.ndarray, start: int, acc: np.ndarray) -> None:
-    """acc[i] += (values[i] - values[i - lag])**2 with the last ``lag`` = len(ring) values of the
-    previous call in ``ring`` (oldest at ``start``); leaves the last ``lag`` values in the ring."""
+    """acc[i] = |values[i] - values[i - lag]|**2 for vectors (n, 3), with the last ``lag`` = len(ring)
+    vectors of the previous call in ``ring`` (oldest at ``start``); leaves the last ``lag`` in the ring."""
     lag = ring.shape[0]
     pos = start
     for i in range(values.shape[0]):
-        d = values[i] - ring[pos]
-        ring[pos] = values[i]
-        acc[i] += d * d
+        dx = values[i, 0] - ring[pos, 0]
+        dy = values[i, 1] - ring[pos, 1]
+        dz = values[i, 2] - ring[pos, 2]
+        ring[pos, 0], ring[pos, 1], ring[pos, 2] = values[i, 0], values[i, 1], values[i, 2]
+        acc[i] = dx * dx + dy * dy + dz * dz
         pos += 1
         if pos == lag:
             pos = 0
@@ -116,11 +118,8 @@ def activity_chain(
     _sections3(tremor_sos, tremor_zi, xyz, tremor)
     step2 = scratch[:, 3]
     change2 = scratch[:, 4]
-    step2[:] = 0.0
-    change2[:] = 0.0
-    for a in range(3):
-        _lagged_square(fast[:, a], fast_ring[:, a], positions[0], step2)
-        _lagged_square(low[:, a], low_ring[:, a], positions[1], change2)
+    _lagged_square(fast, fast_ring, positions[0], step2)
+    _lagged_square(low, low_ring, positions[1], change2)
     positions[0] = (positions[0] + n) % fast_ring.shape[0]
     positions[1] = (positions[1] + n) % low_ring.shape[0]
     band = scratch[:, 5]
