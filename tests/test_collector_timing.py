@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -127,3 +129,30 @@ def test_queue_is_durable_ordered_and_bounded(tmp_path) -> None:
     assert [r[2][0] for r in q.peek(10)] == [3, 4, 5, 6, 7]
     q.close()
     assert DurableQueue(tmp_path / "q.sqlite", max_items=5).dropped == 2
+
+
+def test_batches_never_step_back_and_a_small_step_is_absorbed() -> None:
+    """The clock mapping moved 40 ms back between two chunks: no batch may start before the previous
+    batch's last sample (a detector would refuse it), and the shift decays back to the mapped times."""
+    b = Batcher(RATE)
+    period = NS / RATE
+    t = WALL0 + np.round(np.arange(52 * 12) * period).astype(np.int64)
+    t[52 * 2 :] -= 40_000_000  # the mapping stepped back at the third batch
+    xyz = np.tile([0.1, 0.2, 1.0], (len(t), 1))
+    out = b.add(TimedChunk(t, xyz, gap=True))
+    last = [x.start_ns + round((x.count - 1) * period) for x in out]
+    assert all(nxt.start_ns > prev for prev, nxt in zip(last, out[1:], strict=False))
+    shifts = [x.start_ns - int(t[52 * i]) for i, x in enumerate(out)]
+    assert shifts[:2] == [0, 0] and shifts[2] > 0  # moved later, not dropped
+    assert all(a >= b for a, b in itertools.pairwise(shifts[2:]))  # the shift only shrinks ...
+    assert shifts[-1] == 0 and b.backsteps == 4  # ... at half a period a batch, and is gone
+    assert sum(x.count for x in out) == len(t)
+
+
+def test_a_large_step_back_is_passed_on_as_it_is() -> None:
+    """The host clock was set back 5 s: a real discontinuity, not jitter to smooth over."""
+    b = Batcher(RATE)
+    t = WALL0 + np.round(np.arange(104) * NS / RATE).astype(np.int64)
+    t[52:] -= 5 * NS
+    out = b.add(TimedChunk(t, np.zeros((104, 3)), gap=True))
+    assert [x.start_ns for x in out] == [t[0], t[52]] and b.backsteps == 0
