@@ -17,10 +17,12 @@ looks like sleep to any accelerometer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from detector.epochs import table_rows
 from detector.params import DetectorParams
 
 
@@ -33,11 +35,11 @@ class EpochClassification:
     posture_reference: dict[str, bool]  # per side: was an upright direction found?
 
 
-def upright_direction(table: dict[int, np.ndarray], rate_hz: float, params: DetectorParams) -> np.ndarray | None:
+def upright_direction(table: Mapping[int, np.ndarray], rate_hz: float, params: DetectorParams) -> np.ndarray | None:
     """The leg's gravity direction (unit vector) when upright, from walking-like epochs; None if unseen."""
     if not table:
         return None
-    rows = np.array(list(table.values()), dtype=np.float64)
+    _, rows = table_rows(table)
     full = rows[:, 0] >= 0.5 * params.epoch_s * rate_hz
     active = rows[:, 4] >= params.upright_active_fraction * np.maximum(rows[:, 0], 1)
     chosen = rows[full & active]
@@ -65,21 +67,19 @@ def _unit(v: np.ndarray) -> np.ndarray:
 
 
 def classify_epochs(
-    tables: dict[str, dict[int, np.ndarray]],
+    tables: Mapping[str, Mapping[int, np.ndarray]],
     rates: dict[str, float],
     long_movement_spans: list[tuple[float, float]],
     params: DetectorParams,
 ) -> EpochClassification:
     """In bed and asleep per epoch, from each leg's epoch table (see :class:`detector.lm.LegDetector`)."""
-    keys = sorted(set().union(*(t.keys() for t in tables.values()))) if tables else []
-    epochs = np.array(keys, dtype=np.int64)
+    epochs = np.unique(np.concatenate([table_rows(t)[0] for t in tables.values()] or [np.zeros(0, np.int64)]))
     m = epochs.shape[0]
     covered = np.zeros(m)
     active_fraction = np.zeros(m)
     lying_votes = np.zeros(m, dtype=bool)
     any_reference = False
     reference: dict[str, bool] = {}
-    position = {key: i for i, key in enumerate(keys)}
     for side, table in tables.items():
         rate = rates.get(side)
         if not table or not rate:
@@ -87,8 +87,8 @@ def classify_epochs(
             continue
         up = upright_direction(table, rate, params)
         reference[side] = up is not None
-        idx = np.array([position[k] for k in table], dtype=np.int64)
-        rows = np.array(list(table.values()), dtype=np.float64)
+        keys_of_leg, rows = table_rows(table)
+        idx = np.searchsorted(epochs, keys_of_leg)  # every key of every leg is in ``epochs``
         covered[idx] = np.maximum(covered[idx], np.minimum(rows[:, 0] / rate, params.epoch_s))
         active_fraction[idx] = np.maximum(active_fraction[idx], rows[:, 4] / np.maximum(rows[:, 0], 1))
         if up is not None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detector.epochs import COLUMNS, EpochTable
 from detector.kernels import epoch_sums, hysteresis_levels
 from detector.params import DetectorParams
 from detector.signal import ActivityFilter, NoiseFloor, estimate_rate_hz
@@ -31,7 +32,7 @@ MAX_PIECE = 1 << 18
 STAT_SCALE = 10_000
 """Epoch sums are kept in integer 0.1 mg so that they are exact in any chunking."""
 
-EPOCH_COLUMNS = 6
+EPOCH_COLUMNS = COLUMNS
 """Columns of a row of :attr:`LegDetector.epochs`: samples, sum x, sum y, sum z, active samples, sum envelope."""
 
 
@@ -120,7 +121,7 @@ class LegDetector:
         self._quiet_n = 1  # samples in offset_quiet_s
         # epoch table: epoch index -> [samples, sum x, sum y, sum z (0.1 mg), active samples,
         # sum of the activity envelope (0.1 mg)] -- integers, so exact in any chunking
-        self.epochs: dict[int, np.ndarray] = {}
+        self.epochs = EpochTable()
         self.twitch_count = 0
 
     # ----------------------------------------------------------------- public
@@ -606,12 +607,7 @@ class LegDetector:
 
     def _accumulate_epochs(self, t: np.ndarray, xyz: np.ndarray, active: np.ndarray, env: np.ndarray) -> None:
         keys, sums = epoch_sums(t, xyz, active, env, float(self.params.epoch_s), float(STAT_SCALE))
-        for key, row in zip(keys.tolist(), sums, strict=True):
-            known = self.epochs.get(key)
-            if known is None:
-                self.epochs[key] = row.copy()  # a copy: a row view would keep the whole table alive
-            else:
-                known += row
+        self.epochs.add(keys, sums)
 
 
 @dataclass(slots=True)
