@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import signal
-
-from plm.config import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from plm.config import load_settings
+
     if args.scan:
         return asyncio.run(_scan(args.scan_seconds))
     settings = load_settings(args.config)
@@ -52,6 +53,8 @@ async def _scan(seconds: float) -> int:
 
 
 async def _collect(settings, seconds: float | None) -> int:
+    import asyncio
+
     from .service import Collector
 
     try:

@@ -14,12 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from detector.diary import DiaryError, diary_lines, make_note, merge_notes, night_date, night_start_for, zone_of
-from detector.report import build_report, render_html
-from detector.report_data import InfluxQL, ReportDataError, existing_note, load_from_influx, load_scored_file
-from detector.report_render import FORMATS, RenderUnavailable, ensure_available, render_bytes
-from plm.config import load_settings
-
 log = logging.getLogger(__name__)
 NOTE_FLUSH_S = 10.0
 
@@ -60,10 +54,17 @@ def register(subparsers: Any) -> None:
 
 
 def _settings(args: argparse.Namespace):
+    from plm.config import load_settings
+
     return load_settings(getattr(args, "config", None))
 
 
+# The handlers import the diary, report and InfluxDB modules when they run: `plm --help` and other
+# commands do not pay for them.
 def run_note(args: argparse.Namespace) -> int:
+    from detector.diary import DiaryError, diary_lines, make_note, merge_notes, night_date, night_start_for, zone_of
+    from detector.report_data import InfluxQL, ReportDataError, existing_note
+
     try:
         zone = zone_of(args.tz)
         when = time.time()
@@ -106,6 +107,11 @@ def run_note(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from detector.diary import DiaryError, zone_of
+    from detector.report import build_report, render_html
+    from detector.report_data import InfluxQL, ReportDataError, load_from_influx, load_scored_file
+    from detector.report_render import FORMATS, RenderUnavailable, ensure_available, render_bytes
+
     try:
         zone = zone_of(args.tz)
         night = dt.date.fromisoformat(args.night) if args.night else None

@@ -7,8 +7,6 @@ import signal
 import sys
 import threading
 
-from plm.config import load_settings
-
 
 def _shard(text: str) -> tuple[int, int]:
     try:
@@ -40,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from detector.service import LiveDetector
+    from plm.config import load_settings
 
     settings = load_settings(args.config)
     detector = LiveDetector(settings, shard=args.shard, instance=args.instance, idle_end_s=args.idle_end_min * 60)

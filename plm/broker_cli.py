@@ -6,8 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from plm.broker import BrokerConfigError, TlsFiles, parse_user_spec, write_broker_config, write_private_file
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -37,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from plm.broker import BrokerConfigError, TlsFiles, parse_user_spec, write_broker_config, write_private_file
+
     tls_parts = (args.tls_ca, args.tls_cert, args.tls_key)
     if any(tls_parts) and not all(tls_parts):
         print("plm broker-config: --tls-ca, --tls-cert and --tls-key go together", file=sys.stderr)

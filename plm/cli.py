@@ -2,6 +2,11 @@
 
 A stage's CLI module exposes ``register(subparsers)`` which adds its subparsers and sets
 ``func=handler(args) -> int`` on each. Modules listed here that do not exist yet are simply absent.
+
+Every stage's CLI module is imported to build the parser (``plm --help`` lists all commands), so those
+modules import only the standard library and light project modules at the top; a handler imports its
+stage's heavy dependencies (numpy, scipy, pydantic, paho, bleak, influxdb_client ...) when it runs.
+``plm score`` starts in the time of its own imports, not everyone's (tests/test_cli.py checks this).
 """
 
 from __future__ import annotations
@@ -11,9 +16,8 @@ import importlib
 import importlib.util
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from plm.config import ConfigError
 from plm.logs import setup_logging
 
 STAGE_CLI_MODULES = (
@@ -29,6 +33,33 @@ STAGE_CLI_MODULES = (
 )
 
 log = logging.getLogger("plm")
+
+
+class LazyChoices(Sequence[str]):
+    """``choices=`` for argparse whose values live in a heavy module: loaded when argparse first looks
+    (checking a value, or printing that subcommand's help), not when ``register`` builds the parser.
+    In a help string, ``%(choices)s`` lists them lazily too."""
+
+    def __init__(self, load: Callable[[], Iterable[str]]) -> None:
+        self._load = load
+        self._values: tuple[str, ...] | None = None
+
+    def _all(self) -> tuple[str, ...]:
+        if self._values is None:
+            self._values = tuple(self._load())
+        return self._values
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._all()[index]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._all()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,11 +88,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
-        print(f"plm: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        if not _is_config_error(exc):
+            raise
+        print(f"plm: {exc}", file=sys.stderr)
+        return 2
+
+
+def _is_config_error(exc: BaseException) -> bool:
+    """A :class:`plm.config.ConfigError`, without importing plm.config (pydantic) for commands that never
+    load settings: if the module was never imported, the error cannot be one of its."""
+    config = sys.modules.get("plm.config")
+    return config is not None and isinstance(exc, config.ConfigError)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,16 @@ import sys
 import time
 from pathlib import Path
 
-from plm.stack import SECRETS, StackError, ensure_influx_tokens, init_secrets, read_secret, simulated_subjects
+from plm.cli import LazyChoices
 
-SHOWABLE = ("viewer", *(rel for rel, _ in SECRETS), "detector/influx-token", "grafana/influx-token")
+
+def _showable() -> tuple[str, ...]:
+    from plm.stack import SECRETS  # plm.stack (and numpy through plm.wire) only when a stack command runs
+
+    return ("viewer", *(rel for rel, _ in SECRETS), "detector/influx-token", "grafana/influx-token")
+
+
+SHOWABLE = LazyChoices(_showable)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tokens.set_defaults(func=_tokens)
 
     show = sub.add_parser("show", help="print one generated secret, e.g. `viewer` (the Home Assistant MQTT password)")
-    show.add_argument("name", choices=SHOWABLE, metavar="NAME", help=f"one of: {', '.join(SHOWABLE)}")
+    show.add_argument("name", choices=SHOWABLE, metavar="NAME", help="one of: %(choices)s")
     show.add_argument("--dir", type=Path, default=Path("/secrets"))
     show.set_defaults(func=_show)
 
@@ -82,6 +89,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _init(args: argparse.Namespace) -> int:
+    from plm.stack import StackError, init_secrets, simulated_subjects
+
     try:
         result = init_secrets(
             args.dir,
@@ -111,6 +120,8 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _tokens(args: argparse.Namespace) -> int:
+    from plm.stack import StackError, ensure_influx_tokens
+
     deadline = time.monotonic() + args.wait_s
     while True:
         try:
@@ -129,6 +140,8 @@ def _tokens(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from plm.stack import StackError, read_secret
+
     name = "viewer/mqtt-password" if args.name == "viewer" else args.name
     try:
         print(read_secret(args.dir / name))

@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 
-from simulator.profiles import PROFILES
+from plm.cli import LazyChoices
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", choices=tuple(PROFILES), default="rls-moderate")
+    p.add_argument("--profile", choices=LazyChoices(_profile_names), default="rls-moderate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rate", type=float, default=52.0, help="sample rate in Hz (default 52)")
     p.add_argument("--duration-h", type=float, default=None, help="recording length in hours (default 8)")
     p.add_argument("--age", type=float, default=None, help="subject age (default: the profile's)")
+
+
+def _profile_names() -> tuple[str, ...]:
+    from simulator.profiles import PROFILES  # the simulator (numpy) is imported only when its commands run
+
+    return tuple(PROFILES)
 
 
 def _night(args: argparse.Namespace) -> int:

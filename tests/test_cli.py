@@ -62,3 +62,50 @@ def test_library_code_logs_instead_of_printing():
                 continue
             offenders += [f"{path.relative_to(ROOT)}:{line}" for line in _prints_in(path)]
     assert offenders == []
+
+
+HEAVY_FOR_EVERYONE = {"paho", "bleak", "influxdb_client", "pydantic", "pydantic_settings", "matplotlib", "jinja2"}
+
+
+def _imported_after(code: str) -> set[str]:
+    """Top-level packages imported by a fresh interpreter running ``code``."""
+    probe = f"import sys\n{code}\nprint(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    return set(out.stdout.split())
+
+
+def test_building_the_parser_imports_no_stage_dependencies():
+    """`plm --help` (and every command's start) builds the whole parser: stage CLI modules stay light."""
+    imported = _imported_after("from plm.cli import build_parser\nbuild_parser().format_help()")
+    assert imported & (HEAVY_FOR_EVERYONE | {"scipy", "pandas", "numba", "asyncio"}) == set()
+
+
+def test_plm_score_imports_only_what_scoring_needs(tmp_path):
+    """Issue 4: `plm score` must not wait for MQTT, BLE, InfluxDB, settings, report or pandas imports."""
+    t = [1_700_000_000 + i / 52 for i in range(52 * 30)]
+    (tmp_path / "leg.csv").write_text("t,x,y,z\n" + "".join(f"{v:.3f},0.010,-0.020,0.998\n" for v in t))
+    code = (
+        "from plm.cli import main\n"
+        f"assert main(['score', {str(tmp_path / 'leg.csv')!r}, '--json']) == 0\n"
+        "sys.stdout.write('\\n')"
+    )
+    imported = _imported_after(f"import sys\n{code}")
+    assert "numpy" in imported and "detector" in imported  # it did score
+    assert imported & (HEAVY_FOR_EVERYONE | {"pandas"}) == set()
+
+
+def test_lazy_choices_check_and_list_values(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["simulate", "night", "--profile", "nope", "--out", "unused"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "invalid choice: 'nope'" in err and "'rls-moderate'" in err
+    with pytest.raises(SystemExit):
+        main(["stack", "show", "--help"])
+    assert "viewer" in capsys.readouterr().out
+
+
+def test_configuration_errors_are_still_reported_without_a_traceback(tmp_path, capsys):
+    missing = tmp_path / "nope.toml"
+    assert main(["--config", str(missing), "note", "--subject", "alice", "coffee"]) == 2
+    assert str(missing) in capsys.readouterr().err
