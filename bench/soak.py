@@ -43,14 +43,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from collector.publisher import SensorPublisher
 from detector.scorer import score_arrays
 from plm import wire
 from plm.config import MqttSettings
 from plm.localservices import Influxd1, Mosquitto
 from plm.mqtt import connect, make_client
+from simulator.batches import batches_as_arrays, night_batches
 
 log = logging.getLogger(__name__)
 
@@ -170,29 +169,6 @@ class SoakReport:
 
 
 # ----------------------------------------------------------------------------- pieces
-
-
-def _night_batches(night: Any) -> dict[str, list[wire.SampleBatch]]:
-    """Each leg cut into 1 s wire batches, as a collector does (a new batch after every loss)."""
-    out: dict[str, list[wire.SampleBatch]] = {}
-    for side, leg in night.legs.items():
-        per_batch = max(1, round(leg.rate_hz))
-        breaks = np.flatnonzero(np.diff(leg.index) != 1) + 1
-        batches, seq = [], 0
-        for run in np.split(np.arange(len(leg.t)), breaks):
-            for start in range(0, len(run), per_batch):
-                idx = run[start : start + per_batch]
-                start_ns = round(float(leg.t[idx[0]]) * 1e9)
-                batches.append(wire.make_batch(start_ns, leg.rate_hz, leg.xyz[idx], seq % 2**32))
-                seq += 1
-        out[side] = batches
-    return out
-
-
-def _arrays(batches: list[wire.SampleBatch]) -> tuple[np.ndarray, np.ndarray]:
-    decoded = [wire.decode(wire.encode_binary(b)) for b in batches]  # what the detector decodes
-    decoded.sort(key=lambda b: b.start_ns)
-    return np.concatenate([b.timestamps_s() for b in decoded]), np.concatenate([b.xyz for b in decoded])
 
 
 class DetectorProcess:
@@ -548,7 +524,7 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
             cfg.profile, seed=cfg.seed * 100 + k, duration_h=cfg.minutes / 60, start_unix_s=start_unix,
             jitter_ms=0, gap=False,
         )  # fmt: skip
-        per_side = _night_batches(night)
+        per_side = night_batches(night)
         for side, bs in per_side.items():
             report.batches_produced += len(bs)
             report.samples_produced += sum(b.count for b in bs)
@@ -734,7 +710,9 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
 
         # ---- compare with offline scoring of exactly what the detector should have accepted
         for subject in subjects:
-            offline = score_arrays(_arrays(accepted[subject]["left"]), _arrays(accepted[subject]["right"]))
+            offline = score_arrays(
+                batches_as_arrays(accepted[subject]["left"]), batches_as_arrays(accepted[subject]["right"])
+            )
             expected = sorted((round(e.onset * 1000), e.side, e.kind, e.plm) for e in offline.events)
             stored_rows = _rows(
                 influxd, f"SELECT duration_s, plm, side, kind FROM movement WHERE subject = '{subject}'"
@@ -881,7 +859,7 @@ def _compare_ble(r: BleReport, ble: BleCollectorProcess, capture: BleCapture, in
         r.summary_mismatches.append(f"{BLE_SUBJECT}: published legs {sorted(per_side)}")
         return
     placeable = {side: _without_overlaps(bs, r) for side, bs in per_side.items()}
-    offline = score_arrays(_arrays(placeable["left"]), _arrays(placeable["right"]))
+    offline = score_arrays(batches_as_arrays(placeable["left"]), batches_as_arrays(placeable["right"]))
     expected = sorted((round(e.onset * 1000), e.side, e.kind, e.plm) for e in offline.events)
     rows = _rows(influxd, f"SELECT duration_s, plm, side, kind FROM movement WHERE subject = '{BLE_SUBJECT}'")
     stored = sorted((x["time"], x["side"], x["kind"], x["plm"]) for x in rows)

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import pytest
 
-from bench.soak import SoakConfig, _arrays, _night_batches, format_report, run_soak
+from bench.soak import SoakConfig, format_report, run_soak
 from detector.scorer import NightScorer, score_arrays
 from plm.rules import WASM2016
+from simulator.batches import batches_as_arrays, night_batches
 
 pytestmark = pytest.mark.services
 
@@ -83,13 +84,13 @@ def test_scorer_is_chunk_invariant_as_the_soak_needs() -> None:
     from simulator import simulate_night
 
     night = simulate_night("rls-severe", seed=100, duration_h=20 / 60, jitter_ms=0, gap=False, start_unix_s=1.7e9)
-    per_side = _night_batches(night)
-    whole = score_arrays(_arrays(per_side["left"]), _arrays(per_side["right"]))
+    per_side = night_batches(night)
+    whole = score_arrays(batches_as_arrays(per_side["left"]), batches_as_arrays(per_side["right"]))
     chunked = NightScorer(WASM2016, sides=("left", "right"))
     for k in range(len(per_side["left"])):
         for side in ("left", "right"):
             if k < len(per_side[side]):
-                chunked.feed(side, *_arrays(per_side[side][k : k + 1]))
+                chunked.feed(side, *batches_as_arrays(per_side[side][k : k + 1]))
     got = chunked.finish()
     key = lambda e: (round(e.onset * 1000), e.side, e.kind, e.plm)  # noqa: E731
     assert sorted(map(key, got.events)) == sorted(map(key, whole.events))
