@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,10 @@ from detector.params import DetectorParams
 from plm.rules import WASM2016, EventScorer, Gap, LegMovement, RuleSet, ScoredMovement, Series
 
 logger = logging.getLogger(__name__)
+
+PARALLEL_MIN_SAMPLES = 100_000
+"""Legs fed together are scored in parallel threads when each chunk has at least this many samples
+(below it a thread costs more than it saves)."""
 
 NOTICE = "Measures leg movements from acceleration; it does not diagnose. Sleep is an activity-based estimate."
 
@@ -118,6 +123,23 @@ class NightScorer:
         """Consume one chunk of one leg; ValueError (nothing consumed) for bad samples."""
         leg = self._leg(side)
         moves, gaps = leg.feed(t, xyz)
+        return self._after(moves, gaps)
+
+    def feed_legs(self, chunks: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[MovementEvent]:
+        """Consume one chunk of several legs at once; the same result as feeding them one after the other.
+
+        Long chunks of different legs are scored in parallel threads: a leg's detector touches only its
+        own state, and its compiled loops (most of the work) run without the GIL, so the two legs of a
+        night held in memory take little more than one. On a ValueError a leg may have been consumed
+        while another was not: for whole recordings (``score_arrays``), not for a live stream."""
+        legs = [(self._leg(side), t, xyz) for side, (t, xyz) in chunks.items()]
+        if len(legs) > 1 and min(len(t) for _, t, _ in legs) >= PARALLEL_MIN_SAMPLES:
+            with ThreadPoolExecutor(max_workers=len(legs), thread_name_prefix="plm-leg") as pool:
+                results = list(pool.map(lambda job: job[0].feed(job[1], job[2]), legs))
+        else:
+            results = [leg.feed(t, xyz) for leg, t, xyz in legs]
+        moves = [m for leg_moves, _ in results for m in leg_moves]
+        gaps = [g for _, leg_gaps in results for g in leg_gaps]
         return self._after(moves, gaps)
 
     def mark_gap(self, side: str, until: float, since: float | None = None) -> list[MovementEvent]:
@@ -322,7 +344,5 @@ def score_arrays(
     """Score a whole night held in memory: the same :class:`NightScorer`, one chunk per leg."""
     sides = ("left",) if right is None else ("left", "right")
     scorer = NightScorer(rules, params, sides)
-    scorer.feed("left", *left)
-    if right is not None:
-        scorer.feed("right", *right)
+    scorer.feed_legs({"left": left} if right is None else {"left": left, "right": right})
     return scorer.finish()
