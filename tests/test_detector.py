@@ -343,3 +343,16 @@ def test_upright_direction_follows_the_walk_not_the_most_frequent_restless_posit
     up = upright_direction(table, rate, DetectorParams())
     assert up is not None
     assert float(up @ (np.asarray(walking) / np.linalg.norm(walking))) > np.cos(np.radians(10))
+
+
+def test_legs_scored_in_parallel_threads_equal_legs_fed_one_after_the_other(two_legs, monkeypatch) -> None:
+    import detector.scorer as scorer_module
+
+    monkeypatch.setattr(scorer_module, "PARALLEL_MIN_SAMPLES", 1)  # force the threaded path on a short night
+    parallel = score_arrays(two_legs["left"], two_legs["right"])
+    serial = NightScorer()
+    serial.feed("left", *two_legs["left"])
+    serial.feed("right", *two_legs["right"])
+    expected = serial.finish()
+    assert parallel.plm_count > 0
+    assert parallel.to_dict() == expected.to_dict()
