@@ -61,9 +61,10 @@ BAD_REASONS = ("topic", "payload", "clock", "samples", "unknown_subject", "unkno
 DIARY_WILDCARD = f"{wire.TOPIC_ROOT}/+/_diary"
 NIGHT_GAP_S = 2 * 3600.0  # a hole this long in a subject's data starts a new night
 SUMMARY_EVERY_S = 60.0  # data time between live summary updates
-ACK_EVERY_S = 1.0  # at most one retained ack per sensor per second
+ACK_EVERY_S = 5.0  # at most one retained ack per sensor every 5 s: each is a QoS 1 round trip (~0.1 ms of this
+# process), which at one a second cost as much as the batch it acknowledged; a sender keeps ~5 more batches
 ACK_SCAN_S = 0.2  # how often the worker looks for acks that are due
-RECEIVE_MAXIMUM = 65_535  # unacknowledged batches the broker may send ahead (MQTT 5 maximum)
+RECEIVE_MAXIMUM = 16_384  # unacknowledged batches the broker may send ahead (a few groups; bounds memory)
 IDLE_S = 0.05  # nothing read for this long: the service has caught up (held chunks are scored now)
 GROUP_WAIT_S = 0.1  # the first message of a group waits at most this long for more before the group is processed
 BEHIND_AFTER_S = 1.0  # the socket has not run dry for this long: a backlog, score in longer chunks
@@ -199,9 +200,8 @@ def _ask_for_receive_maximum(client: mqtt.Client, receive_maximum: int) -> None:
     Why: the service acknowledges a batch only after its journal commit, so the broker's limit on
     unacknowledged QoS 1 messages in flight to us is the whole pipeline's window. Without this property
     mosquitto uses its ``max_inflight_messages`` (20): the worker then sees groups of a few dozen
-    messages -- one fsync and one scorer call per leg for each -- and never gets far enough behind for
-    longer chunks to engage. Measured: 20 -> 65535 took a backlog drain from ~800 to several thousand
-    messages a second."""
+    messages -- one fsync and one scorer call per leg for each -- and a backlog never shows as one.
+    """
     original = client.connect
 
     def connect(*args: Any, properties: Properties | None = None, **kwargs: Any) -> Any:
@@ -210,6 +210,19 @@ def _ask_for_receive_maximum(client: mqtt.Client, receive_maximum: int) -> None:
         return original(*args, properties=properties, **kwargs)
 
     client.connect = connect  # type: ignore[method-assign]
+
+
+def _timestamps_s(batches: list[wire.SampleBatch]) -> np.ndarray:
+    """The sample times of consecutive batches, as ``SampleBatch.timestamps_s`` gives them (same floats), in
+    one numpy expression when they share rate and length (always, from one sensor) instead of one per batch."""
+    first = batches[0]
+    if len(batches) == 1:
+        return first.timestamps_s()
+    rate, count = first.rate_hz, first.count
+    if any(b.rate_hz != rate or b.count != count for b in batches):
+        return np.concatenate([b.timestamps_s() for b in batches])
+    starts = np.array([b.start_ns for b in batches], dtype=np.int64) / 1e9
+    return (starts[:, None] + np.arange(count) / rate).ravel()
 
 
 def _socket_dry(client: mqtt.Client) -> bool:
@@ -306,7 +319,7 @@ class LiveDetector:
         status_every_s: float = 10.0,
         publish_results: bool = True,
         leg_lost_after_s: float = LEG_LOST_AFTER_S,
-        max_chunk_s: float = 8.0,
+        max_chunk_s: float = 16.0,
     ) -> None:
         self.settings = settings
         self.shard = shard
@@ -808,8 +821,8 @@ class LiveDetector:
             self._bad("samples", f"{state.subject} {side}: batch overlaps data already scored")
         if not fresh:
             return
-        t = np.concatenate([b.timestamps_s() for b in fresh])
-        xyz = np.concatenate([b.xyz for b in fresh])
+        t = _timestamps_s(fresh)
+        xyz = np.concatenate([b.xyz for b in fresh]) if len(fresh) > 1 else fresh[0].xyz
         state.offline_sides.discard(side)
         try:
             events = state.scorer.feed(side, t, xyz)
