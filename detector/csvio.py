@@ -27,7 +27,7 @@ _NON_SPACE = re.compile(rb"\S")
 _NEWLINE, _COMMA, _MINUS, _DOT_BYTE = b"\n,-."
 _MAX_FIELD = 18  # characters (sign, digits, dot): longer fields go to the general parser
 _LOOK_BACK = 24  # bytes read before a field's end: three 8-byte words
-_BLOCK_ROWS = 131072  # rows per block of the fast parser: its temporaries stay in the CPU cache
+_BLOCK_ROWS = 1 << 14  # rows per block of the fast parser: its temporaries (128 KB) stay in the CPU cache
 _EXACT = 2**53  # integers below this are exact doubles, so digits / 10**k is correctly rounded
 _POW10_INT = 10 ** np.arange(19, dtype=np.int64)
 _POW10_FLOAT = 10.0 ** np.arange(19)  # exact doubles up to 1e22
@@ -213,7 +213,8 @@ def _plain_values(words: np.ndarray, buf: np.ndarray, starts: np.ndarray, ends: 
     if fixed is not None:
         if fixed == 0 and (chars == 1).any():  # "." or "-." alone: no digit
             return False
-        mantissa = (whole + 9 * (whole % 10**fixed)) // 10
+        high = whole // 10 ** (fixed + 1)  # digits before the dot (a division by a constant: multiply-shift)
+        mantissa = whole - high * 10 ** (fixed + 1) + high * 10**fixed
         scale: Any = _POW10_FLOAT[fixed]
     else:
         if not ((dots <= 1).all() and (chars > dots).all()):
