@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
         "--rules", default="wasm2016", choices=sorted(RULESETS), help="scoring rules (default wasm2016)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, exit_without_teardown=True)  # see plm.cli: saves ~0.7 s of interpreter teardown
 
 
 class _Progress:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -80,10 +82,15 @@ def test_building_the_parser_imports_no_stage_dependencies():
     assert imported & (HEAVY_FOR_EVERYONE | {"scipy", "pandas", "numba", "asyncio"}) == set()
 
 
+def _write_leg(path: Path, seconds: int = 30) -> Path:
+    t = [1_700_000_000 + i / 52 for i in range(52 * seconds)]
+    path.write_text("t,x,y,z\n" + "".join(f"{v:.3f},0.010,-0.020,0.998\n" for v in t))
+    return path
+
+
 def test_plm_score_imports_only_what_scoring_needs(tmp_path):
     """Issue 4: `plm score` must not wait for MQTT, BLE, InfluxDB, settings, report or pandas imports."""
-    t = [1_700_000_000 + i / 52 for i in range(52 * 30)]
-    (tmp_path / "leg.csv").write_text("t,x,y,z\n" + "".join(f"{v:.3f},0.010,-0.020,0.998\n" for v in t))
+    _write_leg(tmp_path / "leg.csv")
     code = (
         "from plm.cli import main\n"
         f"assert main(['score', {str(tmp_path / 'leg.csv')!r}, '--json']) == 0\n"
@@ -109,3 +116,18 @@ def test_configuration_errors_are_still_reported_without_a_traceback(tmp_path, c
     missing = tmp_path / "nope.toml"
     assert main(["--config", str(missing), "note", "--subject", "alice", "coffee"]) == 2
     assert str(missing) in capsys.readouterr().err
+
+
+def test_plm_score_process_flushes_its_output_before_the_quick_exit(tmp_path):
+    """As a process, `plm score` ends with os._exit (no interpreter teardown): what it printed must all arrive."""
+    leg = _write_leg(tmp_path / "leg.csv")
+    run = [sys.executable, "-m", "plm.cli", "score", str(leg)]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as usually run
+    out = subprocess.run([*run, "--json"], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert out.returncode == 0 and json.loads(out.stdout)["sides"] == ["left"]
+    with (tmp_path / "summary.txt").open("w") as handle:  # a file: block-buffered, lost without the flush
+        assert subprocess.run(run, stdout=handle, cwd=ROOT, env=env).returncode == 0
+    assert "does not diagnose" in (tmp_path / "summary.txt").read_text()
+    (tmp_path / "bad.csv").write_text("t,x,y,z\n1,0,0,x\n")
+    out = subprocess.run([*run[:-1], str(tmp_path / "bad.csv")], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert out.returncode == 2 and "bad.csv: line 2: column z is not a number" in out.stderr
