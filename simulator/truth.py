@@ -65,12 +65,22 @@ class Truth:
         s = self.sensors.get(m.side)
         return s is not None and not _overlaps(m.onset, m.offset, s.gaps)
 
+    def in_bed_at(self, t: float) -> bool:
+        """True between lights-off and lights-on and outside every out-of-bed span."""
+        lights_off, lights_on = self.in_bed
+        return lights_off <= t < lights_on and not any(a <= t < b for a, b in self.plan.out_of_bed)
+
     def leg_movements(self) -> list[LegMovement]:
-        """The true LMs (kinds lm, long, twitch) a perfect detector sees: recorded legs, outside sensor gaps."""
+        """The true LMs a perfect detector sees: kinds lm, long, twitch and posture (turning over) of the
+        recorded legs, outside sensor gaps, starting in bed. A sleep lab scores leg movements from
+        lights-off to lights-on and not while the subject is up: standing up, sitting down and walking
+        (the leg EMG is busy keeping balance and swinging the leg) are not LMs, so the posture changes of
+        getting up (stand, sit) and those before lights-off / after lights-on are not scored. Getting up
+        from lying to sitting and lying down again happen in bed (wake) and are scored."""
         return [
             LegMovement(m.onset, m.offset - m.onset, m.side)
             for m in self.plan.movements
-            if m.kind in SCORED_KINDS and self.recorded(m)
+            if m.kind in SCORED_KINDS and self.recorded(m) and self.in_bed_at(m.onset)
         ]
 
     def score(self, rules: RuleSet = WASM2016) -> EventScore:
@@ -128,7 +138,9 @@ class Truth:
             "hours": hours,
             "stages": [{"start": round(a, 3), "end": round(b, 3), "stage": s} for a, b, s in plan.stages],
             "out_of_bed": [{"start": round(a, 3), "end": round(b, 3)} for a, b in plan.out_of_bed],
-            "movements": [{**m.to_dict(), "recorded": self.recorded(m)} for m in plan.movements],
+            "movements": [
+                {**m.to_dict(), "recorded": self.recorded(m), "in_bed": self.in_bed_at(m.onset)} for m in plan.movements
+            ],
             "gaps": [{"start": round(g.start, 3), "end": round(g.end, 3)} for g in self.gaps],
             "partner": [
                 {"start": round(p["start"], 3), "end": round(p["end"], 3), "amplitude_mg": round(p["amp_g"] * 1000, 2)}
