@@ -238,6 +238,10 @@ class NightScorer:
             return 0
 
         scored = [e for e in events if e.kind != "twitch"]
+        # a sleep lab scores leg movements in bed (lights-off to lights-on, not while the subject is up):
+        # movements in epochs classified upright (standing, walking, sitting with the feet down) stay in
+        # ``events`` as measured, but are not counted as LMs of the night (``lm_count``, per hour)
+        lms_in_bed = [e for e in scored if e.kind == "lm" and state_of(e.onset) > 0]
         plms = [e for e in scored if e.plm]
         plm_states = [state_of(e.onset) for e in plms]
         plm_in_bed = sum(1 for s in plm_states if s > 0)
@@ -264,7 +268,7 @@ class NightScorer:
                 {
                     "hour": h,
                     "start": lo_t,
-                    "lm_count": sum(1 for e in inside if e.kind == "lm"),
+                    "lm_count": sum(1 for e in lms_in_bed if lo_t <= e.onset < hi_t),
                     "plm_count": sum(1 for e in inside if e.plm),
                     "twitch_count": sum(1 for e in events if e.kind == "twitch" and lo_t <= e.onset < hi_t),
                 }
@@ -287,7 +291,8 @@ class NightScorer:
             "time_in_bed_h": in_bed_s / 3600,
             "sleep_h": sleep_s / 3600,
             "wake_in_bed_h": wake_s / 3600,
-            "lm_count": sum(1 for e in scored if e.kind == "lm"),
+            "lm_count": len(lms_in_bed),
+            "lm_out_of_bed_count": sum(1 for e in scored if e.kind == "lm") - len(lms_in_bed),
             "clm_count": clm,
             "plm_count": len(plms),
             "plm_in_bed_count": plm_in_bed,
@@ -305,12 +310,30 @@ class NightScorer:
             "missing_fraction": missing_fraction,
             "missing_flag": missing_fraction > p.missing_flag_fraction,
             "gaps": gaps,
+            "out_of_bed": _out_of_bed_spans(epochs, epoch_s),
             "rate_hz": {side: rates.get(side) for side in self.sides},
             "posture_reference": epochs.posture_reference,
             "late_movements_dropped": self._counts["late"],
             "final": self._finished,
         }
         return NightSummary(fields, tuple(events) if self.keep_events else ())
+
+
+def _out_of_bed_spans(epochs: EpochClassification, epoch_s: float) -> list[dict[str, float]]:
+    """Runs of recorded epochs classified out of bed (upright), as ``{start, end}`` in the input time base;
+    none without a posture reference (the whole recording then counts as in bed)."""
+    if not any(epochs.posture_reference.values()):
+        return []
+    spans: list[dict[str, float]] = []
+    for key, in_bed in zip(epochs.epochs.tolist(), epochs.in_bed.tolist(), strict=True):
+        if in_bed:
+            continue
+        start, end = key * epoch_s, (key + 1) * epoch_s
+        if spans and spans[-1]["end"] == start:
+            spans[-1]["end"] = end
+        else:
+            spans.append({"start": start, "end": end})
+    return spans
 
 
 def score_arrays(
