@@ -79,6 +79,10 @@ class LegDetector:
         self._state = IDLE
         self._ref = np.zeros(3)  # resting orientation (low-passed vector) before the open movement
         self._peak = 0.0  # largest distance from _ref so far in the open movement (g)
+        # the open movement changed the acceleration across gravity (beyond the noise band): the shank
+        # tilted or accelerated sideways. A vertical bounce of the mattress (a bed partner) only scales
+        # the gravity reading; it is not a leg movement (see _update_peaks)
+        self._across = False
         self._onset_t = 0.0  # onset of the open movement
         self._onset_g = 0  # sample index where the current burst crossed the onset level
         self._sustained = False  # the current burst has a sustained window
@@ -104,6 +108,7 @@ class LegDetector:
         # while a burst follows a hold: (offset of the first movement, its sustained flag, onset of the
         # burst as a new movement, its resting orientation, its peak distance)
         self._alt: tuple[float, bool, float, np.ndarray, float] | None = None
+        self._alt_across = (False, False)  # ... and _across of the first movement and of the new reading
         self._last_offset = -math.inf
         self._tail = np.zeros(0, dtype=np.int64)  # last sustained_n-1 "not below" flags
         self._sustained_n = 1
@@ -121,6 +126,7 @@ class LegDetector:
         # sum of the activity envelope (0.1 mg)] -- integers, so exact in any chunking
         self.epochs: dict[int, np.ndarray] = {}
         self.twitch_count = 0
+        self.vibration_count = 0  # bursts rejected as bed vibration (no change across gravity)
 
     # ----------------------------------------------------------------- public
     @property
@@ -288,8 +294,11 @@ class LegDetector:
         gaps.append(gap)
 
     # ----------------------------------------------------------------- movement state machine
-    def _emit(self, onset: float, offset: float, sustained: bool, out: list[RawMovement]) -> None:
+    def _emit(self, onset: float, offset: float, sustained: bool, out: list[RawMovement], across: bool) -> None:
         p = self.params
+        if not across:  # the gravity reading only grew and shrank along itself: the bed moved, not the leg
+            self.vibration_count += 1
+            return
         onset = max(onset, self._last_offset)
         offset = max(offset, onset + 1e-3)
         kind = "lm" if offset - onset >= p.min_lm_s and sustained else "twitch"
@@ -306,17 +315,18 @@ class LegDetector:
         self._sustained_in_run = False
         self._held = False
         self._peak = 0.0
+        self._across = False
 
     def _close_now(self, end: float, out: list[RawMovement]) -> None:
         """Close the open movement at ``end`` (end of data or a gap); a held leg stopped at its hold."""
         if self._alt is not None:
             offset1, sustained1, onset2, _, _ = self._alt
-            self._emit(self._onset_t, offset1, sustained1, out)
-            self._emit(onset2, end, self._sustained, out)
+            self._emit(self._onset_t, offset1, sustained1, out, self._alt_across[0])
+            self._emit(onset2, end, self._sustained, out, self._alt_across[1])
         elif self._state == HELD:
-            self._emit(self._onset_t, self._held_offset, self._sustained or self._held, out)
+            self._emit(self._onset_t, self._held_offset, self._sustained or self._held, out, self._across)
         else:
-            self._emit(self._onset_t, end, self._sustained or self._held, out)
+            self._emit(self._onset_t, end, self._sustained or self._held, out, self._across)
         self._to_idle()
 
     def _start_burst(self, k: int, g0: int, e: _Extended) -> None:
@@ -330,10 +340,12 @@ class LegDetector:
         if self._state == HELD:
             # alternative reading: the movement ended at the hold; this burst is a new one from there
             self._alt = (self._held_offset, self._sustained or self._held, onset, ref, 0.0)
+            self._alt_across = (self._across, False)
         else:
             self._onset_t = onset
             self._ref = ref
             self._peak = 0.0
+            self._across = False
             self._held = False
         self._state = MOVING
         self._onset_g = g0 + k
@@ -374,10 +386,24 @@ class LegDetector:
         if b <= a:
             return
         self._peak = max(self._peak, float(np.sqrt(e.distance2(a, b, self._ref, fast=False).max())))
+        self._across = self._across or self._moved_across(e, a, b, self._ref)
         if self._alt is not None:
             o1, s1, on2, ref2, peak2 = self._alt
             peak2 = max(peak2, float(np.sqrt(e.distance2(a, b, ref2, fast=False).max())))
             self._alt = (o1, s1, on2, ref2, peak2)
+            self._alt_across = (self._alt_across[0], self._alt_across[1] or self._moved_across(e, a, b, ref2))
+
+    @staticmethod
+    def _moved_across(e: _Extended, a: int, b: int, ref: np.ndarray) -> bool:
+        """Did the low-passed vector over [a, b) leave the noise band in a direction across ``ref`` (gravity
+        at rest)? A leg movement tilts the shank (1 deg = 17 mg across gravity) or accelerates the ankle
+        along its path; a bed partner moves the mattress, and the leg on it, up and down: that only
+        scales the gravity reading along itself, which no leg muscle did."""
+        up = ref / max(float(np.linalg.norm(ref)), 1e-9)
+        dev = e.low[a:b] - ref
+        along = dev @ up
+        across2 = np.einsum("ij,ij->i", dev, dev) - along * along
+        return bool((across2 >= e.level[a:b] ** 2).any())
 
     def _quiet_confirmed(self, qt: float, ce: int, lo: int, e: _Extended, out: list[RawMovement]) -> bool:
         """Activity has been quiet since ``qt`` for offset_quiet_s (confirmed at extended index ``ce``).
@@ -396,11 +422,12 @@ class LegDetector:
             if dev <= dev2:  # back towards the original rest: the burst was the release of the hold
                 self._held = True
             else:  # back to (or beyond) the held position: two movements
-                self._emit(self._onset_t, offset1, sustained1, out)
+                self._emit(self._onset_t, offset1, sustained1, out, self._alt_across[0])
                 self._onset_t, self._ref, self._peak, self._held = onset2, ref2, peak2, False
+                self._across = self._alt_across[1]
                 dev = dev2
         if dev < max(level, p.return_fraction * self._peak):
-            self._emit(self._onset_t, offset, self._sustained or self._held, out)
+            self._emit(self._onset_t, offset, self._sustained or self._held, out, self._across)
             self._to_idle()
             return True
         self._state = HELD
@@ -565,7 +592,7 @@ class LegDetector:
             if expiry < n:
                 if 0 <= release < expiry:
                     self._tail_guard = False
-                self._emit(self._onset_t, self._held_offset, self._sustained or self._held, out)
+                self._emit(self._onset_t, self._held_offset, self._sustained or self._held, out, self._across)
                 self._to_idle()
                 pos = expiry
                 continue
