@@ -79,6 +79,9 @@ class LegDetector:
         self._state = IDLE
         self._ref = np.zeros(3)  # resting orientation (low-passed vector) before the open movement
         self._peak = 0.0  # largest distance from _ref so far in the open movement (g)
+        # ... counting only samples where the leg was still (stillness signal quiet): there the reading is
+        # gravity alone, not the linear acceleration of the motion (see _quiet_confirmed); 0 = none yet
+        self._peak_still = 0.0
         # the open movement changed the acceleration across gravity (beyond the noise band): the shank
         # tilted or accelerated sideways. A vertical bounce of the mattress (a bed partner) only scales
         # the gravity reading; it is not a leg movement (see _update_peaks)
@@ -109,6 +112,7 @@ class LegDetector:
         # burst as a new movement, its resting orientation, its peak distance)
         self._alt: tuple[float, bool, float, np.ndarray, float] | None = None
         self._alt_across = (False, False)  # ... and _across of the first movement and of the new reading
+        self._alt_peak_still = 0.0  # ... and _peak_still of the new reading
         self._last_offset = -math.inf
         self._tail = np.zeros(0, dtype=np.int64)  # last sustained_n-1 "not below" flags
         self._sustained_n = 1
@@ -315,6 +319,7 @@ class LegDetector:
         self._sustained_in_run = False
         self._held = False
         self._peak = 0.0
+        self._peak_still = 0.0
         self._across = False
 
     def _close_now(self, end: float, out: list[RawMovement]) -> None:
@@ -341,10 +346,12 @@ class LegDetector:
             # alternative reading: the movement ended at the hold; this burst is a new one from there
             self._alt = (self._held_offset, self._sustained or self._held, onset, ref, 0.0)
             self._alt_across = (self._across, False)
+            self._alt_peak_still = 0.0
         else:
             self._onset_t = onset
             self._ref = ref
             self._peak = 0.0
+            self._peak_still = 0.0
             self._across = False
             self._held = False
         self._state = MOVING
@@ -381,16 +388,23 @@ class LegDetector:
                 return c
         return -1
 
-    def _update_peaks(self, e: _Extended, a: int, b: int) -> None:
-        """Track the largest distance from rest of the open movement (and of the alternative) over [a, b)."""
+    def _update_peaks(self, e: _Extended, a: int, b: int, still: np.ndarray) -> None:
+        """Track the largest distance from rest of the open movement (and of the alternative) over [a, b),
+        overall and at the samples where the leg was still (``still``: flags of those samples)."""
         if b <= a:
             return
-        self._peak = max(self._peak, float(np.sqrt(e.distance2(a, b, self._ref, fast=False).max())))
+        d2 = e.distance2(a, b, self._ref, fast=False)
+        self._peak = max(self._peak, float(np.sqrt(d2.max())))
+        if still.any():
+            self._peak_still = max(self._peak_still, float(np.sqrt(d2[still].max())))
         self._across = self._across or self._moved_across(e, a, b, self._ref)
         if self._alt is not None:
             o1, s1, on2, ref2, peak2 = self._alt
-            peak2 = max(peak2, float(np.sqrt(e.distance2(a, b, ref2, fast=False).max())))
+            d2 = e.distance2(a, b, ref2, fast=False)
+            peak2 = max(peak2, float(np.sqrt(d2.max())))
             self._alt = (o1, s1, on2, ref2, peak2)
+            if still.any():
+                self._alt_peak_still = max(self._alt_peak_still, float(np.sqrt(d2[still].max())))
             self._alt_across = (self._alt_across[0], self._alt_across[1] or self._moved_across(e, a, b, ref2))
 
     @staticmethod
@@ -424,9 +438,16 @@ class LegDetector:
             else:  # back to (or beyond) the held position: two movements
                 self._emit(self._onset_t, offset1, sustained1, out, self._alt_across[0])
                 self._onset_t, self._ref, self._peak, self._held = onset2, ref2, peak2, False
+                self._peak_still = self._alt_peak_still
                 self._across = self._alt_across[1]
                 dev = dev2
-        if dev < max(level, p.return_fraction * self._peak):
+        # back near rest: within the noise band, or most of the way back from the farthest position. That
+        # position is read where the leg was still (gravity alone): the linear acceleration of a quick rise
+        # inflates the overall peak, so a small held dorsiflexion (a degree or two: 17-35 mg) looked
+        # "half-way back" after a brisk rise and was split into two twitches. A movement with no still
+        # moment keeps the overall peak
+        peak = self._peak_still if self._peak_still > 0 else self._peak
+        if dev < max(level, p.return_fraction * peak):
             self._emit(self._onset_t, offset, self._sustained or self._held, out, self._across)
             self._to_idle()
             return True
@@ -555,7 +576,7 @@ class LegDetector:
                     self._sustained_in_run = False
                     if not self._sustained and first_window < s:
                         self._sustained = bool(win_ok[first_window:s].any())
-                    self._update_peaks(e, e.h + scanned, e.h + c + 1)
+                    self._update_peaks(e, e.h + scanned, e.h + c + 1, quiet[scanned : c + 1])
                     burst_lo = e.h + max(self._onset_g - g0, -e.h)
                     self._still_g = int(q_start_g[r])
                     closed = self._quiet_confirmed(float(q_start_t[r]), e.h + c, burst_lo, e, out)
@@ -576,7 +597,7 @@ class LegDetector:
                     self._sustained = bool(win_ok[first_window:run_start].any())
                 if carry and not self._sustained_in_run:
                     self._sustained_in_run = bool(win_ok[max(first_window, run_start) :].any())
-                self._update_peaks(e, e.h + scanned, e.h + n)
+                self._update_peaks(e, e.h + scanned, e.h + n, quiet[scanned:n])
                 self._quiet_t = float(start_t[-1]) if carry else None
                 self._quiet_g = int(start_g[-1]) if carry else 0
                 break
