@@ -66,9 +66,13 @@ class Truth:
         return s is not None and not _overlaps(m.onset, m.offset, s.gaps)
 
     def in_bed_at(self, t: float) -> bool:
-        """True between lights-off and lights-on and outside every out-of-bed span."""
+        """True between lights-off and lights-on and outside every out-of-bed span (compared on the
+        millisecond grid the movements are on: the stand-up that opens a span starts exactly at it)."""
         lights_off, lights_on = self.in_bed
-        return lights_off <= t < lights_on and not any(a <= t < b for a, b in self.plan.out_of_bed)
+        spans = self.plan.out_of_bed
+        return round(lights_off, 3) <= t < round(lights_on, 3) and not any(
+            round(a, 3) <= t < round(b, 3) for a, b in spans
+        )
 
     def leg_movements(self) -> list[LegMovement]:
         """The true LMs a perfect detector sees: kinds lm, long, twitch and posture (turning over) of the
