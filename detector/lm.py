@@ -96,6 +96,7 @@ class LegDetector:
         # below the offset level once, only activity with the leg actually moving (stillness signal up)
         # starts a new burst
         self._tail_guard = False
+        self._settle_g = 0  # sample index before which the tail guard holds (filters settling after a hole)
         # a movement closed inside a still run that outlasted the piece: the search for the next burst
         # resumes where that run ends, exactly as it would had the run been in one piece
         self._skip_still_run = False
@@ -279,6 +280,12 @@ class LegDetector:
                 if t[a] - hole_start >= p.series_gap_s:
                     self._close_gap(hole_start, float(t[a]), out, gaps)
                 self._filter.reset()
+                # the restarted filters settle on one noisy sample, and the lagged difference compares with
+                # it for diff_lag_s (then the envelope decays): over that time, as in the tail after a
+                # movement, only activity with the leg moving starts a burst. Else the settling alone could
+                # start a burst inside a still run, which no rest could end (the run began before it)
+                self._tail_guard = True
+                self._settle_g = self.samples + self._lag_n + round(5 * p.envelope_s * self.rate_hz)
             for start in range(a, b, MAX_PIECE):
                 stop = min(b, start + MAX_PIECE)
                 self._run_piece(t[start:stop], xyz[start:stop], out)
@@ -534,7 +541,7 @@ class LegDetector:
             release only once its scan gets there (a held leg may expire before it)."""
             release = -1
             if self._tail_guard:
-                jb = int(np.searchsorted(below_idx, pos))
+                jb = int(np.searchsorted(below_idx, max(pos, self._settle_g - g0)))
                 tail_end = int(below_idx[jb]) if jb < below_idx.shape[0] else n
                 jm = int(np.searchsorted(moving_idx, pos))
                 if jm < moving_idx.shape[0] and moving_idx[jm] < tail_end:

@@ -343,3 +343,18 @@ def test_upright_direction_follows_the_walk_not_the_most_frequent_restless_posit
     up = upright_direction(table, rate, DetectorParams())
     assert up is not None
     assert float(up @ (np.asarray(walking) / np.linalg.norm(walking))) > np.cos(np.radians(10))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_filters_settling_after_a_hole_do_not_start_a_movement(seed: int) -> None:
+    """A 1.3 s hole restarts the filters, which settle on the next sample; when that sample is a little
+    noisy (6 mg, a few sigma of a quiet sensor) the lagged difference rises for diff_lag_s while the leg is
+    still. That must not start a movement: one started inside a still run had no rest to end it, and ran
+    on as a 90-s long movement until the next real one ended."""
+    t, xyz = leg_recording([SyntheticMovement(150.0, 2.0, 8.0)], 200.0, rate_hz=52.0, seed=seed, noise_g=0.0015)
+    keep = (t < 60.0) | (t >= 61.3)
+    t, xyz = t[keep], xyz[keep].copy()
+    xyz[int(np.searchsorted(t, 61.3))] += 0.006
+    events = score_arrays((t, xyz)).events
+    assert [(e.kind, round(e.onset)) for e in events] == [("lm", 150)]
+    assert abs(events[0].duration - 2.0) < 0.2
