@@ -304,6 +304,7 @@ class NightScorer:
             "series": [{**s.to_dict(), "duration": s.end - s.start} for s in series],
             "imis": [e.imi for e in scored if e.imi is not None],
             "twitch_count": self._counts["twitch"],
+            "vibration_count": sum(leg.vibration_count for leg in legs.values()),
             "long_movement_count": sum(1 for e in scored if e.kind == "long"),
             "bilateral_count": sum(1 for e in scored if e.side == "bilateral"),
             "per_hour": per_hour,
