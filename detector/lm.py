@@ -42,6 +42,10 @@ class RawMovement:
     offset: float
     side: str
     kind: str  # "lm" (goes to the rules) or "twitch"
+    # resting gravity vector (low-passed, sensor frame, g) before the onset and after the offset: tells a
+    # movement that took the leg between lying and upright (getting into or out of bed); None if unknown
+    before: tuple[float, float, float] | None = None
+    after: tuple[float, float, float] | None = None
 
     @property
     def duration(self) -> float:
@@ -108,6 +112,7 @@ class LegDetector:
         self._sustained_in_run = False
         self._still_g = -1  # sample index where the leg last became still (start of the confirmed quiet run)
         self._held_offset = 0.0  # when the motion stopped, entering the held state
+        self._held_rest = np.zeros(3)  # ... and the leg's resting vector there
         self._held_until = 0.0  # held longer than this: the leg is in a new position
         # while a burst follows a hold: (offset of the first movement, its sustained flag, onset of the
         # burst as a new movement, its resting orientation, its peak distance)
@@ -305,7 +310,16 @@ class LegDetector:
         gaps.append(gap)
 
     # ----------------------------------------------------------------- movement state machine
-    def _emit(self, onset: float, offset: float, sustained: bool, out: list[RawMovement], across: bool) -> None:
+    def _emit(
+        self,
+        onset: float,
+        offset: float,
+        sustained: bool,
+        out: list[RawMovement],
+        across: bool,
+        before: np.ndarray | None = None,
+        after: np.ndarray | None = None,
+    ) -> None:
         p = self.params
         if not across:  # the gravity reading only grew and shrank along itself: the bed moved, not the leg
             self.vibration_count += 1
@@ -315,7 +329,7 @@ class LegDetector:
         kind = "lm" if offset - onset >= p.min_lm_s and sustained else "twitch"
         if kind == "twitch":
             self.twitch_count += 1
-        out.append(RawMovement(onset, offset, self.side, kind))
+        out.append(RawMovement(onset, offset, self.side, kind, _vector(before), _vector(after)))
         self._last_offset = offset
 
     def _to_idle(self) -> None:
@@ -333,13 +347,20 @@ class LegDetector:
         """Close the open movement at ``end`` (end of data or a gap); a held leg stopped at its hold."""
         if self._alt is not None:
             offset1, sustained1, onset2, _, _ = self._alt
-            self._emit(self._onset_t, offset1, sustained1, out, self._alt_across[0])
-            self._emit(onset2, end, self._sustained, out, self._alt_across[1])
+            ref2 = self._alt[3]
+            self._emit(self._onset_t, offset1, sustained1, out, self._alt_across[0], self._ref, ref2)
+            self._emit(onset2, end, self._sustained, out, self._alt_across[1], ref2, self._last_low())
         elif self._state == HELD:
-            self._emit(self._onset_t, self._held_offset, self._sustained or self._held, out, self._across)
+            sustained = self._sustained or self._held
+            self._emit(self._onset_t, self._held_offset, sustained, out, self._across, self._ref, self._held_rest)
         else:
-            self._emit(self._onset_t, end, self._sustained or self._held, out, self._across)
+            sustained = self._sustained or self._held
+            self._emit(self._onset_t, end, sustained, out, self._across, self._ref, self._last_low())
         self._to_idle()
+
+    def _last_low(self) -> np.ndarray | None:
+        """The low-passed vector at the last sample seen (where a movement closed by a gap or the end stopped)."""
+        return self._hist_low[-1] if self._hist_low.shape[0] else None
 
     def _start_burst(self, k: int, g0: int, e: _Extended) -> None:
         """Activity crossed the onset level at piece index ``k``: a new movement, or (held) a burst that is
@@ -443,7 +464,7 @@ class LegDetector:
             if dev <= dev2:  # back towards the original rest: the burst was the release of the hold
                 self._held = True
             else:  # back to (or beyond) the held position: two movements
-                self._emit(self._onset_t, offset1, sustained1, out, self._alt_across[0])
+                self._emit(self._onset_t, offset1, sustained1, out, self._alt_across[0], self._ref, ref2)
                 self._onset_t, self._ref, self._peak, self._held = onset2, ref2, peak2, False
                 self._peak_still = self._alt_peak_still
                 self._across = self._alt_across[1]
@@ -455,11 +476,12 @@ class LegDetector:
         # moment keeps the overall peak
         peak = self._peak_still if self._peak_still > 0 else self._peak
         if dev < max(level, p.return_fraction * peak):
-            self._emit(self._onset_t, offset, self._sustained or self._held, out, self._across)
+            self._emit(self._onset_t, offset, self._sustained or self._held, out, self._across, self._ref, rest)
             self._to_idle()
             return True
         self._state = HELD
         self._held_offset = offset
+        self._held_rest = rest.copy()
         self._held_until = offset + p.hold_max_s
         self._quiet_t = None
         return False
@@ -620,7 +642,8 @@ class LegDetector:
             if expiry < n:
                 if 0 <= release < expiry:
                     self._tail_guard = False
-                self._emit(self._onset_t, self._held_offset, self._sustained or self._held, out, self._across)
+                sustained = self._sustained or self._held
+                self._emit(self._onset_t, self._held_offset, sustained, out, self._across, self._ref, self._held_rest)
                 self._to_idle()
                 pos = expiry
                 continue
@@ -647,6 +670,10 @@ class LegDetector:
                 self.epochs[key] = row
             else:
                 known += row
+
+
+def _vector(v: np.ndarray | None) -> tuple[float, float, float] | None:
+    return None if v is None else (float(v[0]), float(v[1]), float(v[2]))
 
 
 @dataclass(slots=True)
