@@ -400,8 +400,15 @@ class LegDetector:
         lo = max(lo, e.back(ce - self._hist_n + 1))
         d2 = e.distance2(lo, ce + 1, e.rest(ce + 1 - self._avg_n, ce + 1))
         outside = np.flatnonzero(d2 >= e.level[lo : ce + 1] ** 2)
-        first = lo + int(outside[-1]) + 1 if outside.size else lo
-        return float(e.t[min(first, ce)]) - self._delay_s
+        first = min(lo + int(outside[-1]) + 1 if outside.size else lo, ce)
+        if outside.size and first > lo:
+            # the leg came back to rest inside a hole in the data (dropped packets): when is unknown, so
+            # the movement ends where it was last seen moving, as a movement cut by a data gap does. The
+            # first sample after the hole would stretch a 0.2-s jerk over a 2-s hole into an LM
+            period = 1.0 / self.rate_hz  # type: ignore[operator]
+            if e.t[first] - e.t[first - 1] > self.params.missing_dt_periods * period:
+                return float(e.t[first - 1]) + period - self._delay_s
+        return float(e.t[first]) - self._delay_s
 
     def _first_still(self, c0: int, end: int, e: _Extended) -> int:
         """First piece index in [c0, end) where the leg has stayed within the noise band of its current
