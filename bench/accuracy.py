@@ -79,7 +79,20 @@ def evaluate_night(
     truth_score = night.truth.score(rules)  # LMs, long movements and posture changes (turning over)
     true_index = night.truth.indices(rules)["plm_index"] or 0.0
     true_onsets = np.array(sorted(m.onset for m in truth_score.movements if m.kind == "lm"))
-    detected = np.array(sorted(e.onset for e in summary.events if e.kind == "lm"))
+    # LMs of the night are scored in bed on both sides: the truth's from lights-off to lights-on outside
+    # out-of-bed spans, the detector's outside the spans it classified out of bed (upright) and apart from
+    # the movements it found taking a leg between lying and upright (getting into and out of bed)
+    up = summary.out_of_bed
+    moves = summary.bed_transitions
+    detected = np.array(
+        sorted(
+            e.onset
+            for e in summary.events
+            if e.kind == "lm"
+            and not any(s["start"] <= e.onset < s["end"] for s in up)
+            and not any(s["start"] < e.onset + e.duration and s["end"] > e.onset for s in moves)
+        )
+    )
     tp = match_onsets(true_onsets, detected)
     return NightResult(
         profile,

@@ -44,6 +44,10 @@ class RawMovement:
     offset: float
     side: str
     kind: str  # "lm" (goes to the rules) or "twitch"
+    # resting gravity vector (low-passed, sensor frame, g) before the onset and after the offset: tells a
+    # movement that took the leg between lying and upright (getting into or out of bed); None if unknown
+    before: tuple[float, float, float] | None = None
+    after: tuple[float, float, float] | None = None
 
     @property
     def duration(self) -> float:
@@ -81,6 +85,13 @@ class LegDetector:
         self._state = IDLE
         self._ref = np.zeros(3)  # resting orientation (low-passed vector) before the open movement
         self._peak = 0.0  # largest distance from _ref so far in the open movement (g)
+        # ... counting only samples where the leg was still (stillness signal quiet): there the reading is
+        # gravity alone, not the linear acceleration of the motion (see _quiet_confirmed); 0 = none yet
+        self._peak_still = 0.0
+        # the open movement changed the acceleration across gravity (beyond the noise band): the shank
+        # tilted or accelerated sideways. A vertical bounce of the mattress (a bed partner) only scales
+        # the gravity reading; it is not a leg movement (see _update_peaks)
+        self._across = False
         self._onset_t = 0.0  # onset of the open movement
         self._onset_g = 0  # sample index where the current burst crossed the onset level
         self._sustained = False  # the current burst has a sustained window
@@ -91,6 +102,7 @@ class LegDetector:
         # below the offset level once, only activity with the leg actually moving (stillness signal up)
         # starts a new burst
         self._tail_guard = False
+        self._settle_g = 0  # sample index before which the tail guard holds (filters settling after a hole)
         # a movement closed inside a still run that outlasted the piece: the search for the next burst
         # resumes where that run ends, exactly as it would had the run been in one piece
         self._skip_still_run = False
@@ -102,10 +114,13 @@ class LegDetector:
         self._sustained_in_run = False
         self._still_g = -1  # sample index where the leg last became still (start of the confirmed quiet run)
         self._held_offset = 0.0  # when the motion stopped, entering the held state
+        self._held_rest = np.zeros(3)  # ... and the leg's resting vector there
         self._held_until = 0.0  # held longer than this: the leg is in a new position
         # while a burst follows a hold: (offset of the first movement, its sustained flag, onset of the
         # burst as a new movement, its resting orientation, its peak distance)
         self._alt: tuple[float, bool, float, np.ndarray, float] | None = None
+        self._alt_across = (False, False)  # ... and _across of the first movement and of the new reading
+        self._alt_peak_still = 0.0  # ... and _peak_still of the new reading
         self._last_offset = -math.inf
         self._tail = np.zeros(0, dtype=np.int64)  # last sustained_n-1 "not below" flags
         self._sustained_n = 1
@@ -123,6 +138,7 @@ class LegDetector:
         # sum of the activity envelope (0.1 mg)] -- integers, so exact in any chunking
         self.epochs = EpochTable()
         self.twitch_count = 0
+        self.vibration_count = 0  # bursts rejected as bed vibration (no change across gravity)
 
     # ----------------------------------------------------------------- public
     @property
@@ -272,6 +288,12 @@ class LegDetector:
                 if t[a] - hole_start >= p.series_gap_s:
                     self._close_gap(hole_start, float(t[a]), out, gaps)
                 self._filter.reset()
+                # the restarted filters settle on one noisy sample, and the lagged difference compares with
+                # it for diff_lag_s (then the envelope decays): over that time, as in the tail after a
+                # movement, only activity with the leg moving starts a burst. Else the settling alone could
+                # start a burst inside a still run, which no rest could end (the run began before it)
+                self._tail_guard = True
+                self._settle_g = self.samples + self._lag_n + round(5 * p.envelope_s * self.rate_hz)
             for start in range(a, b, MAX_PIECE):
                 stop = min(b, start + MAX_PIECE)
                 self._run_piece(t[start:stop], xyz[start:stop], out)
@@ -291,14 +313,26 @@ class LegDetector:
         gaps.append(gap)
 
     # ----------------------------------------------------------------- movement state machine
-    def _emit(self, onset: float, offset: float, sustained: bool, out: list[RawMovement]) -> None:
+    def _emit(
+        self,
+        onset: float,
+        offset: float,
+        sustained: bool,
+        out: list[RawMovement],
+        across: bool,
+        before: np.ndarray | None = None,
+        after: np.ndarray | None = None,
+    ) -> None:
         p = self.params
+        if not across:  # the gravity reading only grew and shrank along itself: the bed moved, not the leg
+            self.vibration_count += 1
+            return
         onset = max(onset, self._last_offset)
         offset = max(offset, onset + 1e-3)
         kind = "lm" if offset - onset >= p.min_lm_s and sustained else "twitch"
         if kind == "twitch":
             self.twitch_count += 1
-        out.append(RawMovement(onset, offset, self.side, kind))
+        out.append(RawMovement(onset, offset, self.side, kind, _vector(before), _vector(after)))
         self._last_offset = offset
 
     def _to_idle(self) -> None:
@@ -309,18 +343,27 @@ class LegDetector:
         self._sustained_in_run = False
         self._held = False
         self._peak = 0.0
+        self._peak_still = 0.0
+        self._across = False
 
     def _close_now(self, end: float, out: list[RawMovement]) -> None:
         """Close the open movement at ``end`` (end of data or a gap); a held leg stopped at its hold."""
         if self._alt is not None:
             offset1, sustained1, onset2, _, _ = self._alt
-            self._emit(self._onset_t, offset1, sustained1, out)
-            self._emit(onset2, end, self._sustained, out)
+            ref2 = self._alt[3]
+            self._emit(self._onset_t, offset1, sustained1, out, self._alt_across[0], self._ref, ref2)
+            self._emit(onset2, end, self._sustained, out, self._alt_across[1], ref2, self._last_low())
         elif self._state == HELD:
-            self._emit(self._onset_t, self._held_offset, self._sustained or self._held, out)
+            sustained = self._sustained or self._held
+            self._emit(self._onset_t, self._held_offset, sustained, out, self._across, self._ref, self._held_rest)
         else:
-            self._emit(self._onset_t, end, self._sustained or self._held, out)
+            sustained = self._sustained or self._held
+            self._emit(self._onset_t, end, sustained, out, self._across, self._ref, self._last_low())
         self._to_idle()
+
+    def _last_low(self) -> np.ndarray | None:
+        """The low-passed vector at the last sample seen (where a movement closed by a gap or the end stopped)."""
+        return self._hist_low[-1] if self._hist_low.shape[0] else None
 
     def _start_burst(self, k: int, g0: int, e: _Extended) -> None:
         """Activity crossed the onset level at piece index ``k``: a new movement, or (held) a burst that is
@@ -333,10 +376,14 @@ class LegDetector:
         if self._state == HELD:
             # alternative reading: the movement ended at the hold; this burst is a new one from there
             self._alt = (self._held_offset, self._sustained or self._held, onset, ref, 0.0)
+            self._alt_across = (self._across, False)
+            self._alt_peak_still = 0.0
         else:
             self._onset_t = onset
             self._ref = ref
             self._peak = 0.0
+            self._peak_still = 0.0
+            self._across = False
             self._held = False
         self._state = MOVING
         self._onset_g = g0 + k
@@ -356,8 +403,15 @@ class LegDetector:
         lo = max(lo, e.back(ce - self._hist_n + 1))
         d2 = e.distance2(lo, ce + 1, e.rest(ce + 1 - self._avg_n, ce + 1))
         outside = np.flatnonzero(d2 >= e.level[lo : ce + 1] ** 2)
-        first = lo + int(outside[-1]) + 1 if outside.size else lo
-        return float(e.t[min(first, ce)]) - self._delay_s
+        first = min(lo + int(outside[-1]) + 1 if outside.size else lo, ce)
+        if outside.size and first > lo:
+            # the leg came back to rest inside a hole in the data (dropped packets): when is unknown, so
+            # the movement ends where it was last seen moving, as a movement cut by a data gap does. The
+            # first sample after the hole would stretch a 0.2-s jerk over a 2-s hole into an LM
+            period = 1.0 / self.rate_hz  # type: ignore[operator]
+            if e.t[first] - e.t[first - 1] > self.params.missing_dt_periods * period:
+                return float(e.t[first - 1]) + period - self._delay_s
+        return float(e.t[first]) - self._delay_s
 
     def _first_still(self, c0: int, end: int, e: _Extended) -> int:
         """First piece index in [c0, end) where the leg has stayed within the noise band of its current
@@ -372,15 +426,36 @@ class LegDetector:
                 return c
         return -1
 
-    def _update_peaks(self, e: _Extended, a: int, b: int) -> None:
-        """Track the largest distance from rest of the open movement (and of the alternative) over [a, b)."""
+    def _update_peaks(self, e: _Extended, a: int, b: int, still: np.ndarray) -> None:
+        """Track the largest distance from rest of the open movement (and of the alternative) over [a, b),
+        overall and at the samples where the leg was still (``still``: flags of those samples)."""
         if b <= a:
             return
-        self._peak = max(self._peak, float(np.sqrt(e.distance2(a, b, self._ref, fast=False).max())))
+        d2 = e.distance2(a, b, self._ref, fast=False)
+        self._peak = max(self._peak, float(np.sqrt(d2.max())))
+        if still.any():
+            self._peak_still = max(self._peak_still, float(np.sqrt(d2[still].max())))
+        self._across = self._across or self._moved_across(e, a, b, self._ref)
         if self._alt is not None:
             o1, s1, on2, ref2, peak2 = self._alt
-            peak2 = max(peak2, float(np.sqrt(e.distance2(a, b, ref2, fast=False).max())))
+            d2 = e.distance2(a, b, ref2, fast=False)
+            peak2 = max(peak2, float(np.sqrt(d2.max())))
             self._alt = (o1, s1, on2, ref2, peak2)
+            if still.any():
+                self._alt_peak_still = max(self._alt_peak_still, float(np.sqrt(d2[still].max())))
+            self._alt_across = (self._alt_across[0], self._alt_across[1] or self._moved_across(e, a, b, ref2))
+
+    @staticmethod
+    def _moved_across(e: _Extended, a: int, b: int, ref: np.ndarray) -> bool:
+        """Did the low-passed vector over [a, b) leave the noise band in a direction across ``ref`` (gravity
+        at rest)? A leg movement tilts the shank (1 deg = 17 mg across gravity) or accelerates the ankle
+        along its path; a bed partner moves the mattress, and the leg on it, up and down: that only
+        scales the gravity reading along itself, which no leg muscle did."""
+        up = ref / max(float(np.linalg.norm(ref)), 1e-9)
+        dev = e.low[a:b] - ref
+        along = dev @ up
+        across2 = np.einsum("ij,ij->i", dev, dev) - along * along
+        return bool((across2 >= e.level[a:b] ** 2).any())
 
     def _quiet_confirmed(self, qt: float, ce: int, lo: int, e: _Extended, out: list[RawMovement]) -> bool:
         """Activity has been quiet since ``qt`` for offset_quiet_s (confirmed at extended index ``ce``).
@@ -399,15 +474,24 @@ class LegDetector:
             if dev <= dev2:  # back towards the original rest: the burst was the release of the hold
                 self._held = True
             else:  # back to (or beyond) the held position: two movements
-                self._emit(self._onset_t, offset1, sustained1, out)
+                self._emit(self._onset_t, offset1, sustained1, out, self._alt_across[0], self._ref, ref2)
                 self._onset_t, self._ref, self._peak, self._held = onset2, ref2, peak2, False
+                self._peak_still = self._alt_peak_still
+                self._across = self._alt_across[1]
                 dev = dev2
-        if dev < max(level, p.return_fraction * self._peak):
-            self._emit(self._onset_t, offset, self._sustained or self._held, out)
+        # back near rest: within the noise band, or most of the way back from the farthest position. That
+        # position is read where the leg was still (gravity alone): the linear acceleration of a quick rise
+        # inflates the overall peak, so a small held dorsiflexion (a degree or two: 17-35 mg) looked
+        # "half-way back" after a brisk rise and was split into two twitches. A movement with no still
+        # moment keeps the overall peak
+        peak = self._peak_still if self._peak_still > 0 else self._peak
+        if dev < max(level, p.return_fraction * peak):
+            self._emit(self._onset_t, offset, self._sustained or self._held, out, self._across, self._ref, rest)
             self._to_idle()
             return True
         self._state = HELD
         self._held_offset = offset
+        self._held_rest = rest.copy()
         self._held_until = offset + p.hold_max_s
         self._quiet_t = None
         return False
@@ -500,7 +584,7 @@ class LegDetector:
             release only once its scan gets there (a held leg may expire before it)."""
             release = -1
             if self._tail_guard:
-                jb = int(np.searchsorted(below_idx, pos))
+                jb = int(np.searchsorted(below_idx, max(pos, self._settle_g - g0)))
                 tail_end = int(below_idx[jb]) if jb < below_idx.shape[0] else n
                 jm = int(np.searchsorted(moving_idx, pos))
                 if jm < moving_idx.shape[0] and moving_idx[jm] < tail_end:
@@ -542,7 +626,7 @@ class LegDetector:
                     self._sustained_in_run = False
                     if not self._sustained and first_window < s:
                         self._sustained = bool(win_ok[first_window:s].any())
-                    self._update_peaks(e, e.h + scanned, e.h + c + 1)
+                    self._update_peaks(e, e.h + scanned, e.h + c + 1, quiet[scanned : c + 1])
                     burst_lo = e.h + max(self._onset_g - g0, -e.h)
                     self._still_g = int(q_start_g[r])
                     closed = self._quiet_confirmed(float(q_start_t[r]), e.h + c, burst_lo, e, out)
@@ -563,7 +647,7 @@ class LegDetector:
                     self._sustained = bool(win_ok[first_window:run_start].any())
                 if carry and not self._sustained_in_run:
                     self._sustained_in_run = bool(win_ok[max(first_window, run_start) :].any())
-                self._update_peaks(e, e.h + scanned, e.h + n)
+                self._update_peaks(e, e.h + scanned, e.h + n, quiet[scanned:n])
                 self._quiet_t = float(start_t[-1]) if carry else None
                 self._quiet_g = int(start_g[-1]) if carry else 0
                 break
@@ -579,7 +663,8 @@ class LegDetector:
             if expiry < n:
                 if 0 <= release < expiry:
                     self._tail_guard = False
-                self._emit(self._onset_t, self._held_offset, self._sustained or self._held, out)
+                sustained = self._sustained or self._held
+                self._emit(self._onset_t, self._held_offset, sustained, out, self._across, self._ref, self._held_rest)
                 self._to_idle()
                 pos = expiry
                 continue
@@ -600,7 +685,8 @@ class LegDetector:
             not_quiet = np.flatnonzero(~quiet)
             pos = int(not_quiet[0]) if not_quiet.size else n
             self._skip_still_run = pos == n
-        if self._tail_guard and below[pos:].any():  # the decaying tail went below the offset level
+        # the decaying tail (or the filters' settling after a hole, until _settle_g) went below the offset level
+        if self._tail_guard and below[max(pos, self._settle_g - self.samples) :].any():
             self._tail_guard = False
         self._prev_quiet = bool(quiet[-1])
         self.samples += n
@@ -608,6 +694,10 @@ class LegDetector:
     def _accumulate_epochs(self, t: np.ndarray, xyz: np.ndarray, active: np.ndarray, env: np.ndarray) -> None:
         keys, sums = epoch_sums(t, xyz, active, env, float(self.params.epoch_s), float(STAT_SCALE))
         self.epochs.add(keys, sums)
+
+
+def _vector(v: np.ndarray | None) -> tuple[float, float, float] | None:
+    return None if v is None else (float(v[0]), float(v[1]), float(v[2]))
 
 
 @dataclass(slots=True)

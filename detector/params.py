@@ -47,6 +47,7 @@ class DetectorParams:
     upright_min_epochs: int = 2  # at least this many such epochs to trust the upright direction
     upright_cluster_deg: float = 30.0  # epochs within this angle of the robust mean form the upright cluster
     lying_angle_deg: float = 45.0  # gravity this far from the upright direction = leg lying
+    posture_change_deg: float = 30.0  # a movement turning the leg this much may be getting into/out of bed
     wake_active_fraction: float = 0.3  # an in-bed epoch this active is wake
     wake_spread_epochs: int = 1  # wake also covers this many epochs either side
     missing_flag_fraction: float = 0.1  # flag a night with more missing data than this

@@ -116,6 +116,10 @@ class NightScorer:
         self._events: dict[tuple[Any, ...], MovementEvent] = {}
         self._series: list[Series] = []
         self._counts = {"twitch": 0, "late": 0}
+        # movements that turned a leg by more than posture_change_deg: (side, onset, offset, before, after);
+        # a few a night (turning over, lying down, getting up); those between lying and upright are
+        # getting into or out of bed (see summary)
+        self._posture_changes: list[tuple[str, float, float, np.ndarray, np.ndarray]] = []
         self._finished = False
 
     # ----------------------------------------------------------------- input
@@ -215,6 +219,7 @@ class NightScorer:
                 logger.warning("%s movement at %.3f arrived after the watermark; dropped", move.side, move.onset)
             else:
                 self._rules.add(LegMovement(move.onset, move.duration, move.side))
+                self._note_posture_change(move)
         if watermark is None:
             watermark = min(leg.watermark for leg in self._legs.values())
         if watermark > floor:
@@ -225,6 +230,31 @@ class NightScorer:
             self._series += self._rules.pop_closed_series()
         updates.sort(key=lambda e: e.onset)
         return updates
+
+    def _note_posture_change(self, move: RawMovement) -> None:
+        if move.before is None or move.after is None:
+            return
+        before, after = np.asarray(move.before), np.asarray(move.after)
+        if _angle_deg(before, after) > self.params.posture_change_deg:
+            self._posture_changes.append((move.side, move.onset, move.offset, before, after))
+
+    def _bed_transitions(self, rates: dict[str, float]) -> list[tuple[float, float]]:
+        """Spans of movements that took a leg between lying and upright (relative to its learned upright
+        direction): lying down into bed and getting up out of it. A sleep lab's scoring starts after the
+        first and stops before the second (lights-off, lights-on, a bathroom trip): they are not LMs."""
+        p = self.params
+        ups = {
+            side: upright_direction(leg.epochs, rates[side], p) if side in rates else None
+            for side, leg in self._legs.items()
+        }
+        spans = []
+        for side, onset, offset, before, after in self._posture_changes:
+            up = ups.get(side)
+            if up is not None and (_angle_deg(before, up) > p.lying_angle_deg) != (
+                _angle_deg(after, up) > p.lying_angle_deg
+            ):
+                spans.append((onset, offset))
+        return sorted(spans)  # legs report in any interleaving: sorted, the result does not depend on it
 
     def _store(self, event: MovementEvent) -> None:
         if self.keep_events or event.kind == "long":
@@ -260,6 +290,16 @@ class NightScorer:
             return 0
 
         scored = [e for e in events if e.kind != "twitch"]
+        # a sleep lab scores leg movements in bed (lights-off to lights-on, not while the subject is up):
+        # movements in epochs classified upright (standing, walking, sitting with the feet down) stay in
+        # ``events`` as measured, but are not counted as LMs of the night (``lm_count``, per hour)
+        transitions = self._bed_transitions(rates)
+
+        def in_bed_lm(e: MovementEvent) -> bool:
+            end = e.onset + e.duration
+            return state_of(e.onset) > 0 and not any(a < end and b > e.onset for a, b in transitions)
+
+        lms_in_bed = [e for e in scored if e.kind == "lm" and in_bed_lm(e)]
         plms = [e for e in scored if e.plm]
         plm_states = [state_of(e.onset) for e in plms]
         plm_in_bed = sum(1 for s in plm_states if s > 0)
@@ -286,7 +326,7 @@ class NightScorer:
                 {
                     "hour": h,
                     "start": lo_t,
-                    "lm_count": sum(1 for e in inside if e.kind == "lm"),
+                    "lm_count": sum(1 for e in lms_in_bed if lo_t <= e.onset < hi_t),
                     "plm_count": sum(1 for e in inside if e.plm),
                     "twitch_count": sum(1 for e in events if e.kind == "twitch" and lo_t <= e.onset < hi_t),
                 }
@@ -309,7 +349,8 @@ class NightScorer:
             "time_in_bed_h": in_bed_s / 3600,
             "sleep_h": sleep_s / 3600,
             "wake_in_bed_h": wake_s / 3600,
-            "lm_count": sum(1 for e in scored if e.kind == "lm"),
+            "lm_count": len(lms_in_bed),
+            "lm_out_of_bed_count": sum(1 for e in scored if e.kind == "lm") - len(lms_in_bed),
             "clm_count": clm,
             "plm_count": len(plms),
             "plm_in_bed_count": plm_in_bed,
@@ -321,18 +362,43 @@ class NightScorer:
             "series": [{**s.to_dict(), "duration": s.end - s.start} for s in series],
             "imis": [e.imi for e in scored if e.imi is not None],
             "twitch_count": self._counts["twitch"],
+            "vibration_count": sum(leg.vibration_count for leg in legs.values()),
             "long_movement_count": sum(1 for e in scored if e.kind == "long"),
             "bilateral_count": sum(1 for e in scored if e.side == "bilateral"),
             "per_hour": per_hour,
             "missing_fraction": missing_fraction,
             "missing_flag": missing_fraction > p.missing_flag_fraction,
             "gaps": gaps,
+            "out_of_bed": _out_of_bed_spans(epochs, epoch_s),
+            "bed_transitions": [{"start": a, "end": b} for a, b in transitions],
             "rate_hz": {side: rates.get(side) for side in self.sides},
             "posture_reference": epochs.posture_reference,
             "late_movements_dropped": self._counts["late"],
             "final": self._finished,
         }
         return NightSummary(fields, tuple(events) if self.keep_events else ())
+
+
+def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    cos = float(a @ b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12)
+    return math.degrees(math.acos(min(1.0, max(-1.0, cos))))
+
+
+def _out_of_bed_spans(epochs: EpochClassification, epoch_s: float) -> list[dict[str, float]]:
+    """Runs of recorded epochs classified out of bed (upright), as ``{start, end}`` in the input time base;
+    none without a posture reference (the whole recording then counts as in bed)."""
+    if not any(epochs.posture_reference.values()):
+        return []
+    spans: list[dict[str, float]] = []
+    for key, in_bed in zip(epochs.epochs.tolist(), epochs.in_bed.tolist(), strict=True):
+        if in_bed:
+            continue
+        start, end = key * epoch_s, (key + 1) * epoch_s
+        if spans and spans[-1]["end"] == start:
+            spans[-1]["end"] = end
+        else:
+            spans.append({"start": start, "end": end})
+    return spans
 
 
 def score_arrays(

@@ -18,6 +18,7 @@ from simulator.night import SCORED_KINDS, Movement, NightPlan
 from simulator.sensor import SensorModel
 
 TRUTH_FORMAT = "plm-sim-truth/1"
+BED_TRANSITIONS = ("get_up", "lie_down")  # roles of the posture changes between lying and sitting up
 SLEEP_STAGES = ("n1", "n2", "n3", "rem")
 
 
@@ -65,13 +66,28 @@ class Truth:
         s = self.sensors.get(m.side)
         return s is not None and not _overlaps(m.onset, m.offset, s.gaps)
 
+    def in_bed_at(self, t: float) -> bool:
+        """True between lights-off and lights-on and outside every out-of-bed span (compared on the
+        millisecond grid the movements are on: the stand-up that opens a span starts exactly at it)."""
+        lights_off, lights_on = self.in_bed
+        spans = self.plan.out_of_bed
+        return round(lights_off, 3) <= t < round(lights_on, 3) and not any(
+            round(a, 3) <= t < round(b, 3) for a, b in spans
+        )
+
+    def scored(self, m: Movement) -> bool:
+        """Scored as a leg movement: see :meth:`leg_movements`."""
+        return m.kind in SCORED_KINDS and m.role not in BED_TRANSITIONS and self.recorded(m) and self.in_bed_at(m.onset)
+
     def leg_movements(self) -> list[LegMovement]:
-        """The true LMs (kinds lm, long, twitch) a perfect detector sees: recorded legs, outside sensor gaps."""
-        return [
-            LegMovement(m.onset, m.offset - m.onset, m.side)
-            for m in self.plan.movements
-            if m.kind in SCORED_KINDS and self.recorded(m)
-        ]
+        """The true LMs a perfect detector sees: kinds lm, long, twitch and posture (turning over) of the
+        recorded legs, outside sensor gaps, starting in bed. A sleep lab scores leg movements from
+        lights-off to lights-on and not while the subject is up: standing up, sitting down and walking
+        (the leg EMG is busy keeping balance and swinging the leg) are not LMs, so the posture changes of
+        getting up (stand, sit) and those before lights-off / after lights-on are not scored. Neither are
+        the movements between lying and sitting up on the bed's edge (getting up, lying down): they open and
+        close the time out of bed, and the same lie-down that precedes lights-off is not scored either."""
+        return [LegMovement(m.onset, m.offset - m.onset, m.side) for m in self.plan.movements if self.scored(m)]
 
     def score(self, rules: RuleSet = WASM2016) -> EventScore:
         if rules.name not in self.scores:
@@ -128,7 +144,15 @@ class Truth:
             "hours": hours,
             "stages": [{"start": round(a, 3), "end": round(b, 3), "stage": s} for a, b, s in plan.stages],
             "out_of_bed": [{"start": round(a, 3), "end": round(b, 3)} for a, b in plan.out_of_bed],
-            "movements": [{**m.to_dict(), "recorded": self.recorded(m)} for m in plan.movements],
+            "movements": [
+                {
+                    **m.to_dict(),
+                    "recorded": self.recorded(m),
+                    "in_bed": self.in_bed_at(m.onset),
+                    "scored": self.scored(m),
+                }
+                for m in plan.movements
+            ],
             "gaps": [{"start": round(g.start, 3), "end": round(g.end, 3)} for g in self.gaps],
             "partner": [
                 {"start": round(p["start"], 3), "end": round(p["end"], 3), "amplitude_mg": round(p["amp_g"] * 1000, 2)}

@@ -356,3 +356,29 @@ def test_legs_scored_in_parallel_threads_equal_legs_fed_one_after_the_other(two_
     expected = serial.finish()
     assert parallel.plm_count > 0
     assert parallel.to_dict() == expected.to_dict()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_filters_settling_after_a_hole_do_not_start_a_movement(seed: int) -> None:
+    """A 1.3 s hole restarts the filters, which settle on the next sample; when that sample is a little
+    noisy (6 mg, a few sigma of a quiet sensor) the lagged difference rises for diff_lag_s while the leg is
+    still. That must not start a movement: one started inside a still run had no rest to end it, and ran
+    on as a 90-s long movement until the next real one ended."""
+    t, xyz = leg_recording([SyntheticMovement(150.0, 2.0, 8.0)], 200.0, rate_hz=52.0, seed=seed, noise_g=0.0015)
+    keep = (t < 60.0) | (t >= 61.3)
+    t, xyz = t[keep], xyz[keep].copy()
+    xyz[int(np.searchsorted(t, 61.3))] += 0.006
+    events = score_arrays((t, xyz)).events
+    assert [(e.kind, round(e.onset)) for e in events] == [("lm", 150)]
+    assert abs(events[0].duration - 2.0) < 0.2
+
+
+def test_a_movement_ending_inside_a_hole_ends_where_it_was_last_seen_moving() -> None:
+    """A 0.3-s jerk whose end falls in 1.85 s of dropped packets: when the leg came back to rest is
+    unknown, so the movement ends at the last sample that saw it moving (as at a data gap), not at the
+    first sample after the hole, which made it a 2-s movement (an LM when its activity was sustained)."""
+    t, xyz = leg_recording([SyntheticMovement(100.0, 0.3, 3.0), SyntheticMovement(150.0, 2.0, 8.0)], 200.0, seed=1)
+    keep = (t < 100.15) | (t >= 102.0)
+    events = score_arrays((t[keep], xyz[keep])).events
+    assert [(e.kind, round(e.onset)) for e in events] == [("twitch", 100), ("lm", 150)]
+    assert events[0].onset + events[0].duration < 100.25

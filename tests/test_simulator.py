@@ -124,8 +124,12 @@ def test_truth_json_is_the_rules_applied_to_the_true_events(tmp_path):
     lms = [
         LegMovement(m["onset"], m["duration"], m["side"])
         for m in doc["movements"]
-        if m["kind"] in ("lm", "long", "twitch", "posture") and m["recorded"]
+        if m["kind"] in ("lm", "long", "twitch", "posture")
+        and m["recorded"]
+        and m["in_bed"]
+        and m["role"] not in ("get_up", "lie_down")
     ]
+    assert [m["scored"] for m in doc["movements"]].count(True) == len(lms)
     gaps = [Gap(g["start"], g["end"]) for g in doc["gaps"]]
     score = score_events(lms, WASM2016, gaps)
     truth = doc["score"]["wasm2016"]
