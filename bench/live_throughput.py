@@ -387,8 +387,9 @@ def realtime(mosq: Mosquitto, influxd: Influxd1, sensors: int, seconds: int, wor
     stop = threading.Event()
 
     def poll_influx() -> None:
-        since = int(t0 * 1000)
         while not stop.is_set():
+            # the last two minutes of onsets only, so that the poll (and influxd's share of the cores) stays small
+            since = int(max(t0, time.time() - 120) * 1000)
             try:
                 res = influxd.query(
                     f'SELECT "end_ms" FROM "movement" WHERE time >= {since}ms GROUP BY "subject", "side"',

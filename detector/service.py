@@ -2,7 +2,7 @@
 
 Data path, and why each step is where it is::
 
-    paho network thread --on_message--> queue --worker thread--> journal (commit) --> PUBACK
+    worker thread: client.loop() reads a group --> journal (commit) --> PUBACK
                                                                  |
                                          decode -> SensorInbox (reorder, dedup) -> NightScorer
                                                                  |
