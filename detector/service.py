@@ -530,7 +530,7 @@ class LiveDetector:
         try:
             assert self._client is not None
             self._client.reconnect()
-        except OSError as exc:
+        except Exception as exc:  # OSError mostly; whatever it is, the worker thread must live on and retry
             self._limited.warning("mqtt", f"cannot reach the MQTT broker: {exc}")
 
     def _group_limit(self) -> int:
