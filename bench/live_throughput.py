@@ -514,7 +514,7 @@ def main() -> int:
     parser.add_argument("--sensors", type=int, default=2000, help="sensors for the cost and capacity tests")
     parser.add_argument("--seconds", type=int, default=20, help="backlog length for the capacity test")
     parser.add_argument("--rounds", type=int, default=2, help="warm drains each (best one counts)")
-    parser.add_argument("--realtime-sensors", default="1000,2000", help="sensor counts tried live, ascending")
+    parser.add_argument("--realtime-sensors", default="500,1000,2000", help="sensor counts tried live, ascending")
     parser.add_argument("--realtime-s", type=int, default=45)
     parser.add_argument("--windows", default="0.5,5", help="reorder windows (s) for the real-time runs")
     parser.add_argument("--memory-subjects", type=int, default=10)
