@@ -237,8 +237,9 @@ class LegDetector:
         return t, xyz
 
     def _take_buffer(self) -> tuple[np.ndarray, np.ndarray]:
-        t = np.concatenate(self._buffer_t)
-        xyz = np.concatenate(self._buffer_xyz)
+        one = len(self._buffer_t) == 1  # a whole recording fed at once: no copy of it
+        t = self._buffer_t[0] if one else np.concatenate(self._buffer_t)
+        xyz = self._buffer_xyz[0] if one else np.concatenate(self._buffer_xyz)
         self._buffer_t, self._buffer_xyz, self._buffered = [], [], 0
         return t, xyz
 

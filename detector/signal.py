@@ -6,21 +6,30 @@ with the same linear filter and taking the vector norm keeps both and is exactly
 sensor is mounted (a rotation commutes with a per-axis linear filter and preserves the norm). The
 low-pass removes sensor noise above leg-motion frequencies; the lagged difference removes the static
 gravity vector without a high-pass filter's long tail. Every stage is causal with carried state, so feeding a night in
-any chunking gives bit-identical numbers (scipy's ``sosfilt`` with ``zi`` is exact across chunks, and
-the noise floor uses order statistics of blocks aligned to the sample index, not to chunk edges).
+any chunking gives bit-identical numbers (the compiled filters carry their state exactly across chunks,
+and the noise floor uses order statistics of blocks aligned to the sample index, not to chunk edges).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
+import logging
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from scipy import signal as sps
 
 from detector.kernels import activity_chain, running_floor
 from detector.params import DetectorParams
+
+logger = logging.getLogger(__name__)
+
+DESIGN_VERSION = 1
+"""Bump when :func:`_compute_design` changes: the on-disk design cache is keyed by it."""
 
 MIN_RATE_HZ = 10.0
 """Below this the 4 Hz low-pass (and leg motion itself) cannot be represented."""
@@ -62,7 +71,64 @@ class _FilterDesign:
 @functools.lru_cache(maxsize=64)
 def _design(rate_hz: float, params: DetectorParams) -> _FilterDesign:
     """The filters of one sample rate, designed once and shared by every leg at that rate: designing
-    them costs milliseconds, which a live service starting thousands of sensors should pay once."""
+    them costs milliseconds, which a live service starting thousands of sensors should pay once.
+
+    Designs are also kept on disk (:func:`design_cache_dir`): designing needs ``scipy.signal``, whose
+    import costs about a second -- a third of what scoring a night from files may take -- while the
+    designs themselves are a few dozen numbers that a machine sees again and again (a sensor model's
+    rate). A missing, unreadable or unwritable cache only means designing again."""
+    path = _design_cache_path(rate_hz, params)
+    if path is not None:
+        try:
+            with np.load(path) as saved:
+                return _FilterDesign(**{f.name: _loaded(saved[f.name]) for f in dataclasses.fields(_FilterDesign)})
+        except (OSError, KeyError, ValueError):
+            pass  # not there yet, or damaged: design afresh
+    design = _compute_design(rate_hz, params)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+            np.savez(partial, **dataclasses.asdict(design))
+            partial.replace(path)  # atomic: a reader sees the whole file or none
+        except OSError as exc:
+            logger.debug("filter design cache not written (%s)", exc)
+    return design
+
+
+def _loaded(value: np.ndarray) -> np.ndarray | int | float:
+    return value.item() if value.ndim == 0 else value
+
+
+def design_cache_dir() -> Path | None:
+    """Where filter designs are cached: ``PLM_CACHE_DIR``, else the user's cache directory; None = off."""
+    configured = os.environ.get("PLM_CACHE_DIR")
+    if configured is not None:
+        return Path(configured) / "filter-designs" if configured else None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "plm-monitor" / "filter-designs"
+
+
+def _design_cache_path(rate_hz: float, params: DetectorParams) -> Path | None:
+    directory = design_cache_dir()
+    if directory is None:
+        return None
+    used = (
+        DESIGN_VERSION,
+        repr(float(rate_hz)),
+        params.lowpass_hz,
+        params.envelope_s,
+        params.boundary_hz,
+        params.tremor_low_hz,
+        params.tremor_high_hz,
+        params.diff_lag_s,
+    )
+    return directory / (hashlib.sha256(repr(used).encode()).hexdigest()[:24] + ".npz")
+
+
+def _compute_design(rate_hz: float, params: DetectorParams) -> _FilterDesign:
+    from scipy import signal as sps  # here: only a design that is not cached pays for the import
+
     nyquist = rate_hz / 2
     low = sps.butter(2, min(params.lowpass_hz, 0.45 * rate_hz) / nyquist, "lowpass", output="sos")
     env_hz = 1.0 / (2 * math.pi * params.envelope_s)

@@ -116,3 +116,33 @@ def test_epoch_sums_match_numpy(seed: int, epoch_s: float) -> None:
         np.testing.assert_array_equal(row[1:4], np.rint(xyz[sel] * 10_000).astype(np.int64).sum(axis=0))
         assert row[4] == active[sel].sum()
         assert row[5] == np.rint(env[sel] * 10_000).astype(np.int64).sum()
+
+
+def test_filter_designs_come_back_from_the_disk_cache_unchanged(tmp_path, monkeypatch) -> None:
+    """Designs are cached on disk so that scoring need not import scipy.signal; a cached design must be
+    the designed one, a damaged cache file is designed afresh, and an unwritable cache is no error."""
+    import dataclasses
+
+    from detector import signal as sig
+
+    params = DetectorParams()
+    monkeypatch.setenv("PLM_CACHE_DIR", str(tmp_path))
+    sig._design.cache_clear()
+    fresh = sig._design(51.37, params)  # designs and writes
+    path = sig._design_cache_path(51.37, params)
+    assert path is not None and path.exists()
+    sig._design.cache_clear()
+    cached = sig._design(51.37, params)
+    for f in dataclasses.fields(fresh):
+        a, b = getattr(fresh, f.name), getattr(cached, f.name)
+        assert type(a) is type(b) and np.array_equal(a, b), f.name
+    path.write_bytes(b"not a design")
+    sig._design.cache_clear()
+    assert np.array_equal(sig._design(51.37, params).tremor, fresh.tremor)
+    assert sig._design_cache_path(51.37, DetectorParams(boundary_hz=6.0)) != path  # params are in the key
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv("PLM_CACHE_DIR", str(blocked))  # a file where the cache directory should be
+    sig._design.cache_clear()
+    assert np.array_equal(sig._design(51.37, params).low, fresh.low)
+    sig._design.cache_clear()
