@@ -92,6 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (``plm score --json | head``): not our error, so no traceback. Point stdout
+        # at /dev/null so that the interpreter's final flush does not fail on the same pipe again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:
         if not _is_config_error(exc):
             raise

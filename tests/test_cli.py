@@ -131,3 +131,28 @@ def test_plm_score_process_flushes_its_output_before_the_quick_exit(tmp_path):
     (tmp_path / "bad.csv").write_text("t,x,y,z\n1,0,0,x\n")
     out = subprocess.run([*run[:-1], str(tmp_path / "bad.csv")], capture_output=True, text=True, cwd=ROOT, env=env)
     assert out.returncode == 2 and "bad.csv: line 2: column z is not a number" in out.stderr
+
+
+def test_a_closed_output_pipe_ends_quietly(tmp_path) -> None:
+    """`plm score --json | head` must not end in a BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    csv = tmp_path / "leg.csv"
+    rows = [f"{k / 52:.4f},0.0,0.0,1.0" for k in range(52 * 30)]
+    csv.write_text("t,x,y,z\n" + "\n".join(rows) + "\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is already gone: the first write fails with EPIPE
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "plm.cli", "score", str(csv), "--json"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode != 0
