@@ -9,6 +9,7 @@ Checkpoint and journal truncation happen in one SQLite transaction, so they cann
 
 from __future__ import annotations
 
+import logging
 import pickle
 import sqlite3
 import threading
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from plm.durable import open_durable_db
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -94,7 +97,11 @@ class Journal:
             row = self._db.execute("SELECT applied_id, state FROM checkpoint WHERE slot = 0").fetchone()
         if row is None:
             return None
-        return int(row[0]), pickle.loads(row[1])  # our own file, written by checkpoint() above
+        try:
+            return int(row[0]), pickle.loads(row[1])  # our own file, written by checkpoint() above
+        except Exception as exc:  # classes of another version of the code: any unpickling error
+            log.warning("checkpoint in %s cannot be read (%s: %s)", self.path, type(exc).__name__, exc)
+            return int(row[0]), None
 
     def depth(self) -> int:
         with self._lock:

@@ -21,6 +21,8 @@ Data path, and why each step is where it is::
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import math
@@ -239,6 +241,19 @@ def _socket_dry(client: mqtt.Client) -> bool:
         return True
 
 
+@functools.cache
+def state_format() -> str:
+    """Fingerprint of the code whose objects a checkpoint pickles (the detector package and the event
+    rules): a checkpoint is restored only into the code that wrote it. A detector upgraded mid-night
+    would otherwise unpickle scorer objects of the old classes and fail on a renamed attribute later."""
+    root = Path(__file__).resolve().parent
+    files = sorted(root.glob("*.py")) + sorted((root.parent / "plm").glob("rules*.py"))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def shard_of(subject: str, shards: int) -> int:
     """Stable across processes and Python versions (unlike ``hash``), so replicas agree."""
     return zlib.crc32(subject.encode()) % shards
@@ -303,6 +318,7 @@ class Stats:
     bad: Counter[str] = field(default_factory=Counter)
     movements: int = 0
     nights_finished: int = 0
+    checkpoints_discarded: int = 0  # written by another version of the detector (see _restore)
 
 
 class LiveDetector:
@@ -1011,6 +1027,7 @@ class LiveDetector:
             "bad": dict(self.stats.bad),
             "movements": self.stats.movements,
             "subjects": len(self.subjects),
+            "checkpoints_discarded": self.stats.checkpoints_discarded,
             "outbox_depth": metrics.depth,
             "journal_depth": self.journal.depth(),
             "time_ns": time.time_ns(),
@@ -1044,12 +1061,28 @@ class LiveDetector:
         self._flush_out()
         self.journal.checkpoint(
             self._applied_id,
-            {"subjects": self.subjects, "stats": self.stats, "diary": self.diary, "acks": self.acks},
+            {
+                "format": state_format(),
+                "subjects": self.subjects,
+                "stats": self.stats,
+                "diary": self.diary,
+                "acks": self.acks,
+            },
         )
 
     def _restore(self) -> None:
         saved = self.journal.load_checkpoint()
-        if saved is not None:
+        if saved is not None and (saved[1] is None or saved[1].get("format") != state_format()):
+            # pickled scorer objects of other code would load with missing or renamed attributes and fail
+            # later, in the middle of the stream: start the nights in progress again instead
+            log.warning(
+                "the checkpoint in %s was written by another version of the detector (or is unreadable): "
+                "nights in progress start again from the data after it; what is already stored is kept",
+                self.journal.path,
+            )
+            self.stats.checkpoints_discarded += 1
+            saved = (saved[0], None)
+        if saved is not None and saved[1] is not None:
             self._applied_id, state = saved
             self.subjects = state["subjects"]
             self.stats = state["stats"]
@@ -1057,6 +1090,8 @@ class LiveDetector:
             self.acks = state.get("acks") or AckTracker()
             self.acks.last_publish.clear()  # monotonic times of the previous process
             self.acks.resend_all()
+        elif saved is not None:
+            self._applied_id = saved[0]  # the rows up to it are gone with the checkpoint that covered them
         replayed = 0
         for row_id, topic, payload in self.journal.replay(self._applied_id):
             self.apply(topic, payload)

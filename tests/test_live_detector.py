@@ -262,3 +262,33 @@ def test_broker_restart_mid_stream_loses_nothing(influxd, tmp_path, batches):
         assert detector.stats.bad.get("late", 0) == 0
     finally:
         broker.stop()
+
+
+@pytest.mark.parametrize("blob", ["other-version", "unreadable"])
+def test_a_checkpoint_of_another_detector_version_is_set_aside_not_fatal(mosquitto, influxd, tmp_path, blob):
+    """An upgraded detector must not unpickle the old code's scorer objects (they fail later, mid-stream,
+    on a renamed attribute): it starts the nights in progress again, says so, and keeps running."""
+    import sqlite3
+
+    from detector.journal import Journal
+
+    settings = settings_for(mosquitto, influxd, tmp_path / "state", instance="upgrade")
+    (tmp_path / "state").mkdir()
+    journal = Journal(tmp_path / "state" / "upgrade-journal.sqlite")
+    journal.checkpoint(7, {"format": "written-by-0.0", "subjects": {"old": object()}})
+    journal.close()
+    if blob == "unreadable":
+        with sqlite3.connect(tmp_path / "state" / "upgrade-journal.sqlite") as db:
+            db.execute("UPDATE checkpoint SET state = ?", (b"\x80\x05not a pickle",))
+    detector = LiveDetector(settings)
+    try:
+        assert detector.subjects == {} and detector.stats.checkpoints_discarded == 1
+        assert detector._applied_id == 7  # the rows the checkpoint covered are gone: not replayed
+        detector.apply("plm/v1/fresh/left-ankle/acc", wire.encode_binary(night_batches_one()))
+        assert "fresh" in detector.subjects
+    finally:
+        detector.stop()
+
+
+def night_batches_one() -> wire.SampleBatch:
+    return wire.make_batch(1_700_000_000 * 10**9, 52.0, [[0.0, 0.0, 1.0]] * 52, 0, now_ns=2**62)
