@@ -47,6 +47,7 @@ from detector.diary import DiaryError, DiaryNote, diary_lines, merge_notes, nigh
 from detector.influx import InfluxSink
 from detector.ingest import SensorInbox
 from detector.journal import Journal
+from detector.kernels import warm_up
 from detector.lm import STAT_SCALE
 from detector.night_points import summary_lines
 from detector.scorer import MovementEvent, NightScorer, NightSummary
@@ -381,6 +382,9 @@ class LiveDetector:
 
     def start(self) -> None:
         """Connect (persistent session, QoS 1, manual acks) and start the worker thread."""
+        # load (or on a new machine compile) the scorer's numba loops before the first message: otherwise a
+        # fresh process spends its first seconds of traffic doing it, and its first movements come late
+        warm_up()
         client_id = f"plm-detector-{self.instance}"
         status = wire.detector_status_topic(self.instance)
         self._client = make_client(
