@@ -150,7 +150,9 @@ def format_summary(summary: NightSummary) -> str:
         f"  time in bed      {_fmt(d['time_in_bed_h'], ' h', 2)}   estimated sleep {_fmt(d['sleep_h'], ' h', 2)}",
         f"  PLM index        {_fmt(d['plm_index'], ' /h in bed')}",
         f"  PLMS index       {_fmt(d['plms_index'], ' /h of estimated sleep')}   PLMW index {_fmt(d['plmw_index'], ' /h')}",
-        f"  LM {d['lm_count']}  candidate LM {d['clm_count']}  PLM {d['plm_count']}  series {d['series_count']}"
+        f"  LM in bed {d['lm_count']}  (not counted: {d.get('lm_out_of_bed_count', 0)} while up or getting"
+        f" into/out of bed)  bed transitions {len(d.get('bed_transitions', []))}",
+        f"  all recorded: candidate LM {d['clm_count']}  PLM {d['plm_count']}  series {d['series_count']}"
         f"  periodicity {_fmt(d['periodicity_index'], '', 2)}",
         f"  long movements {d['long_movement_count']}  twitches {d['twitch_count']}  bilateral {d['bilateral_count']}",
     ]
