@@ -47,6 +47,8 @@ LEGEND = (  # (label, colour) of the timeline, shared by the HTML and the PNG/PD
     ("twitch", "#c9a400"),
     ("PLM series", "rgba(211,47,47,.25)"),
 )
+OUT_OF_BED = ("out of bed (leg upright)", "#c3c8d2")
+OUT_OF_BED_FILL = OUT_OF_BED[1]
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class NightReport:
     notice: str = NOTICE
     rules: str = "wasm2016"
     data_notes: tuple[str, ...] = field(default=())
+    out_of_bed: tuple[tuple[float, float], ...] = field(default=())  # spans with the legs upright
 
 
 def _fmt(value: Any, digits: int | None = 1, unit: str = "") -> str:
@@ -212,6 +215,11 @@ def build_report(
         for s in summary.get("series", [])
         if s.get("start") is not None and s.get("end") is not None
     )
+    out_of_bed = tuple(
+        (float(s["start"]), float(s["end"]))
+        for s in summary.get("out_of_bed") or []
+        if s.get("start") is not None and s.get("end") is not None and s["end"] > s["start"]
+    )
     hourly = tuple(
         (float(h["start"]), int(h.get("plm_count") or 0), int(h.get("lm_count") or 0))
         for h in summary.get("per_hour", [])
@@ -280,6 +288,7 @@ def build_report(
         headline=headline,
         rules=str(summary.get("rules") or "wasm2016"),
         data_notes=tuple(data_notes),
+        out_of_bed=out_of_bed,
     )
 
 
@@ -317,6 +326,12 @@ def _clock(ts: float, tz: dt.tzinfo) -> str:
     return dt.datetime.fromtimestamp(ts, tz).strftime("%H:%M")
 
 
+def legend_of(report: NightReport) -> tuple[tuple[str, str], ...]:
+    """The timeline's legend: the out-of-bed shading only when the report has it (a night scored from files;
+    the live detector's per-minute posture is not used for it)."""
+    return (*LEGEND, OUT_OF_BED) if report.out_of_bed else LEGEND
+
+
 def timeline_svg(report: NightReport, width: int = 900) -> str:
     """Movements per leg (both-leg movements on both rows), PLM series shaded, hourly ticks."""
     if report.start_s is None or report.end_s is None or report.end_s <= report.start_s:
@@ -339,6 +354,12 @@ def timeline_svg(report: NightReport, width: int = 900) -> str:
     for side, y in rows.items():
         parts.append(f'<text x="4" y="{y + row_h / 2 + 4}">{side}</text>')
         parts.append(f'<rect x="{left_pad}" y="{y}" width="{plot_w}" height="{row_h}" fill="#f6f7f9"/>')
+    for s0, s1 in report.out_of_bed:  # movements there are shown, not counted as LMs of the night
+        parts.append(
+            f'<rect x="{x(s0):.1f}" y="{top}" width="{max(x(s1) - x(s0), 1):.1f}" height="{2 * row_h + gap}" '
+            f'fill="{OUT_OF_BED_FILL}" fill-opacity=".55"><title>out of bed (leg upright): {_clock(s0, report.tz)}'
+            f"-{_clock(s1, report.tz)}</title></rect>"
+        )
     for m in report.movements:
         state = "plm" if m.plm else m.kind
         colour = _KIND_COLOUR.get(state, "#666")
@@ -459,7 +480,7 @@ def render_html(report: NightReport) -> str:
         else f'<p class="muted">{_e(NO_SIGNALS)}</p>'
     )
     data_notes = "".join(f'<p class="muted">{_e(n)}</p>' for n in r.data_notes)
-    legend = "".join(f'<span><i style="background:{c}"></i>{label}</span>' for label, c in LEGEND)
+    legend = "".join(f'<span><i style="background:{c}"></i>{label}</span>' for label, c in legend_of(r))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

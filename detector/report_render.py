@@ -28,8 +28,10 @@ from detector.report import (
     MEDICATION_NOTE,
     NO_SIGNALS,
     NOTICE,
+    OUT_OF_BED_FILL,
     PLM_THRESHOLD,
     NightReport,
+    legend_of,
 )
 
 FORMATS = ("png", "pdf")
@@ -301,6 +303,8 @@ def _timeline(page: _Page, r: NightReport) -> None:
             ax.axvspan(s0, s1, ymin=0.0, ymax=1.0, color=SERIES_FILL, lw=0)
         for y in rows.values():
             ax.axhspan(y - 0.38, y + 0.38, color="#f3f4f7", lw=0, zorder=0)
+        for s0, s1 in r.out_of_bed:  # movements there are shown, not counted as LMs of the night
+            ax.axvspan(s0, s1, ymin=0.0, ymax=1.0, color=OUT_OF_BED_FILL, alpha=0.55, lw=0, zorder=1)
         min_w = span * 0.0012  # a 2-second movement stays visible on an 8-hour line
         bars: dict[tuple[str, float], list[tuple[float, float]]] = {}
         for m in r.movements:
@@ -319,7 +323,7 @@ def _timeline(page: _Page, r: NightReport) -> None:
         ax.set_yticks(list(rows.values()), list(rows))
         ax.tick_params(axis="y", length=0, labelsize=page.pt(0.85))
         ax.spines["left"].set_visible(False)
-    _legend(page)
+    _legend(page, r)
 
 
 def _kind_colour(kind: str) -> str:
@@ -330,12 +334,12 @@ def _kind_colour(kind: str) -> str:
     }.get(kind, "#666666")
 
 
-def _legend(page: _Page) -> None:
+def _legend(page: _Page, r: NightReport) -> None:
     size = page.pt(0.8)
     box = size / 72 * 0.8
     x, line_h = page.left + 0.45 * page.scale, size * 1.5 / 72
     page.y += 0.02
-    for label, colour in LEGEND:
+    for label, colour in legend_of(r):
         w = box + 0.05 + page.width_of(label, size) + 0.18
         if x + w > page.left + page.inner:
             x, page.y = page.left + 0.45 * page.scale, page.y + line_h

@@ -130,3 +130,14 @@ def test_plm_report_from_a_scored_file(scored: dict, tmp_path: Path, capsys) -> 
     path.write_text("{}")
     assert main(["report", "--subject", "dora", "--from-file", str(path), "--out", str(out)]) == 2
     assert "plm score --json" in capsys.readouterr().err
+
+
+def test_out_of_bed_spans_are_shaded_on_the_timeline(scored: dict) -> None:
+    """Movements while the legs are upright are shown but not counted: the timeline says where that was."""
+    summary, events = split(scored)
+    up = {"start": START + 600.0, "end": START + 900.0}
+    page = render_html(build_report("alice", {**summary, "out_of_bed": [up]}, events, tz=dt.UTC))
+    assert "<title>out of bed (leg upright): 22:40-22:45</title>" in page
+    assert "out of bed (leg upright)</span>" in page  # in the legend
+    plain = render_html(build_report("alice", {**summary, "out_of_bed": []}, events, tz=dt.UTC))
+    assert "out of bed" not in plain

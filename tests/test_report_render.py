@@ -136,3 +136,16 @@ def test_plm_report_writes_png_and_pdf_by_suffix(scored: dict, tmp_path: Path, c
     out = tmp_path / "missing-dir" / "night.pdf"
     assert main(["report", "--subject", "dora", "--from-file", str(path), "--out", str(out)]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_out_of_bed_shading_is_drawn_on_the_png(report) -> None:
+    """The same report with an out-of-bed span differs on the page (a shaded band), and the legend says so."""
+    import dataclasses
+
+    assert report.start_s is not None and report.end_s is not None
+    mid = (report.start_s + report.end_s) / 2
+    shaded = dataclasses.replace(report, out_of_bed=((mid - 600.0, mid + 600.0),))
+    plain = dataclasses.replace(report, out_of_bed=())
+    assert render_bytes(shaded, "png") != render_bytes(plain, "png")
+    assert "out of bed (leg upright)" in pdf_text(render_bytes(shaded, "pdf"))  # in the legend ...
+    assert "out of bed" not in pdf_text(render_bytes(plain, "pdf"))  # ... only when it is drawn
