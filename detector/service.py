@@ -919,27 +919,42 @@ class LiveDetector:
             for e in events:
                 self._client.publish(topic, json.dumps(e.to_dict()), qos=1)
 
-    def _write_minutes(self, state: SubjectState, final: bool = False) -> None:
+    def _write_minutes(self, state: SubjectState) -> None:
         """Write the ``activity`` points of the minutes every leg has passed (and, for the sleep estimate,
-        one epoch beyond, since wake spreads to neighbouring epochs); at the night's end, all of them."""
+        one epoch beyond, since wake spreads to neighbouring epochs); the night's end writes them all again
+        (:meth:`_rewrite_minutes`)."""
         if state.night_start_s is None:
             return
         minutes = state.minute_state()
         if minutes.next_minute is None:
             minutes.next_minute = math.floor(state.night_start_s / MINUTE_S)
-        if final:
-            reached = max(state.last_t.values(), default=state.night_start_s)
-            stop = math.floor(reached / MINUTE_S) + 1
-        else:
-            watermark = state.scorer.watermark
-            if not math.isfinite(watermark):
-                return  # a leg without data yet: nothing is complete
-            stop = math.floor((watermark - state.scorer.params.epoch_s) / MINUTE_S)
+        watermark = state.scorer.watermark
+        if not math.isfinite(watermark):
+            return  # a leg without data yet: nothing is complete
+        stop = math.floor((watermark - state.scorer.params.epoch_s) / MINUTE_S)
         if stop <= minutes.next_minute:
             return
         self._put(
             minute_lines(state.subject, state.scorer, range(minutes.next_minute, stop), minutes, state.night_start_s)
         )
+
+    def _rewrite_minutes(self, state: SubjectState, summary: NightSummary) -> None:
+        """At the night's end, every minute of it again, from the final night.
+
+        Minutes written live are classified with what was known then: the leg's upright direction is
+        learned from walking, and before any walk a restless night's most vigorous epochs are kicking in
+        bed, so early minutes can say "upright" that the whole night shows were lying. The points are
+        idempotent (same series, same time), so writing them again replaces posture, in bed and asleep
+        with the final estimate -- the one the night summary's time in bed uses -- and the movement counts
+        with the final movements."""
+        if state.night_start_s is None:
+            return
+        reached = max(state.last_t.values(), default=state.night_start_s)
+        first = math.floor(state.night_start_s / MINUTE_S)
+        final = MinuteState(next_minute=first)
+        final.count(list(summary.events))
+        minutes = range(first, math.floor(reached / MINUTE_S) + 1)
+        self._put(minute_lines(state.subject, state.scorer, minutes, final, state.night_start_s))
 
     def _write_summary(self, state: SubjectState, summary: NightSummary) -> None:
         fields = summary.fields
@@ -962,7 +977,7 @@ class LiveDetector:
             before = {e.key: e for e in state.scorer.summary().events}
             summary = state.scorer.finish()
             self._emit(state, [e for e in summary.events if before.get(e.key) != e])
-            self._write_minutes(state, final=True)
+            self._rewrite_minutes(state, summary)
             self._write_summary(state, summary)
             self.stats.nights_finished += 1
             log.info(

@@ -292,3 +292,39 @@ def test_a_checkpoint_of_another_detector_version_is_set_aside_not_fatal(mosquit
 
 def night_batches_one() -> wire.SampleBatch:
     return wire.make_batch(1_700_000_000 * 10**9, 52.0, [[0.0, 0.0, 1.0]] * 52, 0, now_ns=2**62)
+
+
+def test_the_nights_minutes_are_written_again_from_the_final_night(tmp_path, batches, offline):
+    """Minutes written live carry what was known then; at the night's end every minute is written again
+    from the final night (posture, in bed, asleep, movement counts): the last value of each minute is
+    the final one, and its movement counts add up to the night's movements."""
+    import re
+
+    from plm.config import InfluxSettings, Settings
+
+    settings = Settings(influx=InfluxSettings(url="http://127.0.0.1:9", api=1), detector={"state_dir": tmp_path})
+    detector = LiveDetector(settings, publish_results=False)
+    written: list[str] = []
+    detector.sink.put = lambda lines: written.extend(lines)  # no database: the lines themselves are checked
+    try:
+        detector.apply_many(
+            [(f"plm/v1/minutes/{side}-ankle/acc", wire.encode_binary(b)) for side, b in interleave(batches)],
+            wall_s=2**40,
+        )
+        live_lines = len(written)
+        detector.stop(finish_nights=True)
+    finally:
+        detector.sink.close()
+    last: dict[tuple[str, int], str] = {}
+    for text in written[live_lines:]:  # what the night's end wrote
+        if text.startswith("activity,") and "movement_count=" in text:
+            side = re.search(r"side=(\w+)", text).group(1)
+            last[(side, int(text.rsplit(" ", 1)[1]))] = text
+    night_start = min(b.start_ns for bs in batches.values() for b in bs) / 1e9
+    night_end = max(b.end_ns for bs in batches.values() for b in bs) / 1e9
+    minutes = int(night_end // 60) - int(night_start // 60) + 1
+    assert len(written) > live_lines and {side for side, _ in last} == {"left", "right"}
+    assert len(last) == 2 * minutes  # every minute of the night again, each leg
+    counted = sum(int(re.search(r"movement_count=(\d+)i", text).group(1)) for text in last.values())
+    expected = sum(2 if e.side == "bilateral" else 1 for e in offline.events if e.kind != "twitch")
+    assert counted == expected
