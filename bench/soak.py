@@ -728,18 +728,7 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
             report.movements_duplicated += sum(
                 1 for t, side, _k, _p in extra if any(abs(t - e[0]) < 5000 and side == e[1] for e in expected)
             )
-            nights = [r for r in _rows(influxd, f"SELECT * FROM night WHERE subject = '{subject}'") if r.get("final")]
-            if not nights:
-                report.summary_mismatches.append(f"{subject}: no final night in InfluxDB")
-                continue
-            night = nights[-1]
-            for key in COMPARED_INT:
-                if night.get(key) != offline.fields.get(key):
-                    report.summary_mismatches.append(f"{subject}.{key}: {night.get(key)} != {offline.fields.get(key)}")
-            for key in COMPARED_FLOAT:
-                a, b = night.get(key), offline.fields.get(key)
-                if (a is None) != (b is None) or (a is not None and not math.isclose(a, b, rel_tol=1e-9)):
-                    report.summary_mismatches.append(f"{subject}.{key}: {a} != {b}")
+            report.summary_mismatches += _night_mismatches(influxd, subject, offline)
         report.summaries_equal = not report.summary_mismatches
         if ble is not None and capture is not None and report.ble is not None:
             _compare_ble(report.ble, ble, capture, influxd)
@@ -840,6 +829,22 @@ def _without_overlaps(batches: list[wire.SampleBatch], r: BleReport) -> list[wir
     return kept
 
 
+def _night_mismatches(influxd: Influxd1, subject: str, offline: Any) -> list[str]:
+    """How the subject's final night in InfluxDB differs from the offline summary (empty: equal)."""
+    nights = [r for r in _rows(influxd, f"SELECT * FROM night WHERE subject = '{subject}'") if r.get("final")]
+    if not nights:
+        return [f"{subject}: no final night in InfluxDB"]
+    night, out = nights[-1], []
+    for key in COMPARED_INT:
+        if night.get(key) != offline.fields.get(key):
+            out.append(f"{subject}.{key}: {night.get(key)} != {offline.fields.get(key)}")
+    for key in COMPARED_FLOAT:
+        a, b = night.get(key), offline.fields.get(key)
+        if (a is None) != (b is None) or (a is not None and not math.isclose(a, b, rel_tol=1e-9)):
+            out.append(f"{subject}.{key}: {a} != {b}")
+    return out
+
+
 def _compare_ble(r: BleReport, ble: BleCollectorProcess, capture: BleCapture, influxd: Influxd1) -> None:
     """Detector's stored night for the BLE subject vs offline scoring of exactly what the collector published."""
     per_side = capture.per_side()
@@ -877,18 +882,7 @@ def _compare_ble(r: BleReport, ble: BleCollectorProcess, capture: BleCapture, in
     r.movements_duplicated = sum(
         1 for t, side, _k, _p in extra if any(abs(t - e[0]) < 5000 and side == e[1] for e in expected)
     )
-    nights = [x for x in _rows(influxd, f"SELECT * FROM night WHERE subject = '{BLE_SUBJECT}'") if x.get("final")]
-    if not nights:
-        r.summary_mismatches.append(f"{BLE_SUBJECT}: no final night in InfluxDB")
-        return
-    night = nights[-1]
-    for key in COMPARED_INT:
-        if night.get(key) != offline.fields.get(key):
-            r.summary_mismatches.append(f"{BLE_SUBJECT}.{key}: {night.get(key)} != {offline.fields.get(key)}")
-    for key in COMPARED_FLOAT:
-        a, b = night.get(key), offline.fields.get(key)
-        if (a is None) != (b is None) or (a is not None and not math.isclose(a, b, rel_tol=1e-9)):
-            r.summary_mismatches.append(f"{BLE_SUBJECT}.{key}: {a} != {b}")
+    r.summary_mismatches += _night_mismatches(influxd, BLE_SUBJECT, offline)
 
 
 def format_report(r: SoakReport) -> str:
