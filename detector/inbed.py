@@ -73,7 +73,8 @@ def classify_epochs(
     params: DetectorParams,
 ) -> EpochClassification:
     """In bed and asleep per epoch, from each leg's epoch table (see :class:`detector.lm.LegDetector`)."""
-    epochs = np.unique(np.concatenate([table_rows(t)[0] for t in tables.values()] or [np.zeros(0, np.int64)]))
+    per_leg = {side: table_rows(table) for side, table in tables.items()}
+    epochs = np.unique(np.concatenate([keys for keys, _ in per_leg.values()] or [np.zeros(0, np.int64)]))
     m = epochs.shape[0]
     covered = np.zeros(m)
     active_fraction = np.zeros(m)
@@ -87,7 +88,7 @@ def classify_epochs(
             continue
         up = upright_direction(table, rate, params)
         reference[side] = up is not None
-        keys_of_leg, rows = table_rows(table)
+        keys_of_leg, rows = per_leg[side]
         idx = np.searchsorted(epochs, keys_of_leg)  # every key of every leg is in ``epochs``
         covered[idx] = np.maximum(covered[idx], np.minimum(rows[:, 0] / rate, params.epoch_s))
         active_fraction[idx] = np.maximum(active_fraction[idx], rows[:, 4] / np.maximum(rows[:, 0], 1))
