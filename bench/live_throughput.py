@@ -119,12 +119,18 @@ def _publish_all(mqtt_settings: MqttSettings, items: list[tuple[str, bytes]], cl
 class BareSubscriber:
     """What the broker and this machine can deliver to one Python paho consumer that does nothing."""
 
-    def __init__(self, mqtt_settings: MqttSettings, client_id: str = "bench-bare") -> None:
+    def __init__(self, mqtt_settings: MqttSettings, client_id: str = "bench-bare", protocol: str = "3.1.1") -> None:
         self.count = 0
         self.first = self.last = 0.0
         self.done = threading.Event()
         self.expect = 0
-        self.client = make_client(mqtt_settings, client_id, on_connect=self._sub)
+        self.client = make_client(
+            mqtt_settings,
+            client_id,
+            on_connect=self._sub,
+            protocol=protocol,
+            persistent=True,  # type: ignore[arg-type]
+        )
         self.client.on_message = self._on_message
         self.settings = mqtt_settings
 
@@ -148,8 +154,8 @@ class BareSubscriber:
         self.client.loop_stop()
 
 
-def _drain_bare(settings: Settings, expect: int) -> float:
-    bare = BareSubscriber(settings.mqtt)
+def _drain_bare(settings: Settings, expect: int, protocol: str) -> float:
+    bare = BareSubscriber(settings.mqtt, f"bench-bare-{protocol}", protocol)
     bare.expect = expect
     bare.connect()
     bare.done.wait(300)
@@ -245,10 +251,13 @@ def capacity(
     """Backlog drain, twice: a short cold one (every leg starts: scorer set-up, first filter calls), then the
     measured warm one -- the same sensors continuing, as a detector that was down for a while meets them."""
     settings = _settings(mosq, influxd, work / "cap", instance="benchcap")
-    bare = BareSubscriber(settings.mqtt)
-    bare.connect()
-    time.sleep(0.5)
-    bare.close()  # the session (and its subscription) stays on the broker
+    # the baseline reads with the detector's protocol (a fair ratio); MQTT 5 is drained too, for reference
+    protocols = (settings.detector.mqtt_protocol, "5" if settings.detector.mqtt_protocol != "5" else "3.1.1")
+    for protocol in protocols:
+        bare = BareSubscriber(settings.mqtt, f"bench-bare-{protocol}", protocol)
+        bare.connect()
+        time.sleep(0.5)
+        bare.close()  # the session (and its subscription) stays on the broker
     detector = LiveDetector(settings, publish_results=False)
     detector.start()
     detector.stop()
@@ -267,11 +276,14 @@ def capacity(
             " msg/s published)",
             flush=True,
         )
-        bare_rate = _drain_bare(settings, len(items))
+        bare_rate = _drain_bare(settings, len(items), protocols[0])
+        other_rate = _drain_bare(settings, len(items), protocols[1])
         det_rate, detector = _drain_detector(settings, len(items))
         out[phase] = {
             "messages": len(items),
+            "protocol": protocols[0],
             "bare_msg_s": round(bare_rate),
+            f"bare_mqtt{protocols[1]}_msg_s": round(other_rate),
             "detector_msg_s": round(det_rate),
             "ratio": round(det_rate / bare_rate, 3),
             "chunk_s_at_end": detector.chunk_s,

@@ -393,10 +393,13 @@ class LiveDetector:
             will=(status, json.dumps({"state": "lost"}).encode()),
             on_connect=self._subscribe,
             manual_ack=True,
+            protocol=self.settings.detector.mqtt_protocol,
+            persistent=True,
         )
         self._client.on_message = self._on_message
         self._client.on_subscribe = lambda *_args: self._subscribed.set()
-        _ask_for_receive_maximum(self._client, RECEIVE_MAXIMUM)
+        if self.settings.detector.mqtt_protocol == "5":
+            _ask_for_receive_maximum(self._client, RECEIVE_MAXIMUM)
         connect(self._client, self.settings.mqtt, persistent=True)
         if not self._subscribed.wait(10):
             self._client.loop_stop()

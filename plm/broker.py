@@ -135,6 +135,10 @@ def mosquitto_conf(
         # past this many queued messages mosquitto drops QoS 1 messages for a slow or absent consumer:
         # ~3 hours of 10 sensors, so a detector restart or a long outage loses nothing
         "max_queued_messages 100000",
+        # unacknowledged QoS 1 messages in flight to one client (default 20). The detector subscribes with
+        # MQTT 3.1.1 (cheaper to decode) and acknowledges a group only once it is journaled: 20 would make its
+        # groups a few dozen batches. MQTT 5 clients ask for their own limit (Receive Maximum) below this
+        "max_inflight_messages 16384",
         listener,
     ]
     if run_as_user:

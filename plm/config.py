@@ -142,6 +142,12 @@ class DetectorSettings(_Section):
     state_dir: Path = Field(Path("./var/detector"), description="outbox and scorer state live here")
     reorder_window_s: float = Field(5.0, ge=0, le=120)
     night_end_local: str | None = Field(None, description="HH:MM local time that ends a night regardless")
+    mqtt_protocol: Literal["3.1.1", "5"] = Field(
+        "3.1.1",
+        description="protocol of the detector's subscription: 3.1.1 reads each batch at about half paho's MQTT 5 "
+        "cost; the broker must then allow thousands of messages in flight to it (mosquitto max_inflight_messages); "
+        "5 asks for that itself (Receive Maximum)",
+    )
 
 
 class CollectorSettings(_Section):

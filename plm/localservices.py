@@ -169,6 +169,7 @@ class Mosquitto(_Service):
             # mosquitto's default of 1000 queued messages per client silently drops QoS 1 messages
             # for a consumer that falls behind a fast replay; the product's config raises it too
             "max_queued_messages 1000000",
+            "max_inflight_messages 16384",  # as the product's broker config (plm/broker.py): the detector uses 3.1.1
         ]
         if self.acl is not None:
             acl_file = self.workdir / "acl"
