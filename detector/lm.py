@@ -130,6 +130,7 @@ class LegDetector:
         self._hist_fast = np.zeros((0, 3))
         self._hist_level = np.zeros(0)
         self._hist_n = 1
+        self._floor_cache = (-1, 0)  # (samples seen, _onset_floor_index) -- the watermark is asked often
         self._lag_n = 1
         self._delay_s = 0.0
         self._avg_n = 1  # samples averaged for a resting reference of the boundary vector
@@ -155,11 +156,50 @@ class LegDetector:
             return -math.inf
         if self._state != IDLE:
             return self._onset_t
-        # a movement found in the next samples may be refined back by up to diff_lag_s
         n = self._hist_t.shape[0]
         if n == 0:
             return self.last_t
-        return min(self.last_t, float(self._hist_t[max(0, n - self._lag_n)]) - self._delay_s)
+        return min(self.last_t, float(self._hist_t[self._onset_floor_index()]) - self._delay_s)
+
+    def _onset_floor_index(self) -> int:
+        """History index at or before which no onset found in later samples can be refined back to.
+
+        An onset detected at a later sample is refined back over the lagged window (``_refine_onset``):
+        to the sample after the last one inside the noise band of the rest before that window, at most
+        diff_lag_s back. The loose bound is that whole window -- it held every movement 0.5 s longer than
+        the rules need (bilateral and same-leg merging wait for the watermark). The tight bound: a recent
+        sample ``m`` that lies inside the noise band of *every* rest a later refinement could start from
+        (window starts ``lo <= m``) stops any such refinement after it. A leg lying still has its last
+        sample there, so the watermark trails the data only by the filter delay; a leg drifting below the
+        onset level keeps the loose bound. Window starts before the leg's last "became still" (+ the rest
+        average) are not candidates: the refinement never starts there.
+        """
+        n = self._hist_t.shape[0]
+        lag, avg = self._lag_n, self._avg_n
+        loose = max(0, n - lag)
+        if n < lag + avg + 1:
+            return loose
+        if self._floor_cache[0] == self.samples:
+            return self._floor_cache[1]
+        fast = self._hist_fast
+        # rest(lo) for every window start lo in [n - lag, n - 1]: mean boundary vector over [lo - avg, lo]
+        csum = np.cumsum(fast[n - lag - avg :], axis=0)
+        csum[avg + 1 :] -= csum[: -(avg + 1)].copy()
+        rests = csum[avg:] / (avg + 1)  # row i = rest(n - lag + i)
+        recent = fast[n - lag :]  # row j = sample n - lag + j
+        d2 = ((recent[None, :, :] - rests[:, None, :]) ** 2).sum(axis=2)  # [window start i, sample j]
+        inside = d2 < self._hist_level[n - lag :][None, :] ** 2
+        inside |= np.tri(lag, lag, -1, dtype=bool)  # starts after the sample (i > j) do not look at it
+        # nor do starts before the leg became still after its last movement (+ the rest average): the
+        # refinement never looks back past that (_start_burst), so right after a movement the bound is tight
+        # as soon as the rest after it is
+        first_start = n + self._still_g - self.samples + avg - (n - lag)
+        if first_start > 0:
+            inside[: min(first_start, lag)] = True
+        ok = np.flatnonzero(inside.all(axis=0))
+        floor = n - lag + int(ok[-1]) if ok.size else loose
+        self._floor_cache = (self.samples, floor)
+        return floor
 
     def feed(self, t: np.ndarray, xyz: np.ndarray) -> tuple[list[RawMovement], list[LegGap]]:
         """Consume samples (t strictly increasing, after any earlier sample); return closed movements and gaps."""
