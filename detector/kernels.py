@@ -266,6 +266,43 @@ def epoch_sums(
     return keys, sums
 
 
+@njit(cache=True, nogil=True)
+def onset_floor(fast: np.ndarray, level: np.ndarray, lag: int, avg: int, first_start: int) -> int:
+    """The largest index ``m`` of the last ``lag`` samples of ``fast`` (n, 3) that lies inside the noise band
+    (``|fast[m] - rest(lo)| < level[m]``) of every rest ``rest(lo)`` = mean of ``fast[lo - avg : lo + 1]`` for
+    window starts ``lo`` from ``n - lag + first_start`` up to ``m``; ``n - lag`` if none does. See
+    ``LegDetector._onset_floor_index`` for why; requires ``n >= lag + avg``."""
+    n = fast.shape[0]
+    base = n - lag
+    rests = np.empty((lag, 3))
+    sx = sy = sz = 0.0
+    for i in range(base - avg, base + 1):
+        sx += fast[i, 0]
+        sy += fast[i, 1]
+        sz += fast[i, 2]
+    for i in range(lag):
+        lo = base + i
+        if i > 0:
+            sx += fast[lo, 0] - fast[lo - avg - 1, 0]
+            sy += fast[lo, 1] - fast[lo - avg - 1, 1]
+            sz += fast[lo, 2] - fast[lo - avg - 1, 2]
+        rests[i, 0], rests[i, 1], rests[i, 2] = sx / (avg + 1), sy / (avg + 1), sz / (avg + 1)
+    first = max(first_start, 0)
+    for m in range(n - 1, base - 1, -1):
+        limit = level[m] * level[m]
+        ok = True
+        for i in range(first, m - base + 1):
+            dx = fast[m, 0] - rests[i, 0]
+            dy = fast[m, 1] - rests[i, 1]
+            dz = fast[m, 2] - rests[i, 2]
+            if not dx * dx + dy * dy + dz * dz < limit:
+                ok = False
+                break
+        if ok:
+            return m
+    return base
+
+
 def warm_up() -> None:
     """Compile (or load from the on-disk cache) every loop with the argument types the detector uses.
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.epochs import COLUMNS, EpochTable
-from detector.kernels import epoch_sums, hysteresis_levels
+from detector.kernels import epoch_sums, hysteresis_levels, onset_floor
 from detector.params import DetectorParams
 from detector.signal import ActivityFilter, NoiseFloor, estimate_rate_hz
 
@@ -181,23 +181,11 @@ class LegDetector:
             return loose
         if self._floor_cache[0] == self.samples:
             return self._floor_cache[1]
-        fast = self._hist_fast
-        # rest(lo) for every window start lo in [n - lag, n - 1]: mean boundary vector over [lo - avg, lo]
-        csum = np.cumsum(fast[n - lag - avg :], axis=0)
-        csum[avg + 1 :] -= csum[: -(avg + 1)].copy()
-        rests = csum[avg:] / (avg + 1)  # row i = rest(n - lag + i)
-        recent = fast[n - lag :]  # row j = sample n - lag + j
-        d2 = ((recent[None, :, :] - rests[:, None, :]) ** 2).sum(axis=2)  # [window start i, sample j]
-        inside = d2 < self._hist_level[n - lag :][None, :] ** 2
-        inside |= np.tri(lag, lag, -1, dtype=bool)  # starts after the sample (i > j) do not look at it
-        # nor do starts before the leg became still after its last movement (+ the rest average): the
-        # refinement never looks back past that (_start_burst), so right after a movement the bound is tight
-        # as soon as the rest after it is
-        first_start = n + self._still_g - self.samples + avg - (n - lag)
-        if first_start > 0:
-            inside[: min(first_start, lag)] = True
-        ok = np.flatnonzero(inside.all(axis=0))
-        floor = n - lag + int(ok[-1]) if ok.size else loose
+        # window starts before the leg became still after its last movement (+ the rest average) are not
+        # candidates: the refinement never starts there (_start_burst), so right after a movement the bound
+        # is tight as soon as the rest after it is
+        first_start = self._still_g - self.samples + avg + lag
+        floor = onset_floor(self._hist_fast, self._hist_level, lag, avg, min(first_start, lag))
         self._floor_cache = (self.samples, floor)
         return floor
 

@@ -75,3 +75,34 @@ def test_promise_holds_on_a_simulated_night_and_the_watermark_follows_a_still_le
     # a leg lying still: the watermark trails its data by the filters' delay (~0.1 s), not the 0.5-s
     # difference lag over which an onset may be refined back (what it did before)
     assert np.median(trail) < 0.2, np.percentile(trail, [10, 50, 90])
+
+
+def _onset_floor_reference(fast: np.ndarray, level: np.ndarray, lag: int, avg: int, first_start: int) -> int:
+    """The definition of kernels.onset_floor, spelled out: the rests by slicing, every pair checked."""
+    n = fast.shape[0]
+    starts = [lo for lo in range(n - lag, n) if lo - (n - lag) >= first_start]
+    rest = {lo: fast[lo - avg : lo + 1].mean(axis=0) for lo in starts}
+    for m in range(n - 1, n - lag - 1, -1):
+        if all(np.sum((fast[m] - rest[lo]) ** 2) < level[m] ** 2 for lo in starts if lo <= m):
+            return m
+    return n - lag
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lag=st.integers(1, 30),
+    avg=st.integers(0, 12),
+    extra=st.integers(0, 10),
+    first_start=st.integers(-40, 32),
+    seed=st.integers(0, 10_000),
+    spread=st.sampled_from([0.001, 0.01, 0.1]),
+)
+def test_onset_floor_kernel_matches_its_definition(lag, avg, extra, first_start, seed, spread) -> None:
+    from detector.kernels import onset_floor
+
+    rng = np.random.default_rng(seed)
+    n = lag + avg + extra
+    fast = np.cumsum(rng.normal(0, spread, (n, 3)), axis=0)  # a random walk: some samples in, some out
+    level = np.full(n, 0.02) * rng.uniform(0.5, 2.0, n)
+    first = min(first_start, lag)
+    assert onset_floor(fast, level, lag, avg, first) == _onset_floor_reference(fast, level, lag, avg, first)
