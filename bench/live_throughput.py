@@ -32,6 +32,7 @@ import argparse
 import gc
 import json
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import threading
@@ -351,14 +352,21 @@ def _detector_process(settings: Settings, reports, stop) -> None:
     """The detector in its own process, as ``plm detect`` runs: reports progress once a second."""
     detector = _TimedDetector(settings, publish_results=True, checkpoint_every_s=30.0)
     detector.start()
-    reports.put(("started", time.time(), 0, None, 0.0))
+    reports.put(("started", time.time(), 0, None, 0.0, time.process_time()))
     while not stop.wait(1.0):
         reached = [max(s.last_t.values()) for s in list(detector.subjects.values()) if s.last_t]
         reports.put(
-            ("progress", time.time(), detector.stats.received, min(reached) if reached else None, detector.chunk_s)
+            (
+                "progress",
+                time.time(),
+                detector.stats.received,
+                min(reached) if reached else None,
+                detector.chunk_s,
+                time.process_time(),  # the whole process (all threads): contention on the machine does not count
+            )
         )
     detector.stop()
-    reports.put(("stopped", time.time(), detector.stats.received, detector.emitted, detector.chunk_s))
+    reports.put(("stopped", time.time(), detector.stats.received, detector.emitted, detector.chunk_s, 0.0))
 
 
 def realtime(mosq: Mosquitto, influxd: Influxd1, sensors: int, seconds: int, work: Path, window_s: float) -> dict:
@@ -422,21 +430,24 @@ def realtime(mosq: Mosquitto, influxd: Influxd1, sensors: int, seconds: int, wor
     poller = threading.Thread(target=poll_influx, daemon=True)
     poller.start()
     received = 0
+    cpu_marks: list[tuple[float, int, float]] = []  # (wall, messages, process CPU s) inside the measured span
+    load_before = os.getloadavg()[0]
     while time.time() < t0 + seconds + 8:
         try:
-            _kind, now, received, reached, chunk_s = reports.get(timeout=2.0)
+            _kind, now, received, reached, chunk_s, cpu_s = reports.get(timeout=2.0)
         except Exception:  # queue.Empty: the detector is too busy to report; its lag shows in the next one
             continue
         if reached is not None and t0 + WARMUP_S < now < t0 + seconds:
             lags.append(now - reached)  # the most behind leg's scored data vs the wall clock
             chunks.append(chunk_s)
+            cpu_marks.append((now, received, cpu_s))
     for p in procs:
         p.join(60)
     stop.set()
     poller.join(5)
     stop_detector.set()
     while True:
-        kind, _now, count, emitted, _chunk = reports.get(timeout=120)
+        kind, _now, count, emitted, _chunk, _cpu = reports.get(timeout=120)
         received = max(received, count)
         if kind == "stopped":
             break
@@ -460,6 +471,16 @@ def realtime(mosq: Mosquitto, influxd: Influxd1, sensors: int, seconds: int, wor
         "messages_expected": expected,
         "messages_received": received,
         "kept_up": kept_up,
+        "machine_load_at_start": round(load_before, 2),
+        # the detector process's own CPU over the measured span: share of one core, and per message received
+        "detector_cpu_share": round((cpu_marks[-1][2] - cpu_marks[0][2]) / (cpu_marks[-1][0] - cpu_marks[0][0]), 3)
+        if len(cpu_marks) > 1
+        else None,
+        "detector_cpu_us_per_message": round(
+            1e6 * (cpu_marks[-1][2] - cpu_marks[0][2]) / max(1, cpu_marks[-1][1] - cpu_marks[0][1])
+        )
+        if len(cpu_marks) > 1
+        else None,
         "lag_s_median": _percentile(lags, 50),
         "lag_s_max_last_half": round(max(late_half), 2) if late_half else None,
         "chunk_s_median": _percentile(chunks, 50),
