@@ -10,7 +10,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from detector.scorer import score_arrays
-from detector.service import LiveDetector, shard_of
+from detector.service import CHECKPOINT_MAX_SHARE, LiveDetector, shard_of
 from plm import wire
 from plm.mqtt import connect, make_client
 from simulator import simulate_night
@@ -328,3 +328,17 @@ def test_the_nights_minutes_are_written_again_from_the_final_night(tmp_path, bat
     counted = sum(int(re.search(r"movement_count=(\d+)i", text).group(1)) for text in last.values())
     expected = sum(2 if e.side == "bilateral" else 1 for e in offline.events if e.kind != "twitch")
     assert counted == expected
+
+
+def test_checkpoints_stretch_to_a_small_share_of_the_time(mosquitto, influxd, tmp_path):
+    """Nothing is read while a checkpoint pickles every subject: a slow one spaces the next ones out."""
+    detector = LiveDetector(
+        settings_for(mosquitto, influxd, tmp_path / "state", instance="ckpt"), checkpoint_every_s=30
+    )
+    try:
+        assert detector._checkpoint_interval_s() == 30  # fast checkpoints: the configured interval
+        detector._checkpoint_cost_s = 2.0  # e.g. 1000 subjects on a busy machine
+        assert detector._checkpoint_interval_s() == pytest.approx(2.0 / CHECKPOINT_MAX_SHARE)
+    finally:
+        detector.journal.close()
+        detector.sink.close(flush_timeout_s=0)
