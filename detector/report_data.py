@@ -118,6 +118,8 @@ def load_from_influx(
     if summary.get("end_ms") is not None:
         summary["end"] = max(summary.get("end") or 0, summary["end_ms"] / 1000)
     summary["start"] = summary.get("start") or anchor / 1000
+    if "out_of_bed" not in summary:
+        summary["out_of_bed"] = out_of_bed_spans(client, subj, span)
     history_span = f"time >= {anchor - 13 * DAY_MS}ms AND time < {anchor + DAY_MS}ms"
     history = [
         (night_date(r["time"] / 1000, tz), r["plm_index"])
@@ -132,6 +134,26 @@ def load_from_influx(
         for r in _rows(client.query(f'SELECT "text", "tags" FROM "diary" WHERE {subj} AND {history_span}'))
     ]
     return {"summary": summary, "events": events, "history": history, "diary": diary, "night": night}
+
+
+def out_of_bed_spans(client: InfluxQL, subject_clause: str, span: str) -> list[dict[str, float]]:
+    """Minutes that no leg's estimate put in bed, merged into spans (what ``plm score --json`` gives as
+    ``out_of_bed``). The live detector writes ``in_bed`` per leg and minute, and once a night has ended it
+    rewrites every minute of it from the final night (the upright direction is learned from the whole night),
+    so for a finished night these are the minutes its summary counted out of bed."""
+    rows = _rows(client.query(f'SELECT "in_bed" FROM "activity" WHERE {subject_clause} AND {span} GROUP BY "side"'))
+    in_bed: dict[int, bool] = {}
+    for r in rows:
+        if r.get("in_bed") is not None:
+            in_bed[int(r["time"])] = in_bed.get(int(r["time"]), False) or bool(r["in_bed"])
+    spans: list[dict[str, float]] = []
+    for stamp in sorted(t for t, lying in in_bed.items() if not lying):
+        start = stamp / 1000
+        if spans and spans[-1]["end"] >= start:
+            spans[-1]["end"] = start + 60.0
+        else:
+            spans.append({"start": start, "end": start + 60.0})
+    return spans
 
 
 def existing_note(client: InfluxQL, subject: str, anchor_s: float) -> DiaryNote | None:

@@ -141,3 +141,39 @@ def test_out_of_bed_spans_are_shaded_on_the_timeline(scored: dict) -> None:
     assert "out of bed (leg upright)</span>" in page  # in the legend
     plain = render_html(build_report("alice", {**summary, "out_of_bed": []}, events, tz=dt.UTC))
     assert "out of bed" not in plain
+
+
+@pytest.mark.services
+def test_report_from_influxd_shades_the_minutes_no_leg_was_in_bed(influxd_factory, tmp_path: Path) -> None:
+    """The live detector stores in_bed per leg and minute; a report read back from InfluxDB shades the
+    minutes where neither leg was in bed, as one read from `plm score --json` shades its out_of_bed spans."""
+    import tempfile
+
+    from detector import schema
+    from detector.influx import InfluxSink
+    from detector.report_data import InfluxQL, load_from_influx
+    from plm.config import InfluxSettings
+
+    server = influxd_factory()
+    settings = InfluxSettings(url=server.url, api=1, bucket=server.database)
+    start = dt.datetime(2024, 3, 1, 22, 30, tzinfo=dt.UTC).timestamp()
+    lines = [schema.night_point("erin", start, {"plm_index": 12.0, "lm_count": 20, "end_s": start + 1200}, final=True)]
+    out = {"left": {10, 11, 12, 13, 16}, "right": {10, 11, 12, 16}}  # minute 13: the right leg still in bed
+    for side, minutes in out.items():
+        for m in range(20):
+            tags = {"subject": "erin", "side": side}
+            lines.append(schema.line(schema.ACTIVITY, tags, {"in_bed": m not in minutes}, schema.to_ms(start + 60 * m)))
+    with tempfile.TemporaryDirectory() as tmp:
+        sink = InfluxSink(settings, Path(tmp) / "outbox.sqlite")
+        try:
+            sink.put(lines)
+            assert sink.flush(30)
+        finally:
+            sink.close()
+    data = load_from_influx(InfluxQL(settings), "erin", dt.date(2024, 3, 1), dt.UTC)
+    assert data["summary"]["out_of_bed"] == [
+        {"start": start + 600, "end": start + 780},
+        {"start": start + 960, "end": start + 1020},
+    ]
+    page = render_html(build_report("erin", data["summary"], data["events"], tz=dt.UTC, night=data["night"]))
+    assert "<title>out of bed (leg upright): 22:40-22:43</title>" in page
