@@ -15,7 +15,7 @@ Everything runs on this machine, in one run, against a local mosquitto and influ
    (one batch per sensor per second, timestamps = wall clock) for ``--realtime-s``; the detector runs in its
    own process (as ``plm detect`` does). Reported: whether it kept up (lag of its most behind leg's scored
    data behind the wall clock), and the latency from a movement's offset (wall clock = data time) to its
-   first appearance in influxd (polled every 0.2 s; includes the batch, the reorder window, the offset
+   first appearance in influxd (polled every 0.1 s, an upper bound; includes the batch, the reorder window, the offset
    confirmation, the group, the outbox and the HTTP write). The replay starts 20 min into severe-RLS
    nights, staggered per subject, so movements come throughout.
 3. *Memory.* ``--memory-subjects`` subjects fed ``--memory-hours`` of data through the detector's own code
@@ -425,7 +425,7 @@ def realtime(mosq: Mosquitto, influxd: Influxd1, sensors: int, seconds: int, wor
                             offsets[key] = end_ms / 1000
             except Exception as exc:  # a failed poll is retried
                 print(f"  poll: {exc}", file=sys.stderr)
-            stop.wait(0.2)
+            stop.wait(0.1)  # the first poll that sees a point bounds its arrival from above
 
     poller = threading.Thread(target=poll_influx, daemon=True)
     poller.start()
@@ -458,7 +458,7 @@ def realtime(mosq: Mosquitto, influxd: Influxd1, sensors: int, seconds: int, wor
     measured = [k for k in first_seen if t0 + WARMUP_S <= offsets[k] < t0 + seconds - 1]
     lat = sorted(first_seen[k] - offsets[k] for k in measured)
     # where the time goes: offset -> handed to the outputs (batch, reorder window, the scorer's own wait for
-    # the movement to be final, group), and handed over -> visible in influxd (outbox, HTTP, 0.2-s poll)
+    # the movement to be final, group), and handed over -> visible in influxd (outbox, HTTP, 0.1-s poll)
     to_emit = [emitted[k] - offsets[k] for k in measured if k in emitted]
     to_influx = [first_seen[k] - emitted[k] for k in measured if k in emitted]
     expected = len(_topics(sensors)) * seconds
