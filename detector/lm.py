@@ -96,8 +96,11 @@ class LegDetector:
         self._onset_g = 0  # sample index where the current burst crossed the onset level
         self._sustained = False  # the current burst has a sustained window
         self._held = False  # the open movement has been held displaced and came back (one movement)
-        self._quiet_t: float | None = None  # start of a quiet run carried over between pieces
+        self._quiet_t: float | None = None  # start of a rest stretch carried over between pieces
         self._quiet_g = 0  # ... and the sample index of its first still sample
+        self._break_n = 0  # ... which the piece left in a noise break this many samples long (0: still)
+        self._run_t = 0.0  # start of the still run of that rest open at the piece boundary (quiet_lag_s back)
+        self._run_g = 0  # ... and its first sample index
         # after a movement ends (or is held) the activity still decays for ~diff_lag_s: until it has been
         # below the offset level once, only activity with the leg actually moving (stillness signal up)
         # starts a new burst
@@ -109,6 +112,7 @@ class LegDetector:
         # the last sample of the previous piece was still: a still run open at the piece boundary continues
         # (it is not a new run starting at the piece's first sample); only a carried run (_quiet_t) counts
         self._prev_quiet = False
+        self._still_run_n = 0  # ... and how many samples the still run open there has lasted
         # sustained windows seen inside the carried still run: they count only if that run does not end
         # the movement (the continuous scan looks at windows up to the start of the run that confirms)
         self._sustained_in_run = False
@@ -135,6 +139,8 @@ class LegDetector:
         self._delay_s = 0.0
         self._avg_n = 1  # samples averaged for a resting reference of the boundary vector
         self._quiet_n = 1  # samples in offset_quiet_s
+        self._bridge_n = 0  # longest break of a still run that is noise, not motion (samples < quiet_lag_s)
+        self._lag_q_n = 1  # samples in quiet_lag_s: a still run this long may be followed by a noise break
         # epoch table: epoch index -> [samples, sum x, sum y, sum z (0.1 mg), active samples,
         # sum of the activity envelope (0.1 mg)] -- integers, so exact in any chunking
         self.epochs = EpochTable()
@@ -241,7 +247,8 @@ class LegDetector:
             self.rate_hz = estimate_rate_hz(t, self.params.missing_dt_periods)
             out, gaps = self._process(t, xyz)
         if self._state != IDLE and self.last_t is not None:
-            self._close_now(self._quiet_t if self._quiet_t is not None else self.last_t, out)
+            still = self._quiet_t is not None and self._prev_quiet  # the data ended in a still run
+            self._close_now(self._run_t if still else self.last_t, out)
         return out, gaps
 
     # ----------------------------------------------------------------- internals
@@ -288,6 +295,8 @@ class LegDetector:
             span = p.offset_quiet_s + p.diff_lag_s + 10 * p.envelope_s + 0.5
             self._avg_n = max(1, round(p.rest_average_s * self.rate_hz))
             self._quiet_n = max(1, round(p.offset_quiet_s * self.rate_hz))
+            self._bridge_n = max(0, math.ceil(p.quiet_lag_s * self.rate_hz) - 1)
+            self._lag_q_n = self._bridge_n + 1
             self._hist_n = self._lag_n + self._avg_n + 2 + math.ceil(span * self.rate_hz)
             # the longest look-backs: onset (lag + resting average), stillness window (quiet + average)
             assert self._hist_n > max(self._lag_n, self._quiet_n) + self._avg_n
@@ -337,6 +346,7 @@ class LegDetector:
         self._tail_guard = False
         self._skip_still_run = False
         self._prev_quiet = False
+        self._still_run_n = 0
         gap = LegGap(start, end, self.side)
         self.gaps.append(gap)
         gaps.append(gap)
@@ -572,37 +582,56 @@ class LegDetector:
         # runs of still samples, exactly as one continuous scan sees them. A still sample says the leg did
         # not move over the last quiet_lag_s, so a run certifies rest from quiet_lag_s before its first
         # sample: offset_quiet_s of rest is confirmed after offset_quiet_s - quiet_lag_s. A run open at the
-        # piece boundary is not a new run at sample 0: it is either the run carried over while MOVING
-        # (_quiet_t: it began at or after the movement's search position, so it counts) or one that does
-        # not count for the open movement (it began before the search position, or while idle or held)
+        # piece boundary is not a new run at sample 0: it is either the rest carried over while MOVING
+        # (_quiet_t: it began at or after the movement's search position, so it counts; run 0 here, empty
+        # when the piece before ended in a noise break) or one that does not count for the open movement
+        # (it began before the search position, or while idle or held)
         carried = self._state == MOVING and self._quiet_t is not None
-        assert not carried or self._prev_quiet
+        assert not carried or self._prev_quiet or 0 < self._break_n <= self._bridge_n
         b = quiet.astype(np.int8)
         d = np.diff(b, prepend=np.int8(self._prev_quiet))
         starts = np.flatnonzero(d == 1)
         ends = np.flatnonzero(d == -1)
         start_t = t[starts] - p.quiet_lag_s
         start_g = g0 + starts
-        if self._prev_quiet:
-            if carried:
-                starts = np.concatenate(([0], starts))
-                start_t = np.concatenate(([self._quiet_t], start_t))
-                start_g = np.concatenate(([self._quiet_g], start_g))
-            else:
-                ends = ends[1:]  # the end of the leading run, which does not count
+        carried_break = 0  # samples of a noise break the carried rest was in at the piece boundary
+        if carried:
+            starts = np.concatenate(([0], starts))
+            start_t = np.concatenate(([self._run_t], start_t))
+            start_g = np.concatenate(([self._run_g], start_g))
+            if not self._prev_quiet:  # the carried run ended in the last piece: an empty run 0
+                ends = np.concatenate(([0], ends))
+                carried_break = self._break_n
+        elif self._prev_quiet:
+            ends = ends[1:]  # the end of the leading run, which does not count
         if ends.shape[0] < starts.shape[0]:
             ends = np.concatenate((ends, [n]))
         assert ends.shape[0] == starts.shape[0]
-        confirm = np.searchsorted(t, start_t + p.offset_quiet_s, side="left")
+        # the rest a run begins (its first run's start; run 0 carried: the carried rest's) and when
+        # offset_quiet_s of it has passed
+        rest_t, rest_g = start_t.copy(), start_g.copy()
+        if carried:
+            rest_t[0], rest_g[0] = self._quiet_t, self._quiet_g
+        confirm = np.searchsorted(t, rest_t + p.offset_quiet_s, side="left")
         confirm = np.maximum(confirm, starts)
-        qualified = confirm < ends
-        q_starts, q_start_t, q_ends, q_confirm, q_start_g = (
-            starts[qualified],
-            start_t[qualified],
-            ends[qualified],
-            confirm[qualified],
-            start_g[qualified],
-        )
+        # a resting leg's stillness crosses its offset level in a few % of samples (sensor noise, 1-3
+        # samples at a time: ~1 in 3 windows of 0.4 s), so a rest that every blip restarted was confirmed
+        # up to 1.5 s late. A break is noise, and the rest goes on through it, when it is shorter than
+        # quiet_lag_s (a displacement shows in the quiet_lag_s difference for at least that long), never
+        # reaches the onset level (not "moving") and follows a still run of at least quiet_lag_s: the
+        # tremor of a held contraction breaks the stillness every few samples and stays movement. Whether
+        # the leg's position stayed in the noise band is checked by _first_still, as before
+        moved = np.concatenate(([0], np.cumsum(moving)))
+        gaps = np.full(starts.shape[0], self._bridge_n + 1, dtype=np.int64)  # run 0 continues no rest before
+        gaps[1:] = starts[1:] - ends[:-1]
+        if carried_break and starts.shape[0] > 1:
+            gaps[1] += carried_break
+        lengths = ends - starts
+        if carried and starts.shape[0]:
+            # the carried run: its samples in the last pieces count; an empty run 0 stands for one that did
+            lengths[0] += self._still_run_n if self._prev_quiet else self._lag_q_n
+        bridged = gaps <= self._bridge_n
+        bridged[1:] &= (moved[starts[1:]] == moved[ends[:-1]]) & (lengths[:-1] >= self._lag_q_n)
         above_idx = np.flatnonzero(above)
         moving_idx = np.flatnonzero(above & moving)  # activity up and the leg clearly moving now
         below_idx = np.flatnonzero(below)
@@ -641,35 +670,55 @@ class LegDetector:
                 pos = scanned = k
             if self._state == MOVING:
                 first_window = max(self._onset_g + w - 1 - g0, 0)
-                r = int(np.searchsorted(q_starts, pos))
+                # the rest that confirms: still runs from the first one at or after the search position,
+                # joined across noise breaks; confirmed offset_quiet_s after its start, at the first still
+                # sample where the whole last offset_quiet_s lies within the noise band (_first_still)
+                r = int(np.searchsorted(starts, pos))
+                seg = r  # first run of the rest being tried
                 c = -1
-                while r < q_starts.shape[0]:
-                    c = self._first_still(int(q_confirm[r]), int(q_ends[r]), e)
-                    if c >= 0:
-                        break
+                while r < starts.shape[0]:
+                    if r > seg and not bridged[r]:
+                        seg = r
+                    lo_c = max(int(confirm[seg]), int(starts[r]))
+                    if lo_c < ends[r]:
+                        c = self._first_still(lo_c, int(ends[r]), e)
+                        if c >= 0:
+                            break
                     r += 1
                 if c >= 0:
-                    s = int(q_starts[r])
-                    if s > 0 or not carried:  # the carried run ran out without confirming: its windows count
+                    s = int(starts[seg])
+                    if seg > 0 or not carried:  # the carried rest ran out without confirming: its windows count
                         self._sustained = self._sustained or self._sustained_in_run
                     self._sustained_in_run = False
                     if not self._sustained and first_window < s:
                         self._sustained = bool(win_ok[first_window:s].any())
                     self._update_peaks(e, e.h + scanned, e.h + c + 1, quiet[scanned : c + 1])
                     burst_lo = e.h + max(self._onset_g - g0, -e.h)
-                    self._still_g = int(q_start_g[r])
-                    closed = self._quiet_confirmed(float(q_start_t[r]), e.h + c, burst_lo, e, out)
+                    # the still run the confirmation fell in: where the leg is certainly still. The rest may
+                    # have begun earlier, but a bridged break can also be the last slow settling, so the
+                    # offset is capped at this run (as without bridging), not at the rest's first run
+                    self._still_g = int(start_g[r])
+                    closed = self._quiet_confirmed(float(start_t[r]), e.h + c, burst_lo, e, out)
                     self._tail_guard = True
-                    pos = int(q_ends[r]) if closed else c
+                    pos = int(ends[r]) if closed else c
                     self._skip_still_run = closed and pos == n
                     scanned = pos
                     carried = False
                     continue
-                # carry the still run open at the end only if it counts for this movement: it began at or
-                # after the search position (a run from before the burst does not count)
-                carry = bool(quiet[-1]) and int(starts[-1]) >= pos if starts.shape[0] else False
-                run_start = int(starts[-1]) if carry else n
-                if not carry or run_start > 0 or not carried:
+                # carry the rest open at the end only if it counts for this movement: it began at or after
+                # the search position (a run from before the burst does not count), and the piece ends in
+                # it or in a noise break of it that may still be bridged
+                tail_break = 0
+                carry = seg < starts.shape[0]
+                if carry and ends[-1] < n:
+                    tail_break = n - int(ends[-1]) + (carried_break if starts.shape[0] == 1 else 0)
+                    carry = bool(
+                        tail_break <= self._bridge_n
+                        and moved[n] == moved[int(ends[-1])]
+                        and lengths[-1] >= self._lag_q_n
+                    )
+                run_start = int(starts[seg]) if carry else n
+                if not carry or seg > 0 or not carried:
                     self._sustained = self._sustained or self._sustained_in_run
                     self._sustained_in_run = False
                 if not self._sustained and first_window < run_start:
@@ -677,8 +726,10 @@ class LegDetector:
                 if carry and not self._sustained_in_run:
                     self._sustained_in_run = bool(win_ok[max(first_window, run_start) :].any())
                 self._update_peaks(e, e.h + scanned, e.h + n, quiet[scanned:n])
-                self._quiet_t = float(start_t[-1]) if carry else None
-                self._quiet_g = int(start_g[-1]) if carry else 0
+                self._quiet_t = float(rest_t[seg]) if carry else None
+                self._quiet_g = int(rest_g[seg]) if carry else 0
+                self._break_n = tail_break if carry else 0
+                self._run_t, self._run_g = (float(start_t[-1]), int(start_g[-1])) if carry else (0.0, 0)
                 break
             # HELD: a new burst, or still long enough to be a new position
             k, release = next_burst(pos)
@@ -700,7 +751,7 @@ class LegDetector:
             if release >= 0:
                 self._tail_guard = False
             break
-        self._prev_quiet = bool(quiet[-1])
+        self._count_still_run(quiet)
         self.samples += n
         e.keep(self)
 
@@ -717,8 +768,18 @@ class LegDetector:
         # the decaying tail (or the filters' settling after a hole, until _settle_g) went below the offset level
         if self._tail_guard and below[max(pos, self._settle_g - self.samples) :].any():
             self._tail_guard = False
-        self._prev_quiet = bool(quiet[-1])
+        self._count_still_run(quiet)
         self.samples += n
+
+    def _count_still_run(self, quiet: np.ndarray) -> None:
+        """Carry whether the piece ended still, and for how many samples (the run may go on in the next)."""
+        not_still = np.flatnonzero(~quiet)
+        n = quiet.shape[0]
+        if not_still.size:
+            self._still_run_n = n - 1 - int(not_still[-1])
+        else:
+            self._still_run_n = (self._still_run_n if self._prev_quiet else 0) + n
+        self._prev_quiet = bool(quiet[-1])
 
     def _accumulate_epochs(self, t: np.ndarray, xyz: np.ndarray, active: np.ndarray, env: np.ndarray) -> None:
         keys, sums = epoch_sums(t, xyz, active, env, float(self.params.epoch_s), float(STAT_SCALE))
