@@ -653,12 +653,11 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
         if ble is not None and capture is not None and report.ble is not None:
             # one thread, kills in order: never two collector processes on one queue at once
             kill_rng = rng_ble(cfg)
-            kill_at = sorted(
-                started + kill_rng.uniform(0.2, 0.75) * len(items) / cfg.batches_per_s
-                for _ in range(cfg.collector_kills)
+            kill_frames = sorted(
+                int(kill_rng.uniform(0.2, 0.75) * ble.spec["n_frames"]) for _ in range(cfg.collector_kills)
             )
             th = threading.Thread(
-                target=lambda: [_kill_collector(ble, capture, report, at, t0, night_min) for at in kill_at],
+                target=lambda: [_kill_collector(ble, capture, report, k, t0, night_min) for k in kill_frames],
                 daemon=True,
             )
             th.start()
@@ -768,6 +767,7 @@ def _start_ble(
     r.samples_measured = sum(len(leg.t) for leg in night.legs.values())
     n_frames = min(len(f) for f in frames.values())
     spec["pace_s"] = max(0.002, stream_s / n_frames)
+    spec["n_frames"] = n_frames
     rng = rng_ble(cfg)
     drops: dict[str, dict[str, tuple[int, float]]] = {side: {} for side in BLE_ADDRESSES}
     for k in range(cfg.ble_drops):
@@ -782,14 +782,19 @@ def _start_ble(
 
 
 def _kill_collector(
-    ble: BleCollectorProcess, capture: BleCapture, report: SoakReport, at: float, t0: float, night_min: Any
+    ble: BleCollectorProcess, capture: BleCapture, report: SoakReport, frame: int, t0: float, night_min: Any
 ) -> None:
-    """SIGKILL the collector; the sensors go on measuring (lost) until a new one starts on the same queue."""
-    time.sleep(max(0.0, at - time.monotonic()))
+    """SIGKILL the collector once both sensors have sent ``frame`` frames; the sensors go on measuring (lost)
+    until a new one starts on the same queue.
+
+    A point in the BLE night, not in wall time: on a loaded machine the collector child took longer to start
+    than the planned moment, was killed before it had published anything, and the samples lost in its
+    downtime came before the first published one instead of leaving the hole the test looks for."""
+    _wait(lambda: min(ble.last.values()) >= frame, 600, 0.005)
     assert report.ble is not None
     at_s, at_min = time.monotonic() - t0, night_min()
     ble.kill()
-    down = random.Random(int(at * 1000)).uniform(0.3, 1.5)
+    down = random.Random(frame).uniform(0.3, 1.5)
     time.sleep(down)
     skipped = math.ceil(down / ble.spec["pace_s"])
     down0 = time.monotonic()

@@ -105,9 +105,11 @@ class SensorPublisher:
 
     # ------------------------------------------------------------------ callbacks (paho thread)
     def _on_connect(self, client: mqtt.Client) -> None:
+        # before anything goes out on the new connection: the queue's worker alone resends batches
+        _forget_unacknowledged(client, self.topic)
         if self.ack_mode != "broker":
             client.subscribe(self.ack_topic, qos=1)
-        self._connections += 1
+        self._connections += 1  # before _connected is set: the worker reads them in the opposite order
         self._connected.set()
         if self._last_status is not None:
             client.publish(self.status_topic, encode_status(self._last_status), qos=1, retain=True)
@@ -233,13 +235,16 @@ class SensorPublisher:
                     times = q.times(done)
                     done = [i for i, (start, end) in times.items() if end is None or (start or 0) > horizon]
                 q.delete(done)
-                if self._connections != connections and self._connected.is_set():
+                # connected first, then the count (_on_connect sets them the other way round): a connection
+                # seen here is never one whose republish from the oldest has not been started
+                connected = self._connected.is_set()
+                if connected and self._connections != connections:
                     connections = self._connections
                     last_sent = 0  # a (re)connect: republish everything not yet acknowledged, oldest first
                     in_flight.clear()
-                elif not in_flight and not self._connected.is_set():
+                elif not in_flight and not connected:
                     last_sent = 0  # anything unacknowledged gets sent again from the oldest
-                if self._connected.is_set() and len(in_flight) < IN_FLIGHT:
+                if connected and len(in_flight) < IN_FLIGHT:
                     for row_id, topic, payload in q.peek(IN_FLIGHT - len(in_flight), last_sent):
                         info = self.client.publish(topic, payload, qos=1)
                         in_flight[info.mid] = row_id
@@ -259,3 +264,24 @@ class SensorPublisher:
 
 def now_ns() -> int:
     return time.time_ns()
+
+
+def _forget_unacknowledged(client: mqtt.Client, topic: str) -> None:
+    """Drop paho's own copies of the batches on ``topic`` it sent and got no PUBACK for.
+
+    Why: on a reconnect paho re-sends those by itself, right after the CONNACK -- and they are the *newest*
+    batches, while the broker may have lost older ones it had acknowledged but not yet saved (mosquitto saves
+    every autosave; a SIGKILL loses the rest). A detector that got the newest first moves its reorder window
+    past the older ones, which the worker republishes just after, and refuses them as late: a hole in the
+    night although every batch was kept until the detector's ack. The worker republishes all of them from
+    the durable queue, oldest first, so nothing is lost by forgetting paho's copies. paho has no public call
+    for this; its outgoing-message table is read under its own lock (paho-mqtt 2.x), and
+    tests/test_publisher_order.py fails if that ever stops working."""
+    lock = getattr(client, "_out_message_mutex", None)
+    messages = getattr(client, "_out_messages", None)
+    if lock is None or messages is None:
+        log.warning("%s: cannot drop the client's unacknowledged batches (paho changed?): order may suffer", topic)
+        return
+    with lock:
+        for mid in [mid for mid, m in messages.items() if m.topic == topic]:
+            del messages[mid]

@@ -1125,6 +1125,13 @@ class LiveDetector:
             self.acks = state.get("acks") or AckTracker()
             self.acks.last_publish.clear()  # monotonic times of the previous process
             self.acks.resend_all()
+            # a leg is lost after leg_lost_after_s of *this* process hearing nothing from it: the journal rows
+            # replayed below (and the backlog after them) are applied at today's wall clock, so the checkpoint's
+            # times would count the detector's own downtime as every leg's silence -- and declare the leg that
+            # is behind lost up to the other, refusing its next seconds as already scored
+            now = time.time()
+            for subject in self.subjects.values():
+                subject.last_wall_by_side = dict.fromkeys(subject.sides, now)
         elif saved is not None:
             self._applied_id = saved[0]  # the rows up to it are gone with the checkpoint that covered them
         replayed = 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -342,3 +343,43 @@ def test_checkpoints_stretch_to_a_small_share_of_the_time(mosquitto, influxd, tm
     finally:
         detector.journal.close()
         detector.sink.close(flush_timeout_s=0)
+
+
+def test_a_restart_is_not_a_lost_leg(tmp_path, batches):
+    """The journal is replayed at restart time, long after the checkpoint's wall clock: the detector's own
+    downtime must not count as a leg's silence. Before the fix, a restart more than leg_lost_after_s after
+    the last checkpoint declared the leg that was behind (here 6 s of data) lost up to the other leg, and
+    refused its next seconds as already scored -- data offline scoring of the same batches has."""
+    from plm.config import InfluxSettings, Settings
+
+    settings = Settings(
+        influx=InfluxSettings(url="http://127.0.0.1:9", api=1),
+        detector={"state_dir": tmp_path, "instance": "replay"},
+    )
+    left, right = batches["left"][:120], batches["right"][:120]
+    rows = []  # the left sensor runs 6 s of data ahead of the right one
+    for k in range(len(right)):
+        if k + 6 < len(left):
+            rows.append((wire.acc_topic("replaysubject", "left-ankle"), wire.encode_binary(left[k + 6])))
+        if k == 0:
+            rows += [(wire.acc_topic("replaysubject", "left-ankle"), wire.encode_binary(b)) for b in left[:6]]
+        rows.append((wire.acc_topic("replaysubject", "right-ankle"), wire.encode_binary(right[k])))
+    half = len(rows) // 2
+    first = LiveDetector(settings, publish_results=False, leg_lost_after_s=30.0)
+    ids = first.journal.append(rows[:half])
+    first.apply_many(rows[:half], wall_s=time.time() - 120.0)  # heard two minutes before the restart
+    first._applied_id = ids[-1]
+    first._checkpoint()
+    first.journal.append(rows[half:])  # journaled, then SIGKILLed before applying them
+    first.sink.close()
+    first.journal.close()
+
+    second = LiveDetector(settings, publish_results=False, leg_lost_after_s=30.0)  # replays rows[half:]
+    try:
+        state = second.subjects["replaysubject"]
+        assert second.stats.bad.get("samples", 0) == 0, dict(second.stats.bad)
+        right_gaps = [g for g in state.scorer.summary().fields["gaps"] if g["side"] == "right"]
+        assert not right_gaps, f"the right leg (no hole in its data) was declared lost: {right_gaps}"
+    finally:
+        second.sink.close()
+        second.journal.close()
