@@ -46,7 +46,7 @@ import paho.mqtt.client as mqtt
 from detector import schema
 from detector.service import LiveDetector
 from plm import wire
-from plm.config import InfluxSettings, MqttSettings, Settings
+from plm.config import InfluxSettings, MqttProtocol, MqttSettings, Settings
 from plm.localservices import Influxd1, Mosquitto
 from plm.mqtt import connect, make_client
 from simulator import simulate_night
@@ -120,18 +120,14 @@ def _publish_all(mqtt_settings: MqttSettings, items: list[tuple[str, bytes]], cl
 class BareSubscriber:
     """What the broker and this machine can deliver to one Python paho consumer that does nothing."""
 
-    def __init__(self, mqtt_settings: MqttSettings, client_id: str = "bench-bare", protocol: str = "3.1.1") -> None:
+    def __init__(
+        self, mqtt_settings: MqttSettings, client_id: str = "bench-bare", protocol: MqttProtocol = "3.1.1"
+    ) -> None:
         self.count = 0
         self.first = self.last = 0.0
         self.done = threading.Event()
         self.expect = 0
-        self.client = make_client(
-            mqtt_settings,
-            client_id,
-            on_connect=self._sub,
-            protocol=protocol,
-            persistent=True,  # type: ignore[arg-type]
-        )
+        self.client = make_client(mqtt_settings, client_id, on_connect=self._sub, protocol=protocol, persistent=True)
         self.client.on_message = self._on_message
         self.settings = mqtt_settings
 
@@ -155,7 +151,7 @@ class BareSubscriber:
         self.client.loop_stop()
 
 
-def _drain_bare(settings: Settings, expect: int, protocol: str) -> float:
+def _drain_bare(settings: Settings, expect: int, protocol: MqttProtocol) -> float:
     bare = BareSubscriber(settings.mqtt, f"bench-bare-{protocol}", protocol)
     bare.expect = expect
     bare.connect()
@@ -253,7 +249,10 @@ def capacity(
     measured warm one -- the same sensors continuing, as a detector that was down for a while meets them."""
     settings = _settings(mosq, influxd, work / "cap", instance="benchcap")
     # the baseline reads with the detector's protocol (a fair ratio); MQTT 5 is drained too, for reference
-    protocols = (settings.detector.mqtt_protocol, "5" if settings.detector.mqtt_protocol != "5" else "3.1.1")
+    protocols: tuple[MqttProtocol, MqttProtocol] = (
+        settings.detector.mqtt_protocol,
+        "5" if settings.detector.mqtt_protocol != "5" else "3.1.1",
+    )
     for protocol in protocols:
         bare = BareSubscriber(settings.mqtt, f"bench-bare-{protocol}", protocol)
         bare.connect()

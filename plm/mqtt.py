@@ -10,21 +10,14 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable
-from typing import Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from plm.config import MqttSettings
+from plm.config import MqttProtocol, MqttSettings
 
 log = logging.getLogger(__name__)
-
-MqttProtocol = Literal["5", "3.1.1"]
-"""MQTT 5 by default. 3.1.1 for a consumer of thousands of messages a second: paho decodes every MQTT 5
-PUBLISH into a fresh ``Properties`` object (~60-80 us of Python each on a 2-core machine, measured), about
-half of its whole per-message cost; a 3.1.1 PUBLISH has no properties. The price: a 3.1.1 client cannot ask
-for Receive Maximum, so the broker's own in-flight limit applies (mosquitto ``max_inflight_messages``)."""
 
 SESSION_EXPIRY_S = 24 * 3600  # a persistent consumer keeps its queued messages this long while away
 
@@ -43,7 +36,7 @@ def make_client(
 
     ``on_connect(client)`` runs after every successful (re)connect: subscribe there, so
     subscriptions come back after the broker restarts. MQTT 5 unless a high-rate consumer asks for 3.1.1
-    (see ``MqttProtocol``); ``persistent`` matters only for 3.1.1, where the session kind is fixed here
+    (see ``plm.config.MqttProtocol``); ``persistent`` matters only for 3.1.1, where the session kind is fixed here
     (``clean_session``) rather than at connect.
     """
     v5 = protocol == "5"
