@@ -1,0 +1,179 @@
+"""Chunked socket reads (plm.mqtt.BufferedReadClient) against a real mosquitto: every message arrives, whole,
+in order, whatever its size relative to the read chunk, and nothing waits unseen in the read-ahead."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from plm import mqtt as plm_mqtt
+from plm.config import MqttSettings
+from plm.localservices import Mosquitto
+from plm.mqtt import BufferedReadClient, connect, make_client
+
+TOPIC = "plm/v1/buffered/left-ankle/acc"
+
+
+def _settings(mosquitto: Mosquitto) -> MqttSettings:
+    return MqttSettings(url=mosquitto.url, username="plm", password="plm-test-password")
+
+
+class Collector:
+    def __init__(self, settings_: MqttSettings, client_id: str) -> None:
+        self.payloads: list[bytes] = []
+        self.arrived = threading.Condition()
+        self.client = make_client(settings_, client_id, on_connect=lambda c: c.subscribe(TOPIC, qos=1))
+        self.client.on_message = self._on_message
+        connect(self.client, settings_)
+
+    def _on_message(self, _c, _u, msg: mqtt.MQTTMessage) -> None:
+        with self.arrived:
+            self.payloads.append(msg.payload)
+            self.arrived.notify_all()
+
+    def wait_for(self, count: int, timeout_s: float = 30.0) -> bool:
+        with self.arrived:
+            return self.arrived.wait_for(lambda: len(self.payloads) >= count, timeout_s)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_every_client_reads_in_chunks(mosquitto: Mosquitto) -> None:
+    # a guard: the optimisation relies on paho's private read path; if paho renames it, this fails
+    client = make_client(_settings(mosquitto), "buffered-kind")
+    assert isinstance(client, BufferedReadClient)
+    for name in ("_sock_recv", "_sock_close", "_packet_read", "loop_read"):
+        assert callable(getattr(mqtt.Client, name, None)), f"paho no longer has Client.{name}"
+
+
+@pytest.mark.parametrize("read_chunk", [7, 100, plm_mqtt.READ_CHUNK])
+def test_messages_of_every_size_arrive_whole_and_in_order(
+    mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch, read_chunk: int
+) -> None:
+    """Packets cut anywhere by the chunk boundary (command byte, length bytes, body), larger than a chunk,
+    and many small ones in one chunk."""
+    monkeypatch.setattr(plm_mqtt, "READ_CHUNK", read_chunk)
+    settings_ = _settings(mosquitto)
+    sizes = [0, 1, 126, 127, 128, 300, 16_383, 16_384, 70_000, 200_000] + [350] * 500
+    payloads = [i.to_bytes(4, "big") + bytes([i % 251]) * size for i, size in enumerate(sizes)]
+    collector = Collector(settings_, f"buffered-{read_chunk}")
+    publisher = make_client(settings_, f"buffered-pub-{read_chunk}")
+    connect(publisher, settings_)
+    try:
+        for payload in payloads:
+            publisher.publish(TOPIC, payload, qos=1)
+        assert collector.wait_for(len(payloads)), f"{len(collector.payloads)} of {len(payloads)} arrived"
+        assert collector.payloads == payloads
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
+        collector.close()
+
+
+def test_a_lone_message_is_not_held_in_the_read_ahead(mosquitto: Mosquitto) -> None:
+    """After a burst, one more message must arrive at once: bytes parsed late would wait for the next packet."""
+    settings_ = _settings(mosquitto)
+    collector = Collector(settings_, "buffered-lone")
+    publisher = make_client(settings_, "buffered-lone-pub")
+    connect(publisher, settings_)
+    try:
+        for i in range(300):
+            publisher.publish(TOPIC, bytes(400) + i.to_bytes(2, "big"), qos=1)
+        assert collector.wait_for(300)
+        started = time.monotonic()
+        publisher.publish(TOPIC, b"last", qos=1)
+        assert collector.wait_for(301, timeout_s=5.0)
+        assert time.monotonic() - started < 1.0  # paho's loop waits up to 1 s in select when it sees nothing
+        assert collector.payloads[-1] == b"last"
+        assert collector.client._read_ahead == b""
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
+        collector.close()
+
+
+def test_a_new_connection_never_parses_the_old_ones_bytes(mosquitto: Mosquitto) -> None:
+    settings_ = _settings(mosquitto)
+    collector = Collector(settings_, "buffered-reconnect")
+    try:
+        client = collector.client
+        client.loop_stop()  # reconnect from this thread, as paho's loop does after a lost connection
+        client._read_ahead = b"\x30\x05junk"  # half a PUBLISH of a connection that died
+        client.reconnect()
+        assert client._read_ahead == b""
+        client.loop_start()
+        publisher = make_client(settings_, "buffered-reconnect-pub")
+        connect(publisher, settings_)
+        time.sleep(0.3)  # the subscription is renewed in on_connect
+        publisher.publish(TOPIC, b"after", qos=1)
+        assert collector.wait_for(1)
+        assert collector.payloads == [b"after"]
+        publisher.disconnect()
+        publisher.loop_stop()
+    finally:
+        collector.close()
+
+
+class _FakeSocket:
+    """Delivers a byte stream in the given pieces, then would block: paho's packet parser over it."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = list(pieces)
+        self.reads = 0
+
+    def recv(self, bufsize: int) -> bytes:
+        if not self.pieces:
+            raise BlockingIOError
+        self.reads += 1
+        piece = self.pieces.pop(0)
+        assert len(piece) <= bufsize
+        return piece
+
+    def close(self) -> None:  # paho closes the socket when its client is collected
+        self.pieces.clear()
+
+
+def _publish_packet(topic: str, payload: bytes) -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic.encode() + payload  # QoS 0: no packet id
+    length, encoded = len(body), bytearray()
+    while True:
+        byte, length = length % 128, length // 128
+        encoded.append(byte | (0x80 if length else 0))
+        if not length:
+            break
+    return bytes([0x30]) + bytes(encoded) + body
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 300), min_size=1, max_size=20),
+    cuts=st.lists(st.integers(1, 200), min_size=1, max_size=40),
+)
+def test_any_cut_of_the_stream_yields_the_same_messages(sizes: list[int], cuts: list[int]) -> None:
+    """The parser state survives every cut: the same messages, whole and in order, however the bytes come."""
+    payloads = [bytes([i % 256]) * size for i, size in enumerate(sizes)]
+    stream = b"".join(_publish_packet("t", p) for p in payloads)
+    pieces, at = [], 0
+    for cut in cuts * (len(stream) // max(1, sum(cuts)) + 1):
+        if at >= len(stream):
+            break
+        pieces.append(stream[at : at + cut])
+        at += cut
+    if at < len(stream):
+        pieces.append(stream[at:])
+    client = BufferedReadClient(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    got: list[bytes] = []
+    client.on_message = lambda _c, _u, m: got.append(m.payload)
+    client._sock = _FakeSocket(pieces)  # type: ignore[assignment]
+    client._state = mqtt._ConnectionState.MQTT_CS_CONNECTED
+    for _ in range(len(pieces) + 1):  # one select wake-up per piece that arrives
+        assert client.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert got == payloads
+    assert client._read_ahead == b""
