@@ -431,7 +431,10 @@ class BleCollectorProcess:
     def _read(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            side, frame = line.split()
+            fields = line.split()
+            if len(fields) != 2:
+                continue  # the last line of a child killed while writing it
+            side, frame = fields
             if side == "drop":
                 self.link_drops += 1
                 continue

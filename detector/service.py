@@ -71,6 +71,12 @@ RECEIVE_MAXIMUM = 16_384  # unacknowledged batches the broker may send ahead (a 
 IDLE_S = 0.05  # nothing read for this long: the service has caught up (held chunks are scored now)
 GROUP_WAIT_S = 0.1  # the first message of a group waits at most this long for more before the group is processed
 BEHIND_AFTER_S = 1.0  # the socket has not run dry for this long: a backlog, score in longer chunks
+BUSY_WINDOW_S = 2.0  # the worker thread's CPU share is measured over windows this long
+BUSY_HIGH = 0.7  # above this share of a core the service is about to fall behind: longer chunks (cheaper)
+# below it, shorter chunks again (lower latency); in between the chunk stays. The band is narrow because a
+# chunk half as long costs less than 1.5 x as much (a scorer call's cost is mostly fixed)
+BUSY_LOW = 0.5
+BUSY_MEMORY_S = 60.0  # how long the CPU share measured at a chunk length is trusted for going back to it
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 30.0
 LEG_LOST_AFTER_S = 30.0  # wall time without data from one leg (while the other goes on) before it is a gap
 MINUTE_S = 60.0
@@ -370,6 +376,10 @@ class LiveDetector:
         self.acks = AckTracker()
         self._received: deque[mqtt.MQTTMessage] = deque()  # read from the socket, not yet journaled
         self._last_dry = time.monotonic()  # when the socket last had nothing more to read
+        self._busy_share = 0.0  # the worker thread's CPU share (of one core) over the last full BUSY_WINDOW_S
+        self._busy_mark: tuple[float, float] | None = None  # (wall, worker CPU) at the current window's start
+        self._share_at_chunk: dict[float, tuple[float, float]] = {}  # chunk_s -> (CPU share, when measured)
+        self._last_doubled = -math.inf
         self._reconnect_delay_s = RECONNECT_MIN_S
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -564,14 +574,47 @@ class LiveDetector:
         outbox commit, one PUBACK burst); under load groups are shorter, closed by GROUP_WAIT_S."""
         return max(2000, 4 * self._sensors)
 
+    def _measure_busy(self, now: float) -> bool:
+        """Update the worker thread's CPU share when a ``BUSY_WINDOW_S`` window has passed; True if it did."""
+        if self._busy_mark is None:
+            self._busy_mark = (now, time.thread_time())
+        started, cpu_then = self._busy_mark
+        if now - started < BUSY_WINDOW_S:
+            return False
+        # the worker thread's own CPU (called on it only): waiting for the socket or the GIL does not count,
+        # nor do other threads of the process (a test's or an embedding application's)
+        cpu_now = time.thread_time()
+        self._busy_share = (cpu_now - cpu_then) / (now - started)
+        self._busy_mark = (now, cpu_now)
+        self._share_at_chunk[self.chunk_s] = (self._busy_share, now)
+        return True
+
     def _adapt_chunk(self) -> None:
-        """Latency while the service keeps up, throughput when it falls behind: the scoring chunk doubles
-        while the socket has not run dry for ``BEHIND_AFTER_S`` (a backlog at the broker), and halves back
-        once it does (see _read_group)."""
-        if time.monotonic() - self._last_dry > BEHIND_AFTER_S:
+        """Latency while the service keeps up, throughput when it falls behind.
+
+        A scorer call costs about the same for 1 s of a leg as for 4 s, so under load the service holds
+        each leg's batches for ``chunk_s`` of data (1, 2, 4, ... ``max_chunk_s``) before scoring them. It
+        doubles the chunk at most once a second while the socket has not run dry for ``BEHIND_AFTER_S``
+        (a backlog at the broker), and once per ``BUSY_WINDOW_S`` in which the worker thread used more
+        than ``BUSY_HIGH`` of a core (a load that comes in bursts -- sensors in step, each second -- lets the
+        socket run dry between bursts even when the service is about to fall behind). It halves the chunk
+        (once per window) when the worker used less than ``BUSY_LOW``, or when the half chunk was last measured (within
+        ``BUSY_MEMORY_S``) below ``BUSY_HIGH`` with room to spare: the cost curve is flat at long chunks,
+        so the share alone would keep a chunk of 16 s where 4 s would do."""
+        now = time.monotonic()
+        measured = self._measure_busy(now)
+        behind = now - self._last_dry > BEHIND_AFTER_S and now - self._last_doubled >= BEHIND_AFTER_S
+        if behind or (measured and self._busy_share > BUSY_HIGH):
             self.chunk_s = min(self.max_chunk_s, max(1.0, 2 * self.chunk_s))
-        else:
-            self.chunk_s = 0.0 if self.chunk_s <= 1.0 else self.chunk_s / 2
+            self._last_doubled = now
+            return
+        if not measured or now - self._last_dry > BEHIND_AFTER_S or self.chunk_s == 0:
+            return  # one step per measured window (a share measured at a longer chunk says little about
+            # a shorter one), and never shorter during a backlog
+        half = 0.0 if self.chunk_s <= 1.0 else self.chunk_s / 2
+        share_at_half, when = self._share_at_chunk.get(half, (math.inf, -math.inf))
+        if self._busy_share < BUSY_LOW or (share_at_half < BUSY_HIGH - 0.1 and now - when <= BUSY_MEMORY_S):
+            self.chunk_s = half
 
     def _handle_messages(self, messages: list[mqtt.MQTTMessage]) -> None:
         owned: list[tuple[str, bytes]] = []
@@ -694,8 +737,13 @@ class LiveDetector:
     def _score_idle_holds(self) -> None:
         """Nothing has arrived for ``IDLE_S``: the service has caught up, so whatever legs still hold
         (batches kept for a longer chunk while it was behind) is scored now rather than when the leg's
-        next batch comes -- latency is free when there is nothing else to do."""
+        next batch comes -- latency is free when there is nothing else to do. Not while the worker is busy
+        (``BUSY_LOW`` or more of a core): then the quiet moments are the gaps between bursts of a load
+        that comes in step, and scoring the holds in them would undo the longer chunks it needs to keep up."""
         if not self._holding:
+            return
+        self._measure_busy(time.monotonic())  # an idle spell brings the share down within one window
+        if self._busy_share >= BUSY_LOW:
             return
         self._holding = False
         for state in list(self.subjects.values()):

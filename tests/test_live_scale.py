@@ -14,6 +14,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from detector import service
 from detector.service import LiveDetector
 from plm import wire
 from plm.config import InfluxSettings, Settings
@@ -168,6 +169,70 @@ def test_chunk_size_adapts_to_the_backlog_without_changing_results(tmp_path):
         results.append(sorted(line for line in written if line.startswith("movement,")))
         detector.sink.close()
     assert results[0] and results[0] == results[1]
+
+
+def _window(detector: LiveDetector, share: float) -> None:
+    """Pretend a full CPU-share window has passed in which the worker used ``share`` of a core."""
+    span = service.BUSY_WINDOW_S + 0.5
+    detector._busy_mark = (time.monotonic() - span, time.thread_time() - share * span)
+    detector._last_dry = time.monotonic()  # the socket ran dry: no backlog, only the CPU share speaks
+
+
+def test_chunk_follows_the_worker_cpu_share_one_step_per_window(tmp_path):
+    """A load in step (every sensor each second) lets the socket run dry between bursts, so the backlog rule
+    never fires; the CPU share does: it lengthens the chunk one step per window while the worker is busy,
+    keeps it in the band, and shortens it when the half chunk was measured cheap enough or the share is low."""
+    detector, _ = _offline_detector(tmp_path, max_chunk_s=16.0)
+    steps = []
+    for _ in range(6):
+        _window(detector, 0.9)
+        detector._adapt_chunk()
+        detector._adapt_chunk()  # a second group in the same window: no second step
+        steps.append(detector.chunk_s)
+    assert steps == [1.0, 2.0, 4.0, 8.0, 16.0, 16.0]
+    # in the band, with no recent measurement of the half chunk: stays (it would otherwise flap)
+    detector._share_at_chunk.clear()
+    _window(detector, 0.6)
+    detector._adapt_chunk()
+    assert detector.chunk_s == 16.0
+    # the half chunk measured cheap enough a moment ago: back to it
+    detector._share_at_chunk[8.0] = (0.5, time.monotonic())
+    _window(detector, 0.6)
+    detector._adapt_chunk()
+    assert detector.chunk_s == 8.0
+    # ... but not to a half measured too close to the limit
+    detector._share_at_chunk[4.0] = (service.BUSY_HIGH - 0.05, time.monotonic())
+    _window(detector, 0.6)
+    detector._adapt_chunk()
+    assert detector.chunk_s == 8.0
+    # a light load: halves once per window down to 0 (each batch scored on arrival)
+    lengths = []
+    for _ in range(5):
+        _window(detector, 0.1)
+        detector._adapt_chunk()
+        lengths.append(detector.chunk_s)
+    assert lengths == [4.0, 2.0, 1.0, 0.0, 0.0]
+
+
+def test_held_batches_wait_through_gaps_between_bursts_but_not_through_a_real_lull(tmp_path):
+    night = simulate_night("rls-severe", seed=7, duration_h=0.25, jitter_ms=0, gap=False)
+    messages = [
+        (wire.acc_topic("lull", f"{side}-ankle"), wire.encode_binary(b)) for side, b in interleave(night_batches(night))
+    ]
+    detector, _ = _offline_detector(tmp_path, max_chunk_s=16.0)
+    detector.chunk_s = 16.0
+    detector.apply_many(messages[:40])  # 20 s of each leg: some of it held for the 16-s chunk
+    assert detector._holding
+    held = sum(len(v) for v in detector.subjects["lull"].held.values())
+    assert held > 0
+    _window(detector, 0.8)  # busy: a quiet moment is only the gap before the next burst
+    detector._score_idle_holds()
+    assert sum(len(v) for v in detector.subjects["lull"].held.values()) == held
+    # the busy window is over and this one was quiet: the lull is real, score what is held
+    detector._busy_mark = (time.monotonic() - service.BUSY_WINDOW_S - 0.5, time.thread_time())
+    detector._score_idle_holds()
+    assert sum(len(v) for v in detector.subjects["lull"].held.values()) == 0
+    assert not detector._holding
 
 
 @pytest.mark.services
