@@ -543,7 +543,11 @@ class LiveDetector:
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 self._reconnect(rc)
                 break
-            if len(received) == before and _socket_dry(client):
+            if len(received) > before and getattr(client, "socket_drained", False):
+                # the read took all the socket held: what arrives is read as it comes (with a steady stream
+                # of sensors out of step the socket is never found empty, yet the service keeps up)
+                self._last_dry = time.monotonic()
+            elif len(received) == before and _socket_dry(client):
                 self._last_dry = time.monotonic()
                 if first_at is None:
                     return []  # idle: nothing arrived within the wait

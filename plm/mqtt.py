@@ -41,13 +41,21 @@ class BufferedReadClient(mqtt.Client):
 
     _read_ahead: bytes = b""  # taken from the socket, not parsed yet
     _socket_turn: bool = True  # may the next read go to the socket?
+    # the last read from the socket took all it held (less than a full chunk, or nothing): a consumer that
+    # keeps up sees this every few reads; one that reads full chunks for seconds has a backlog to work off
+    socket_drained: bool = True
 
     def _sock_recv(self, bufsize: int) -> bytes:
         buffered = self._read_ahead
         if not buffered:
             if not self._socket_turn:
                 raise BlockingIOError  # paho keeps the partial packet; its rest comes with the next select
-            buffered = super()._sock_recv(READ_CHUNK)  # raises BlockingIOError when there is nothing
+            try:
+                buffered = super()._sock_recv(READ_CHUNK)
+            except BlockingIOError:
+                self.socket_drained = True
+                raise  # nothing there
+            self.socket_drained = len(buffered) < READ_CHUNK
             if not buffered:
                 return buffered  # the broker closed the connection
         taken, self._read_ahead = buffered[:bufsize], buffered[bufsize:]

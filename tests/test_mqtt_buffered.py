@@ -177,3 +177,21 @@ def test_any_cut_of_the_stream_yields_the_same_messages(sizes: list[int], cuts: 
         assert client.loop_read() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
     assert got == payloads
     assert client._read_ahead == b""
+
+
+def test_a_full_chunk_means_more_is_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``socket_drained``: the consumer's backlog signal. A read that filled the chunk may have left bytes in
+    the socket; a shorter one (or none at all) took everything that was there."""
+    stream = b"".join(_publish_packet("t", bytes(20)) for _ in range(3))
+    monkeypatch.setattr(plm_mqtt, "READ_CHUNK", 16)
+    client = BufferedReadClient(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client._sock = _FakeSocket([stream[:16], stream[16:32], stream[32:40]])  # type: ignore[assignment]
+    client._state = mqtt._ConnectionState.MQTT_CS_CONNECTED
+    client.loop_read()
+    assert client.socket_drained is False  # a full chunk
+    client.loop_read()
+    assert client.socket_drained is False
+    client.loop_read()
+    assert client.socket_drained is True  # 8 bytes: all there was
+    client.loop_read()
+    assert client.socket_drained is True  # nothing at all
