@@ -187,9 +187,7 @@ def test_a_full_chunk_means_more_is_waiting(monkeypatch: pytest.MonkeyPatch) -> 
     client = BufferedReadClient(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
     client._sock = _FakeSocket([stream[:16], stream[16:32], stream[32:40]])  # type: ignore[assignment]
     client._state = mqtt._ConnectionState.MQTT_CS_CONNECTED
-    client.loop_read()
-    assert client.socket_drained is False  # a full chunk
-    client.loop_read()
+    client.loop_read()  # the first packet (25 bytes) takes two full chunks
     assert client.socket_drained is False
     client.loop_read()
     assert client.socket_drained is True  # 8 bytes: all there was
