@@ -76,6 +76,7 @@ BUSY_HIGH = 0.7  # above this share of a core the service is about to fall behin
 # below it, shorter chunks again (lower latency); in between the chunk stays. The band is narrow because a
 # chunk half as long costs less than 1.5 x as much (a scorer call's cost is mostly fixed)
 BUSY_LOW = 0.5
+BUSY_SHORTER_BELOW = 0.65  # in the band, try the half chunk below this share, unless it was measured above
 BUSY_MEMORY_S = 60.0  # how long the CPU share measured at a chunk length is trusted for going back to it
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 30.0
 LEG_LOST_AFTER_S = 30.0  # wall time without data from one leg (while the other goes on) before it is a gap
@@ -602,9 +603,10 @@ class LiveDetector:
         (a backlog at the broker), and once per ``BUSY_WINDOW_S`` in which the worker thread used more
         than ``BUSY_HIGH`` of a core (a load that comes in bursts -- sensors in step, each second -- lets the
         socket run dry between bursts even when the service is about to fall behind). It halves the chunk
-        (once per window) when the worker used less than ``BUSY_LOW``, or when the half chunk was last measured (within
-        ``BUSY_MEMORY_S``) below ``BUSY_HIGH`` with room to spare: the cost curve is flat at long chunks,
-        so the share alone would keep a chunk of 16 s where 4 s would do."""
+        (once per window) when the worker used less than ``BUSY_LOW``, or less than ``BUSY_SHORTER_BELOW``
+        unless the half chunk was measured at or above that within ``BUSY_MEMORY_S``: the cost curve is
+        flat at long chunks, so the share alone would keep 16 s where 4 s would do, and a half that
+        proves too dear doubles back in the next window and is not tried again for a minute."""
         now = time.monotonic()
         measured = self._measure_busy(now)
         behind = now - self._last_dry > BEHIND_AFTER_S and now - self._last_doubled >= BEHIND_AFTER_S
@@ -616,8 +618,9 @@ class LiveDetector:
             return  # one step per measured window (a share measured at a longer chunk says little about
             # a shorter one), and never shorter during a backlog
         half = 0.0 if self.chunk_s <= 1.0 else self.chunk_s / 2
-        share_at_half, when = self._share_at_chunk.get(half, (math.inf, -math.inf))
-        if self._busy_share < BUSY_LOW or (share_at_half < BUSY_HIGH - 0.1 and now - when <= BUSY_MEMORY_S):
+        known = self._share_at_chunk.get(half)
+        half_fits = known is None or now - known[1] > BUSY_MEMORY_S or known[0] < BUSY_SHORTER_BELOW
+        if self._busy_share < BUSY_LOW or (self._busy_share < BUSY_SHORTER_BELOW and half_fits):
             self.chunk_s = half
 
     def _handle_messages(self, messages: list[mqtt.MQTTMessage]) -> None:

@@ -190,19 +190,27 @@ def test_chunk_follows_the_worker_cpu_share_one_step_per_window(tmp_path):
         detector._adapt_chunk()  # a second group in the same window: no second step
         steps.append(detector.chunk_s)
     assert steps == [1.0, 2.0, 4.0, 8.0, 16.0, 16.0]
-    # in the band, with no recent measurement of the half chunk: stays (it would otherwise flap)
-    detector._share_at_chunk.clear()
+    # in the band, the half measured too dear a moment ago: stays (it would otherwise flap)
+    detector._share_at_chunk[8.0] = (service.BUSY_SHORTER_BELOW + 0.03, time.monotonic())
     _window(detector, 0.6)
     detector._adapt_chunk()
     assert detector.chunk_s == 16.0
-    # the half chunk measured cheap enough a moment ago: back to it
-    detector._share_at_chunk[8.0] = (0.5, time.monotonic())
+    # ... measured long ago: tried again (the cost curve is flat at long chunks)
+    detector._share_at_chunk[8.0] = (service.BUSY_SHORTER_BELOW + 0.03, time.monotonic() - 2 * service.BUSY_MEMORY_S)
     _window(detector, 0.6)
     detector._adapt_chunk()
     assert detector.chunk_s == 8.0
-    # ... but not to a half measured too close to the limit
-    detector._share_at_chunk[4.0] = (service.BUSY_HIGH - 0.05, time.monotonic())
+    # the half measured cheap enough: back to it
+    detector._share_at_chunk[4.0] = (0.5, time.monotonic())
     _window(detector, 0.6)
+    detector._adapt_chunk()
+    assert detector.chunk_s == 4.0
+    # in the band above the probing limit: stays
+    _window(detector, (service.BUSY_SHORTER_BELOW + service.BUSY_HIGH) / 2)
+    detector._adapt_chunk()
+    assert detector.chunk_s == 4.0
+    # too dear: doubles back
+    _window(detector, service.BUSY_HIGH + 0.05)
     detector._adapt_chunk()
     assert detector.chunk_s == 8.0
     # a light load: halves once per window down to 0 (each batch scored on arrival)
@@ -212,6 +220,12 @@ def test_chunk_follows_the_worker_cpu_share_one_step_per_window(tmp_path):
         detector._adapt_chunk()
         lengths.append(detector.chunk_s)
     assert lengths == [4.0, 2.0, 1.0, 0.0, 0.0]
+    # a backlog (the socket read full chunks for a second) doubles at once, whatever the share
+    detector._last_dry = detector._last_doubled = time.monotonic() - 2 * service.BEHIND_AFTER_S
+    detector._adapt_chunk()
+    assert detector.chunk_s == 1.0
+    detector._adapt_chunk()  # ... at most once a second
+    assert detector.chunk_s == 1.0
 
 
 def test_held_batches_wait_through_gaps_between_bursts_but_not_through_a_real_lull(tmp_path):
