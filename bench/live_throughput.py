@@ -658,7 +658,9 @@ def main() -> int:
             results["cost"] = cost(args.sensors, 12, work)
             print(json.dumps(results["cost"], indent=1), flush=True)
         if "hold" not in skip:
-            print("scorer hold: 16 subjects x 300 s fed as 1-s batches (no service)", flush=True)
+            print(
+                "scorer hold: every (night, stagger) of the load x 120 s, fed as 1-s batches (no service)", flush=True
+            )
             results["scorer_hold"] = scorer_hold()
             print(json.dumps(results["scorer_hold"], indent=1), flush=True)
         with Mosquitto(workdir=work / "mosquitto") as mosq, Influxd1(workdir=work / "influxd") as influxd:
