@@ -71,6 +71,9 @@ RECEIVE_MAXIMUM = 16_384  # unacknowledged batches the broker may send ahead (a 
 IDLE_S = 0.05  # nothing read for this long: the service has caught up (held chunks are scored now)
 GROUP_WAIT_S = 0.1  # the first message of a group waits at most this long for more before the group is processed
 BEHIND_AFTER_S = 1.0  # the socket has not run dry for this long: a backlog, score in longer chunks
+# a backlog doubles the chunk at most this often: 1 to 16 s in about a second when a detector meets a backlog
+# after a restart, but only a step or two after a checkpoint's pause in real time
+DOUBLE_EVERY_S = 0.25
 BUSY_WINDOW_S = 2.0  # the worker thread's CPU share is measured over windows this long
 BUSY_HIGH = 0.7  # above this share of a core the service is about to fall behind: longer chunks (cheaper)
 # below it, shorter chunks again (lower latency); in between the chunk stays. The band is narrow because a
@@ -599,7 +602,7 @@ class LiveDetector:
 
         A scorer call costs about the same for 1 s of a leg as for 4 s, so under load the service holds
         each leg's batches for ``chunk_s`` of data (1, 2, 4, ... ``max_chunk_s``) before scoring them. It
-        doubles the chunk at most once a second while the socket has not run dry for ``BEHIND_AFTER_S``
+        doubles the chunk at most every ``DOUBLE_EVERY_S`` while the socket has not run dry for ``BEHIND_AFTER_S``
         (a backlog at the broker), and once per ``BUSY_WINDOW_S`` in which the worker thread used more
         than ``BUSY_HIGH`` of a core (a load that comes in bursts -- sensors in step, each second -- lets the
         socket run dry between bursts even when the service is about to fall behind). It halves the chunk
@@ -609,7 +612,7 @@ class LiveDetector:
         proves too dear doubles back in the next window and is not tried again for a minute."""
         now = time.monotonic()
         measured = self._measure_busy(now)
-        behind = now - self._last_dry > BEHIND_AFTER_S and now - self._last_doubled >= BEHIND_AFTER_S
+        behind = now - self._last_dry > BEHIND_AFTER_S and now - self._last_doubled >= DOUBLE_EVERY_S
         if behind or (measured and self._busy_share > BUSY_HIGH):
             self.chunk_s = min(self.max_chunk_s, max(1.0, 2 * self.chunk_s))
             self._last_doubled = now
@@ -633,11 +636,14 @@ class LiveDetector:
             else:
                 self.stats.ignored_other_shard += 1
         ids = self.journal.append(owned)
-        if self._client is not None:  # only now: what is acknowledged is on disk
-            ack = self._client.ack
+        client = self._client
+        if client is not None:  # only now: what is acknowledged is on disk
+            ack_many = getattr(client, "ack_many", None)
+            if ack_many is not None:  # plm.mqtt's clients: one write for the group's PUBACKs
+                ack_many([m.mid for m in messages if m.qos == 1])
             for m in messages:
-                if m.qos > 0:
-                    ack(m.mid, m.qos)
+                if m.qos > 1 or (m.qos == 1 and ack_many is None):
+                    client.ack(m.mid, m.qos)
         self.apply_many(owned)
         if ids:
             self._applied_id = ids[-1]

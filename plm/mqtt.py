@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import struct
 import threading
 from collections.abc import Callable
 
@@ -20,6 +21,8 @@ from plm.config import MqttProtocol, MqttSettings
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 24 * 3600  # a persistent consumer keeps its queued messages this long while away
+_PUBACK = struct.Struct("!BBH")  # fixed header, remaining length 2, packet id
+_PUBACK_HEADER = 0x40
 READ_CHUNK = 65536  # bytes taken from the socket per recv: a few hundred sample batches
 
 
@@ -70,6 +73,16 @@ class BufferedReadClient(mqtt.Client):
         finally:
             self._socket_turn = True
         return rc
+
+    def ack_many(self, mids: list[int]) -> None:
+        """PUBACK for many QoS 1 messages (``manual_ack``) as one write. paho's ``ack`` queues each as its own
+        packet, waking its loop and writing to the socket once per message: two system calls a message, about
+        a tenth of the detector's time when it drained a backlog (py-spy). Relies on paho's private
+        ``_packet_queue``, which writes any bytes it is given (a PUBACK is four bytes)."""
+        if not mids or not self._manual_ack:
+            return
+        packet = b"".join(_PUBACK.pack(_PUBACK_HEADER, 2, mid) for mid in mids)
+        self._packet_queue(_PUBACK_HEADER, packet, 0, 1)
 
     def _sock_close(self) -> None:
         self._read_ahead = b""  # bytes of a dead connection must never be parsed as the next one's

@@ -224,7 +224,7 @@ def test_chunk_follows_the_worker_cpu_share_one_step_per_window(tmp_path):
     detector._last_dry = detector._last_doubled = time.monotonic() - 2 * service.BEHIND_AFTER_S
     detector._adapt_chunk()
     assert detector.chunk_s == 1.0
-    detector._adapt_chunk()  # ... at most once a second
+    detector._adapt_chunk()  # ... at most every DOUBLE_EVERY_S
     assert detector.chunk_s == 1.0
 
 

@@ -29,9 +29,13 @@ class Collector:
     def __init__(self, settings_: MqttSettings, client_id: str) -> None:
         self.payloads: list[bytes] = []
         self.arrived = threading.Condition()
+        self.subscribed = threading.Event()
         self.client = make_client(settings_, client_id, on_connect=lambda c: c.subscribe(TOPIC, qos=1))
         self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *_args: self.subscribed.set()
         connect(self.client, settings_)
+        # connect returns at CONNACK; messages published before the SUBACK would not be routed to us
+        assert self.subscribed.wait(10), "no SUBACK"
 
     def _on_message(self, _c, _u, msg: mqtt.MQTTMessage) -> None:
         with self.arrived:
@@ -105,12 +109,13 @@ def test_a_new_connection_never_parses_the_old_ones_bytes(mosquitto: Mosquitto) 
         client = collector.client
         client.loop_stop()  # reconnect from this thread, as paho's loop does after a lost connection
         client._read_ahead = b"\x30\x05junk"  # half a PUBLISH of a connection that died
+        collector.subscribed.clear()
         client.reconnect()
         assert client._read_ahead == b""
         client.loop_start()
         publisher = make_client(settings_, "buffered-reconnect-pub")
         connect(publisher, settings_)
-        time.sleep(0.3)  # the subscription is renewed in on_connect
+        assert collector.subscribed.wait(10)  # the subscription is renewed in on_connect
         publisher.publish(TOPIC, b"after", qos=1)
         assert collector.wait_for(1)
         assert collector.payloads == [b"after"]
@@ -192,3 +197,48 @@ def test_a_full_chunk_means_more_is_waiting(monkeypatch: pytest.MonkeyPatch) -> 
     assert client.socket_drained is True  # 8 bytes: all there was
     client.loop_read()
     assert client.socket_drained is True  # nothing at all
+
+
+def test_acks_sent_together_settle_every_message(mosquitto: Mosquitto) -> None:
+    """``ack_many`` (one write for a group's PUBACKs): the broker takes every message as delivered, so a
+    persistent session redelivers none of them; the ones not acknowledged come again."""
+    settings_ = _settings(mosquitto)
+    got: list[mqtt.MQTTMessage] = []
+    lock = threading.Condition()
+
+    def on_message(_c, _u, msg: mqtt.MQTTMessage) -> None:
+        with lock:
+            got.append(msg)
+            lock.notify_all()
+
+    def consumer() -> mqtt.Client:
+        client = make_client(
+            settings_, "ack-many", on_connect=lambda c: c.subscribe(TOPIC, qos=1), manual_ack=True, protocol="3.1.1",
+            persistent=True,
+        )  # fmt: skip
+        subscribed = threading.Event()
+        client.on_message = on_message
+        client.on_subscribe = lambda *_args: subscribed.set()
+        connect(client, settings_, persistent=True)
+        assert subscribed.wait(10), "no SUBACK"
+        return client
+
+    client = consumer()
+    with _collector_and_publisher(mosquitto, "ack-many-side") as (_side, publisher):
+        for i in range(40):
+            publisher.publish(TOPIC, i.to_bytes(2, "big"), qos=1).wait_for_publish(10)
+        with lock:
+            assert lock.wait_for(lambda: len(got) >= 40, 20)
+        acked = [m for m in got if int.from_bytes(m.payload, "big") < 30]
+        client.ack_many([m.mid for m in acked])
+        time.sleep(0.5)  # the PUBACKs reach the broker
+        client.disconnect()
+        client.loop_stop()
+        got.clear()
+        client = consumer()  # the same session: only what was not acknowledged comes back
+        with lock:
+            assert lock.wait_for(lambda: len(got) >= 10, 20)
+        time.sleep(0.5)
+        client.disconnect()
+        client.loop_stop()
+    assert sorted(int.from_bytes(m.payload, "big") for m in got) == list(range(30, 40))
