@@ -54,7 +54,7 @@ from detector.scorer import MovementEvent, NightScorer, NightSummary
 from plm import wire
 from plm.config import Settings, SubjectSettings
 from plm.logs import RateLimitedLog
-from plm.mqtt import connect, make_client
+from plm.mqtt import BufferedReadClient, connect, make_client
 from plm.rules import RULESETS
 
 log = logging.getLogger(__name__)
@@ -388,7 +388,7 @@ class LiveDetector:
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._limited = RateLimitedLog(log)
-        self._client: mqtt.Client | None = None
+        self._client: BufferedReadClient | None = None
         self._discovery_sent: set[str] = set()
         self._subscribed = threading.Event()
         self._resend_acks = False
@@ -547,7 +547,7 @@ class LiveDetector:
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 self._reconnect(rc)
                 break
-            if len(received) > before and getattr(client, "socket_drained", False):
+            if len(received) > before and client.socket_drained:
                 # the read took all the socket held: what arrives is read as it comes (with a steady stream
                 # of sensors out of step the socket is never found empty, yet the service keeps up)
                 self._last_dry = time.monotonic()
@@ -636,14 +636,9 @@ class LiveDetector:
             else:
                 self.stats.ignored_other_shard += 1
         ids = self.journal.append(owned)
-        client = self._client
-        if client is not None:  # only now: what is acknowledged is on disk
-            ack_many = getattr(client, "ack_many", None)
-            if ack_many is not None:  # plm.mqtt's clients: one write for the group's PUBACKs
-                ack_many([m.mid for m in messages if m.qos == 1])
-            for m in messages:
-                if m.qos > 1 or (m.qos == 1 and ack_many is None):
-                    client.ack(m.mid, m.qos)
+        if self._client is not None:  # only now: what is acknowledged is on disk
+            # one write for the group's PUBACKs; every subscription is QoS 1, so there is nothing else to settle
+            self._client.ack_many([m.mid for m in messages if m.qos == 1])
         self.apply_many(owned)
         if ids:
             self._applied_id = ids[-1]

@@ -21,8 +21,7 @@ from plm.config import MqttProtocol, MqttSettings
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 24 * 3600  # a persistent consumer keeps its queued messages this long while away
-_PUBACK = struct.Struct("!BBH")  # fixed header, remaining length 2, packet id
-_PUBACK_HEADER = 0x40
+_PUBACK = struct.Struct("!BBH")  # fixed header (paho's PUBACK), remaining length 2, packet id
 READ_CHUNK = 65536  # bytes taken from the socket per recv: a few hundred sample batches
 
 
@@ -81,8 +80,8 @@ class BufferedReadClient(mqtt.Client):
         ``_packet_queue``, which writes any bytes it is given (a PUBACK is four bytes)."""
         if not mids or not self._manual_ack:
             return
-        packet = b"".join(_PUBACK.pack(_PUBACK_HEADER, 2, mid) for mid in mids)
-        self._packet_queue(_PUBACK_HEADER, packet, 0, 1)
+        packet = b"".join(_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids)
+        self._packet_queue(mqtt.PUBACK, packet, 0, 1)
 
     def _sock_close(self) -> None:
         self._read_ahead = b""  # bytes of a dead connection must never be parsed as the next one's
@@ -98,7 +97,7 @@ def make_client(
     manual_ack: bool = False,
     protocol: MqttProtocol = "5",
     persistent: bool = False,
-) -> mqtt.Client:
+) -> BufferedReadClient:
     """Create (not connect) an MQTT client with auth, TLS and an optional retained Last Will.
 
     ``on_connect(client)`` runs after every successful (re)connect: subscribe there, so
