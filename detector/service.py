@@ -440,9 +440,22 @@ class LiveDetector:
         self._checkpoint()  # writes the points still buffered first
         if self._client is not None:
             self._publish_status("offline")
+            self._finish_sending(timeout_s=5.0)
             self._client.disconnect()
         self.sink.close(flush_timeout_s=5.0)
         self.journal.close()
+
+    def _finish_sending(self, timeout_s: float) -> None:
+        """The worker ran the network loop and has stopped: run it here until the broker has acknowledged every
+        outgoing QoS 1 message. Results, the night summary and Home Assistant's retained configs wait behind
+        paho's in-flight limit (20) for the acks of those before them; disconnecting with them queued lost them
+        (seen as a missing discovery config after a stop)."""
+        client = self._client
+        assert client is not None
+        deadline = time.monotonic() + timeout_s
+        while client.unacknowledged() and time.monotonic() < deadline:
+            if client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:
+                return  # the broker is gone: what is queued is lost either way
 
     def run_forever(self) -> None:
         self.start()

@@ -83,6 +83,12 @@ class BufferedReadClient(mqtt.Client):
         packet = b"".join(_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids)
         self._packet_queue(mqtt.PUBACK, packet, 0, 1)
 
+    def unacknowledged(self) -> int:
+        """Outgoing QoS > 0 messages the broker has not acknowledged yet, including those still waiting for an
+        in-flight slot (paho's private ``_out_messages``): a client that runs its own network loop must keep
+        running it until this is 0 before it disconnects, or those messages are lost."""
+        return len(self._out_messages)
+
     def _sock_close(self) -> None:
         self._read_ahead = b""  # bytes of a dead connection must never be parsed as the next one's
         super()._sock_close()

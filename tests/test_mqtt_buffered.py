@@ -69,8 +69,9 @@ def test_every_client_reads_in_chunks(mosquitto: Mosquitto) -> None:
     # a guard: the optimisation relies on paho's private read path; if paho renames it, this fails
     client = make_client(_settings(mosquitto), "buffered-kind")
     assert isinstance(client, BufferedReadClient)
-    for name in ("_sock_recv", "_sock_close", "_packet_read", "loop_read"):
+    for name in ("_sock_recv", "_sock_close", "_packet_read", "loop_read", "_packet_queue"):
         assert callable(getattr(mqtt.Client, name, None)), f"paho no longer has Client.{name}"
+    assert client.unacknowledged() == 0  # paho's _out_messages
 
 
 @pytest.mark.parametrize("read_chunk", [7, 100, plm_mqtt.READ_CHUNK])
