@@ -54,7 +54,7 @@ from detector.scorer import MovementEvent, NightScorer, NightSummary
 from plm import wire
 from plm.config import Settings, SubjectSettings
 from plm.logs import RateLimitedLog
-from plm.mqtt import BufferedReadClient, connect, make_client
+from plm.mqtt import BufferedReadClient, Received, connect, make_client
 from plm.rules import RULESETS
 
 log = logging.getLogger(__name__)
@@ -378,7 +378,7 @@ class LiveDetector:
         self.diary: dict[tuple[str, float], DiaryNote] = {}  # latest merged note per (subject, night)
         self._applied_id = 0
         self.acks = AckTracker()
-        self._received: deque[mqtt.MQTTMessage] = deque()  # read from the socket, not yet journaled
+        self._received: deque[Received] = deque()  # read from the socket, not yet journaled
         self._last_dry = time.monotonic()  # when the socket last had nothing more to read
         self._busy_share = 0.0  # the worker thread's CPU share (of one core) over the last full BUSY_WINDOW_S
         self._busy_mark: tuple[float, float] | None = None  # (wall, worker CPU) at the current window's start
@@ -412,7 +412,7 @@ class LiveDetector:
             protocol=self.settings.detector.mqtt_protocol,
             persistent=True,
         )
-        self._client.on_message = self._on_message
+        self._client.on_received = self._received.append  # inside client.loop(), on the worker thread
         self._client.on_subscribe = lambda *_args: self._subscribed.set()
         if self.settings.detector.mqtt_protocol == "5":
             _ask_for_receive_maximum(self._client, RECEIVE_MAXIMUM)
@@ -475,10 +475,6 @@ class LiveDetector:
         self._resend_acks = True  # the broker may have lost the retained acks (read by the worker)
         self._reconnect_delay_s = RECONNECT_MIN_S
 
-    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-        # inside client.loop(), on the worker thread (or paho's thread while start() connects): never raise
-        self._received.append(message)
-
     def backlog(self) -> int:
         """Messages read from the broker and not yet journaled (at most one group)."""
         return len(self._received)
@@ -540,7 +536,7 @@ class LiveDetector:
             if stopping:
                 break
 
-    def _read_group(self, limit: int) -> list[mqtt.MQTTMessage]:
+    def _read_group(self, limit: int) -> list[Received]:
         """Run the network loop until ``limit`` messages are in or the first of them has waited
         ``GROUP_WAIT_S`` (latency bound); return nothing after an idle wait. Notes whether the socket ran
         dry, which is how the service tells that it keeps up (see _adapt_chunk)."""
@@ -570,7 +566,7 @@ class LiveDetector:
                     return []  # idle: nothing arrived within the wait
         return self._take(limit)
 
-    def _take(self, count: int) -> list[mqtt.MQTTMessage]:
+    def _take(self, count: int) -> list[Received]:
         received = self._received
         return [received.popleft() for _ in range(min(count, len(received)))]
 
@@ -639,7 +635,7 @@ class LiveDetector:
         if self._busy_share < BUSY_LOW or (self._busy_share < BUSY_SHORTER_BELOW and half_fits):
             self.chunk_s = half
 
-    def _handle_messages(self, messages: list[mqtt.MQTTMessage]) -> None:
+    def _handle_messages(self, messages: list[Received]) -> None:
         owned: list[tuple[str, bytes]] = []
         route = self._route
         for m in messages:

@@ -243,3 +243,78 @@ def test_acks_sent_together_settle_every_message(mosquitto: Mosquitto) -> None:
         client.disconnect()
         client.loop_stop()
     assert sorted(int.from_bytes(m.payload, "big") for m in got) == list(range(30, 40))
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_lean_receive_gives_what_paho_gives(mosquitto: Mosquitto, protocol: str) -> None:
+    """``on_received`` (no MQTTMessage, no matcher): the same topics, payloads, QoS and retain flags as
+    paho's ``on_message`` on a second subscriber of the same stream, in both protocol versions; QoS 1
+    messages are acknowledged (a persistent session gives none of them back)."""
+    settings_ = _settings(mosquitto)
+    topic_filter = "plm/v1/lean/#"
+    stock: list[tuple[str, bytes, int, bool]] = []
+    lean: list[plm_mqtt.Received] = []
+    lock = threading.Condition()
+
+    def subscriber(name: str, *, use_lean: bool) -> mqtt.Client:
+        client = make_client(
+            settings_, f"{name}-{protocol}", on_connect=lambda c: c.subscribe(topic_filter, qos=1),
+            protocol=protocol, persistent=True,  # type: ignore[arg-type]
+        )  # fmt: skip
+        subscribed = threading.Event()
+
+        def keep(item) -> None:
+            with lock:
+                (lean if use_lean else stock).append(item)
+                lock.notify_all()
+
+        if use_lean:
+            client.on_received = keep
+        else:
+            client.on_message = lambda _c, _u, m: keep((m.topic, m.payload, m.qos, m.retain))
+        client.on_subscribe = lambda *_args: subscribed.set()
+        connect(client, settings_, persistent=True)
+        assert subscribed.wait(10), "no SUBACK"
+        return client
+
+    publisher = make_client(settings_, f"lean-pub-{protocol}")
+    connect(publisher, settings_)
+    publisher.publish("plm/v1/lean/kept", b"retained", qos=1, retain=True).wait_for_publish(10)
+    clients = [subscriber("stock", use_lean=False), subscriber("lean", use_lean=True)]
+    sent = [(f"plm/v1/lean/s{i % 3}/acc", bytes([i % 256]) * (i * 97 % 3000), i % 2) for i in range(60)]
+    for topic, payload, qos in sent:
+        publisher.publish(topic, payload, qos=qos).wait_for_publish(10)
+    with lock:
+        assert lock.wait_for(lambda: len(stock) >= 61 and len(lean) >= 61, 20)
+    assert [(r.topic, r.payload, r.qos, r.retain) for r in lean] == stock
+    assert stock[0] == ("plm/v1/lean/kept", b"retained", 1, True)
+    assert [(t, p, q) for t, p, q, _ in stock[1:]] == sent
+    assert all(r.mid > 0 for r in lean if r.qos == 1)
+    for client in clients:
+        client.disconnect()
+        client.loop_stop()
+    lean.clear()
+    again = subscriber("lean", use_lean=True)  # the same session: every QoS 1 message was acknowledged
+    time.sleep(1.0)
+    again.disconnect()
+    again.loop_stop()
+    publisher.publish("plm/v1/lean/kept", b"", qos=1, retain=True).wait_for_publish(10)
+    publisher.disconnect()
+    publisher.loop_stop()
+    assert [r.topic for r in lean] == ["plm/v1/lean/kept"]  # only the retained message, sent on subscribe
+
+
+def test_lean_receive_rejects_a_malformed_publish() -> None:
+    """A PUBLISH too short for its topic length is a protocol error (paho drops such a connection too),
+    never an exception in the network loop or a message with a cut topic. Uses paho's private
+    ``_in_packet``/``_handle_publish``: this fails if paho renames them."""
+    client = make_client(MqttSettings(url="mqtt://127.0.0.1:9"), "malformed", protocol="3.1.1")
+    got: list[plm_mqtt.Received] = []
+    client.on_received = got.append
+    for packet in (b"", b"\x00", b"\x00\x05abc", b"\x00\x00payload", b"\x00\x03abc\x00"):
+        client._in_packet = {"command": 0x32, "packet": bytearray(packet)}  # PUBLISH, QoS 1
+        assert client._handle_publish() == mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL, packet
+    client._in_packet = {"command": 0x32, "packet": bytearray(b"\x00\x03abc\x00\x07data")}
+    client._manual_ack = True  # nothing to send: this client has no connection
+    assert client._handle_publish() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+    assert got == [plm_mqtt.Received("abc", b"data", 7, 1, False)]
