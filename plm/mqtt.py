@@ -54,7 +54,8 @@ class BufferedReadClient(mqtt.Client):
     ``tests/test_mqtt_buffered.py`` fails if paho changes them.
     """
 
-    _read_ahead: bytes = b""  # taken from the socket, not parsed yet
+    _read_ahead: bytes = b""  # taken from the socket, not parsed yet from _read_pos on (b"" when all is)
+    _read_pos: int = 0
     _socket_turn: bool = True  # may the next read go to the socket?
     # the last read from the socket took all it held (less than a full chunk, or nothing): a consumer that
     # keeps up sees this every few reads; one that reads full chunks for seconds has a backlog to work off
@@ -103,8 +104,15 @@ class BufferedReadClient(mqtt.Client):
             self.socket_drained = len(buffered) < READ_CHUNK
             if not buffered:
                 return buffered  # the broker closed the connection
-        taken, self._read_ahead = buffered[:bufsize], buffered[bufsize:]
-        return taken
+            self._read_ahead, self._read_pos = buffered, 0
+        # paho asks for a byte or two at a time (command, length): a position, not a copy of the rest each time
+        start = self._read_pos
+        end = start + bufsize
+        if end >= len(buffered):
+            self._read_ahead, self._read_pos = b"", 0
+            return buffered[start:] if start else buffered
+        self._read_pos = end
+        return buffered[start:end]
 
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
         rc = super().loop_read(max_packets)
@@ -133,7 +141,7 @@ class BufferedReadClient(mqtt.Client):
         return len(self._out_messages)
 
     def _sock_close(self) -> None:
-        self._read_ahead = b""  # bytes of a dead connection must never be parsed as the next one's
+        self._read_ahead, self._read_pos = b"", 0  # bytes of a dead connection must never be parsed as the next one's
         super()._sock_close()
 
 
