@@ -54,7 +54,7 @@ from detector.scorer import MovementEvent, NightScorer, NightSummary
 from plm import wire
 from plm.config import Settings, SubjectSettings
 from plm.logs import RateLimitedLog
-from plm.mqtt import BufferedReadClient, Received, connect, make_client
+from plm.mqtt import BufferedReadClient, Received, connect, make_client, run_until
 from plm.rules import RULESETS
 
 log = logging.getLogger(__name__)
@@ -416,13 +416,12 @@ class LiveDetector:
         self._client.on_subscribe = lambda *_args: self._subscribed.set()
         if self.settings.detector.mqtt_protocol == "5":
             _ask_for_receive_maximum(self._client, RECEIVE_MAXIMUM)
-        connect(self._client, self.settings.mqtt, persistent=True)
-        if not self._subscribed.wait(10):
-            self._client.loop_stop()
+        # one thread reads the socket *and* does the work (see _work): paho's own network thread would fight
+        # the worker for the GIL on every packet. So no paho thread at all, even for the handshake
+        connect(self._client, self.settings.mqtt, persistent=True, network_thread=False)
+        if not run_until(self._client, self._subscribed.is_set, 10.0):
+            self._client.disconnect()
             raise ConnectionError("the MQTT broker did not confirm the subscriptions within 10 s")
-        # from here on one thread reads the socket *and* does the work (see _work): paho's own network
-        # thread would fight the worker for the GIL on every packet
-        self._client.loop_stop()
         self._worker = threading.Thread(target=self._work, name="detector-worker", daemon=True)
         self._worker.start()
         log.info(

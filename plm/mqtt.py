@@ -10,6 +10,7 @@ import logging
 import ssl
 import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -211,8 +212,30 @@ def connect_properties(persistent: bool) -> Properties | None:
     return props
 
 
-def connect(client: mqtt.Client, settings: MqttSettings, *, persistent: bool = False, timeout_s: float = 10.0) -> None:
-    """Connect and start the network loop; wait until the broker accepted us (or raise ConnectionError)."""
+def run_until(client: mqtt.Client, condition: Callable[[], bool], timeout_s: float) -> bool:
+    """Run the network loop in this thread until ``condition()`` holds (True) or ``timeout_s`` passed or the
+    connection broke (False). For a client whose owner runs its loop itself (no paho network thread)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        left = deadline - time.monotonic()
+        if left <= 0 or client.loop(timeout=min(left, 0.1)) != mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return condition()
+    return True
+
+
+def connect(
+    client: mqtt.Client,
+    settings: MqttSettings,
+    *,
+    persistent: bool = False,
+    timeout_s: float = 10.0,
+    network_thread: bool = True,
+) -> None:
+    """Connect and start the network loop; wait until the broker accepted us (or raise ConnectionError).
+
+    ``network_thread=False``: no paho thread; the handshake runs in this thread (``run_until``) and the
+    caller runs the loop from then on. Handing over from paho's thread costs up to a second: ``loop_stop``
+    waits for that thread's ``select`` (1-s timeout) to return."""
     done = threading.Event()
     outcome: dict[str, object] = {}
     previous = client.on_connect
@@ -234,8 +257,9 @@ def connect(client: mqtt.Client, settings: MqttSettings, *, persistent: bool = F
         )
     else:  # 3.1.1: the session kind was fixed when the client was made (make_client(persistent=...))
         client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
-    client.loop_start()
-    if not done.wait(timeout_s):
+    if network_thread:
+        client.loop_start()
+    if not (done.wait(timeout_s) if network_thread else run_until(client, done.is_set, timeout_s)):
         client.loop_stop()
         raise ConnectionError(f"MQTT broker {settings.host}:{settings.port} did not answer within {timeout_s:.0f} s")
     client.on_connect = previous
