@@ -213,6 +213,53 @@ def running_floor(
 
 
 @njit(cache=True, nogil=True)
+def first_bad_sample(t: np.ndarray, xyz: np.ndarray, previous: float) -> int:
+    """-1 if a chunk is usable: every value finite, times strictly increasing and after ``previous`` (NaN:
+    no sample before). Else -2 for NaN or infinity anywhere, or the index of the first sample whose time is
+    not after the one before it (0: not after ``previous``). One pass instead of six numpy calls, whose
+    fixed cost was a fifth of scoring a leg's 1-s batch."""
+    n = t.shape[0]
+    for i in range(n):
+        if not (math.isfinite(t[i]) and math.isfinite(xyz[i, 0]) and math.isfinite(xyz[i, 1])):
+            return -2
+        if not math.isfinite(xyz[i, 2]):
+            return -2
+    if n and not math.isnan(previous) and t[0] <= previous:
+        return 0
+    for i in range(1, n):
+        if t[i] <= t[i - 1]:
+            return i
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def sample_steps(
+    t: np.ndarray, previous: float, hole_s: float, reset_s: float, period: float
+) -> tuple[np.int64, np.ndarray]:
+    """Over the steps between samples (the first from ``previous``; NaN: none): the missing time in integer
+    microseconds, each step longer than ``hole_s`` counting (step - period) rounded to the microsecond, and
+    the indices of samples after a step of at least ``reset_s`` (the filters restart there)."""
+    n = t.shape[0]
+    missing = np.int64(0)
+    cuts = 0
+    for i in range(n):
+        step = (0.0 if math.isnan(previous) else t[0] - previous) if i == 0 else t[i] - t[i - 1]
+        if step > hole_s:
+            missing += np.int64(np.rint((step - period) * 1e6))
+        if step >= reset_s:
+            cuts += 1
+    out = np.empty(cuts, dtype=np.int64)
+    if cuts:
+        k = 0
+        for i in range(n):
+            step = (0.0 if math.isnan(previous) else t[0] - previous) if i == 0 else t[i] - t[i - 1]
+            if step >= reset_s:
+                out[k] = i
+                k += 1
+    return missing, out
+
+
+@njit(cache=True, nogil=True)
 def hysteresis_levels(
     env: np.ndarray,
     floor: np.ndarray,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.epochs import COLUMNS, EpochTable
-from detector.kernels import epoch_sums, hysteresis_levels, onset_floor
+from detector.kernels import epoch_sums, first_bad_sample, hysteresis_levels, onset_floor, sample_steps
 from detector.params import DetectorParams
 from detector.signal import ActivityFilter, NoiseFloor, estimate_rate_hz
 
@@ -259,16 +259,16 @@ class LegDetector:
             raise ValueError(f"{self.side}: expected t (n,) and xyz (n, 3), got {t.shape} and {xyz.shape}")
         if t.shape[0] == 0:
             return t, xyz
-        if not (np.isfinite(t).all() and np.isfinite(xyz).all()):
-            raise ValueError(f"{self.side}: samples contain NaN or infinity")
         previous = self._buffer_t[-1][-1] if self._buffered else self.last_t
-        if previous is not None and t[0] <= previous:
+        bad = first_bad_sample(t, xyz, math.nan if previous is None else float(previous))
+        if bad == -2:
+            raise ValueError(f"{self.side}: samples contain NaN or infinity")
+        if bad == 0:
             raise ValueError(f"{self.side}: sample time {t[0]!r} is not after the previous sample {previous!r}")
-        if t.shape[0] > 1 and not (t[1:] > t[:-1]).all():
-            bad = np.flatnonzero(t[1:] <= t[:-1])
-            if bad.size:
-                i = int(bad[0]) + 1
-                raise ValueError(f"{self.side}: sample {i} time {t[i]!r} is not after sample {i - 1} ({t[i - 1]!r})")
+        if bad > 0:
+            raise ValueError(
+                f"{self.side}: sample {bad} time {t[bad]!r} is not after sample {bad - 1} ({t[bad - 1]!r})"
+            )
         return t, xyz
 
     def _take_buffer(self) -> tuple[np.ndarray, np.ndarray]:
@@ -307,15 +307,16 @@ class LegDetector:
         assert self.rate_hz is not None and self._filter is not None
         period = 1.0 / self.rate_hz
         prev = self.last_t
-        steps = np.empty(t.shape[0])
-        steps[0] = 0.0 if prev is None else t[0] - prev
-        np.subtract(t[1:], t[:-1], out=steps[1:])
-        holes = steps > p.missing_dt_periods * period
-        if holes.any():
-            self._missing_us += int(np.rint((steps[holes] - period) * 1e6).astype(np.int64).sum())
-        cuts = np.flatnonzero(steps >= p.filter_reset_s)
+        missing_us, cuts = sample_steps(
+            t, math.nan if prev is None else prev, p.missing_dt_periods * period, p.filter_reset_s, period
+        )
+        self._missing_us += int(missing_us)
         out: list[RawMovement] = []
         gaps: list[LegGap] = []
+        if cuts.shape[0] == 0 and t.shape[0] <= MAX_PIECE:  # no hole that restarts the filters: one piece
+            self._run_piece(t, xyz, out)
+            self.last_t = float(t[-1])
+            return out, gaps
         cut_set = set(cuts.tolist())
         bounds = [0, *cuts.tolist(), t.shape[0]]
         for a, b in itertools.pairwise(bounds):

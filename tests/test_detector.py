@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from detector.csvio import CsvError, read_leg_csv
 from detector.lm import LegDetector
+from detector.params import DetectorParams
 from detector.scorer import NightScorer, score_arrays
 from detector.synthetic import SyntheticMovement, leg_recording
 from plm.cli import main
@@ -405,3 +406,21 @@ def test_sensor_noise_does_not_delay_the_offset_confirmation() -> None:
         late += sum(d > leg.params.offset_quiet_s + 0.25 for d in delays)
         total += len(delays)
     assert late <= 0.15 * total, f"{late} of {total} LMs confirmed > 0.25 s later than the rule allows"
+
+
+def test_bad_samples_are_refused_with_the_reason_and_nothing_is_consumed() -> None:
+    leg = LegDetector("left", DetectorParams(rate_hz=52.0))
+    t = 100.0 + np.arange(104) / 52
+    xyz = np.tile([0.0, 0.0, 1.0], (104, 1))
+    leg.feed(t[:52], xyz[:52])
+    cases = [
+        (t[52:].copy(), np.where(np.arange(52)[:, None] == 7, np.nan, xyz[52:]), "NaN or infinity"),
+        (t[:52].copy(), xyz[52:], "is not after the previous sample"),
+        (np.concatenate((t[52:60], t[59:103])), xyz[52:], "sample 8 time"),
+    ]
+    for bad_t, bad_xyz, message in cases:
+        with pytest.raises(ValueError, match=message):
+            leg.feed(bad_t, bad_xyz)
+        assert leg.samples == 52 and leg.last_t == t[51]
+    leg.feed(t[52:], xyz[52:])  # the good chunk after the refused ones goes on as if they never came
+    assert leg.samples == 104

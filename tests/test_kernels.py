@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import signal as sps
 
-from detector.kernels import epoch_sums
+from detector.kernels import epoch_sums, first_bad_sample, sample_steps
 from detector.params import DetectorParams
 from detector.signal import ActivityFilter, NoiseFloor, _design
 
@@ -146,3 +146,43 @@ def test_filter_designs_come_back_from_the_disk_cache_unchanged(tmp_path, monkey
     sig._design.cache_clear()
     assert np.array_equal(sig._design(51.37, params).low, fresh.low)
     sig._design.cache_clear()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    steps=st.lists(st.sampled_from([1 / 52, 1 / 52 * 0.9, 1 / 52 * 1.6, 0.2, 1.0, 2.5, 7.0]), min_size=1, max_size=80),
+    jitter=st.floats(-0.002, 0.002),
+    start=st.none() | st.floats(0.0, 30.0),
+)
+def test_sample_steps_equals_numpy_reference(steps: list[float], jitter: float, start: float | None) -> None:
+    """Missing time (integer us) and filter restarts: the compiled pass gives what the numpy expression the
+    detector used before gives, for a first chunk (no previous sample) and a later one."""
+    t = 1.7e9 + 40.0 + np.cumsum(np.array(steps) + jitter)
+    previous = None if start is None else 1.7e9 + start
+    period, hole_s, reset_s = 1 / 52, 1.5 / 52, 1.0
+    ref_steps = np.empty(t.shape[0])
+    ref_steps[0] = 0.0 if previous is None else t[0] - previous
+    np.subtract(t[1:], t[:-1], out=ref_steps[1:])
+    holes = ref_steps > hole_s
+    ref_missing = int(np.rint((ref_steps[holes] - period) * 1e6).astype(np.int64).sum()) if holes.any() else 0
+    missing, cuts = sample_steps(t, np.nan if previous is None else previous, hole_s, reset_s, period)
+    assert int(missing) == ref_missing
+    assert cuts.tolist() == np.flatnonzero(ref_steps >= reset_s).tolist()
+
+
+def test_first_bad_sample_names_the_first_problem() -> None:
+    t = np.arange(5.0) + 10.0
+    xyz = np.zeros((5, 3))
+    assert first_bad_sample(t, xyz, np.nan) == -1
+    assert first_bad_sample(t, xyz, 9.5) == -1
+    assert first_bad_sample(t, xyz, 10.0) == 0  # not after the previous sample
+    bad_t = t.copy()
+    bad_t[3] = bad_t[2]
+    assert first_bad_sample(bad_t, xyz, np.nan) == 3
+    for where in ((2, 1), (4, 2)):
+        bad = xyz.copy()
+        bad[where] = np.inf if where[1] == 1 else np.nan
+        assert first_bad_sample(bad_t, bad, 99.0) == -2  # NaN or infinity is named before the order
+    nan_t = t.copy()
+    nan_t[1] = np.nan
+    assert first_bad_sample(nan_t, xyz, np.nan) == -2
