@@ -567,7 +567,6 @@ class LegDetector:
         )
         above, below, quiet, moving = marks
         self._accumulate_epochs(t, xyz, ~below, env)
-        e = _Extended.build(self, t, low, fast, level)
 
         # sustained-activity windows: more than half of the last sustained_n samples not below
         w = self._sustained_n
@@ -575,8 +574,9 @@ class LegDetector:
         self._tail = flags[flags.shape[0] - (w - 1) :].copy() if w > 1 else self._tail  # copy: no view on the chunk
         if self._state == IDLE and not above.any():
             self._idle_piece(quiet, below)
-            e.keep(self)
+            self._keep_history(t, low, fast, level)
             return
+        e = _Extended.build(self, t, low, fast, level)
         csum = np.concatenate(([0], np.cumsum(flags)))
         win_ok = 2 * (csum[w:] - csum[:-w]) > w  # window ending at piece index i
 
@@ -771,6 +771,20 @@ class LegDetector:
             self._tail_guard = False
         self._count_still_run(quiet)
         self.samples += n
+
+    def _keep_history(self, t: np.ndarray, low: np.ndarray, fast: np.ndarray, level: np.ndarray) -> None:
+        """What ``_Extended.keep`` stores, without building the extended arrays: an idle piece (most of
+        them) needs no look-back, only the last ``_hist_n`` samples of history and piece for the next one."""
+        m, n = self._hist_n, t.shape[0]
+        if n >= m:
+            self._hist_t, self._hist_low = t[n - m :].copy(), low[n - m :].copy()
+            self._hist_fast, self._hist_level = fast[n - m :].copy(), level[n - m :].copy()
+            return
+        drop = max(0, self._hist_t.shape[0] + n - m)
+        self._hist_t = np.concatenate((self._hist_t[drop:], t))
+        self._hist_low = np.concatenate((self._hist_low[drop:], low))
+        self._hist_fast = np.concatenate((self._hist_fast[drop:], fast))
+        self._hist_level = np.concatenate((self._hist_level[drop:], level))
 
     def _count_still_run(self, quiet: np.ndarray) -> None:
         """Carry whether the piece ended still, and for how many samples (the run may go on in the next)."""

@@ -424,3 +424,25 @@ def test_bad_samples_are_refused_with_the_reason_and_nothing_is_consumed() -> No
         assert leg.samples == 52 and leg.last_t == t[51]
     leg.feed(t[52:], xyz[52:])  # the good chunk after the refused ones goes on as if they never came
     assert leg.samples == 104
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_the_kept_history_is_the_last_samples_whatever_the_chunking(chunk_nights, data) -> None:
+    """The look-back history a leg keeps between pieces (idle pieces store it without building the
+    extended arrays) holds exactly the last ``_hist_n`` samples' time, vectors and level: as after one
+    call with everything fed so far."""
+    night = data.draw(st.sampled_from(chunk_nights))
+    side = data.draw(st.sampled_from(sorted(night["legs"])))
+    t, xyz = night["legs"][side]
+    stop = data.draw(st.integers(60, len(t)))
+    tail = max(0, stop - 52 * 12)  # the last 12 s in pieces shorter than the history: what they keep counts
+    bounds = [b for b in data.draw(chunk_bounds(len(t), night["specials"][side])) if b < tail]
+    bounds += [*range(tail, stop, data.draw(st.sampled_from([1, 13, 52]))), stop]
+    chunked, whole = LegDetector(side), LegDetector(side)
+    for a, b in itertools.pairwise(bounds):
+        if b > a:
+            chunked.feed(t[a:b], xyz[a:b])
+    whole.feed(t[:stop], xyz[:stop])
+    for name in ("_hist_t", "_hist_low", "_hist_fast", "_hist_level"):
+        np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), err_msg=name)
