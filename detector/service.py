@@ -382,6 +382,8 @@ class LiveDetector:
         self._last_dry = time.monotonic()  # when the socket last had nothing more to read
         self._busy_share = 0.0  # the worker thread's CPU share (of one core) over the last full BUSY_WINDOW_S
         self._busy_mark: tuple[float, float] | None = None  # (wall, worker CPU) at the current window's start
+        # (wall, worker CPU) spent checkpointing in the current window: not scoring load (see _measure_busy)
+        self._busy_excluded = (0.0, 0.0)
         self._share_at_chunk: dict[float, tuple[float, float]] = {}  # chunk_s -> (CPU share, when measured)
         self._last_doubled = -math.inf
         self._reconnect_delay_s = RECONNECT_MIN_S
@@ -526,9 +528,12 @@ class LiveDetector:
                 self._sensors = sum(len(s.inboxes) for s in self.subjects.values())
                 last_idle_check = now
             if now - last_checkpoint >= self._checkpoint_interval_s():
+                cpu_before = time.thread_time()
                 self._checkpoint()
                 last_checkpoint = time.monotonic()
                 self._checkpoint_cost_s = last_checkpoint - now
+                wall_x, cpu_x = self._busy_excluded
+                self._busy_excluded = (wall_x + self._checkpoint_cost_s, cpu_x + time.thread_time() - cpu_before)
             if now - last_status >= self.status_every_s:
                 self._publish_status("online")
                 last_status = now
@@ -598,10 +603,17 @@ class LiveDetector:
         if now - started < BUSY_WINDOW_S:
             return False
         # the worker thread's own CPU (called on it only): waiting for the socket or the GIL does not count,
-        # nor do other threads of the process (a test's or an embedding application's)
+        # nor do other threads of the process (a test's or an embedding application's). Nor checkpoints: one
+        # pickles every subject at once, whatever the chunk (a 1-s pause at 1000 subjects), so counted it
+        # made every window with one look busy and doubled a chunk that scoring alone did not need
         cpu_now = time.thread_time()
-        self._busy_share = (cpu_now - cpu_then) / (now - started)
+        wall_x, cpu_x = self._busy_excluded
+        self._busy_excluded = (0.0, 0.0)
         self._busy_mark = (now, cpu_now)
+        span = now - started - wall_x
+        if span < BUSY_WINDOW_S / 2:
+            return False  # mostly checkpoint: too little scoring time in this window to judge by
+        self._busy_share = min(1.0, max(0.0, (cpu_now - cpu_then - cpu_x) / span))
         self._share_at_chunk[self.chunk_s] = (self._busy_share, now)
         return True
 

@@ -249,6 +249,19 @@ def test_held_batches_wait_through_gaps_between_bursts_but_not_through_a_real_lu
     assert not detector._holding
 
 
+def test_a_checkpoint_does_not_count_as_scoring_load(tmp_path):
+    """A checkpoint pickles every subject at once, whatever the chunk: the window's share is judged on the
+    rest of its time, so a checkpoint in an otherwise moderate window does not lengthen the chunk."""
+    detector, _ = _offline_detector(tmp_path, max_chunk_s=16.0)
+    _window(detector, 0.8)  # 2.5 s at 0.8 of a core: 2.0 s of CPU ...
+    detector._busy_excluded = (1.2, 1.2)  # ... 1.2 s of it a checkpoint: 0.8 s in the other 1.3 s (0.62)
+    detector._adapt_chunk()
+    assert detector.chunk_s == 0.0 and 0.55 < detector._busy_share < 0.68
+    _window(detector, 0.8)  # the same window without a checkpoint is busy
+    detector._adapt_chunk()
+    assert detector.chunk_s == 1.0
+
+
 @pytest.mark.services
 def test_home_assistant_discovery_configs_are_retained_and_render(mosquitto, influxd, tmp_path):
     jinja2 = pytest.importorskip("jinja2")
