@@ -135,6 +135,22 @@ class BufferedReadClient(mqtt.Client):
         packet = b"".join(_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids)
         self._packet_queue(mqtt.PUBACK, packet, 0, 1)
 
+    def publish_many(self, messages: list[tuple[str, bytes]], *, retain: bool = False) -> None:
+        """QoS 0 PUBLISHes as one write. paho's ``publish`` builds a message object with its own lock for each,
+        and wakes its loop and writes to the socket once per message: the detector's retained acks (one per
+        sensor every few seconds, hundreds a second) cost more that way than the data they acknowledge.
+        ``on_publish`` is called once for the group (mid 0). Relies on paho's private ``_packet_queue``."""
+        if not messages:
+            return
+        v5 = self._protocol == mqtt.MQTTv5
+        header = bytes([mqtt.PUBLISH | (1 if retain else 0)])  # QoS 0, not a duplicate
+        parts = []
+        for topic, payload in messages:
+            name = topic.encode()
+            body = _U16.pack(len(name)) + name + (b"\x00" if v5 else b"") + payload  # v5: no properties
+            parts += (header, _remaining_length(len(body)), body)
+        self._packet_queue(mqtt.PUBLISH, b"".join(parts), 0, 0, mqtt.MQTTMessageInfo(0))
+
     def unacknowledged(self) -> int:
         """Outgoing QoS > 0 messages the broker has not acknowledged yet, including those still waiting for an
         in-flight slot (paho's private ``_out_messages``): a client that runs its own network loop must keep
@@ -144,6 +160,16 @@ class BufferedReadClient(mqtt.Client):
     def _sock_close(self) -> None:
         self._read_ahead, self._read_pos = b"", 0  # bytes of a dead connection must never be parsed as the next one's
         super()._sock_close()
+
+
+def _remaining_length(n: int) -> bytes:
+    """MQTT's variable-length encoding of a packet's remaining length."""
+    out = bytearray()
+    while True:
+        n, digit = n >> 7, n & 0x7F
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
 
 def make_client(

@@ -318,3 +318,54 @@ def test_lean_receive_rejects_a_malformed_publish() -> None:
     client._manual_ack = True  # nothing to send: this client has no connection
     assert client._handle_publish() == mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
     assert got == [plm_mqtt.Received("abc", b"data", 7, 1, False)]
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_publishes_sent_together_arrive_as_sent(mosquitto: Mosquitto, protocol: str) -> None:
+    """``publish_many`` (one write for a group of QoS 0 PUBLISHes, built by hand): a stock paho subscriber
+    gets each topic and payload, in order, across the remaining-length byte boundaries; retained ones are
+    retained (a later subscriber gets them)."""
+    settings_ = _settings(mosquitto)
+    sizes = [0, 1, 100, 115, 116, 117, 200, 16_360, 16_370, 16_380, 70_000]
+    sent = [(f"plm/v1/many-{protocol}/s{i}/ack", bytes([i]) * size) for i, size in enumerate(sizes)]
+    got: list[tuple[str, bytes, bool]] = []
+    lock = threading.Condition()
+
+    def on_message(_c, _u, m: mqtt.MQTTMessage) -> None:
+        with lock:
+            got.append((m.topic, m.payload, m.retain))
+            lock.notify_all()
+
+    def subscriber(name: str) -> mqtt.Client:
+        client = make_client(
+            settings_, name, on_connect=lambda c: c.subscribe(f"plm/v1/many-{protocol}/#", qos=1),
+            protocol=protocol,  # type: ignore[arg-type]
+        )  # fmt: skip
+        subscribed = threading.Event()
+        client.on_message = on_message
+        client.on_subscribe = lambda *_args: subscribed.set()
+        connect(client, settings_)
+        assert subscribed.wait(10), "no SUBACK"
+        return client
+
+    first = subscriber(f"many-live-{protocol}")
+    publisher = make_client(settings_, f"many-pub-{protocol}", protocol=protocol)  # type: ignore[arg-type]
+    connect(publisher, settings_)
+    publisher.publish_many(sent[:4])
+    publisher.publish_many(sent[4:], retain=True)
+    with lock:
+        assert lock.wait_for(lambda: len(got) >= len(sent), 20)
+    assert [(t, p) for t, p, _ in got] == sent
+    first.disconnect()
+    first.loop_stop()
+    got.clear()
+    later = subscriber(f"many-later-{protocol}")
+    with lock:
+        assert lock.wait_for(lambda: len(got) >= len(sent) - 4, 20)
+    time.sleep(0.3)
+    assert sorted(got) == sorted((t, p, True) for t, p in sent[4:] if p)  # an empty retained payload clears
+    publisher.publish_many([(t, b"") for t, _ in sent[4:]], retain=True)  # clear them
+    publisher.disconnect()
+    publisher.loop_stop()
+    later.disconnect()
+    later.loop_stop()
