@@ -122,6 +122,16 @@ def _publish_all(mqtt_settings: MqttSettings, items: list[tuple[str, bytes]], cl
     client.loop_stop()
 
 
+def _drop_session(mqtt_settings: MqttSettings, client_id: str, protocol: MqttProtocol) -> None:
+    """End a persistent session the bench no longer uses. Left behind, it stays subscribed to every sample
+    topic and the broker queues each later message for it: by the 2000-sensor real-time run seven such
+    sessions made mosquitto (on the load's core) deliver too slowly, and the detector waited, idle."""
+    client = make_client(mqtt_settings, client_id, protocol=protocol, persistent=False)
+    connect(client, mqtt_settings, persistent=False)  # a clean session replaces (discards) the old one
+    client.disconnect()
+    client.loop_stop()
+
+
 # ---------------------------------------------------------------- 1. capacity
 
 
@@ -331,6 +341,8 @@ def capacity(
     out["ratio"] = round(best_detector / best_bare, 3)
     out["ratio_to_chunked"] = round(best_detector / max(w["bare_chunked_reads_msg_s"] for w in warm), 3)
     out["sensors_sustained_by_drain_rate"] = best_detector  # 1 batch per sensor per second
+    for client_id in (_bare_id(protocol, True), _bare_id(protocol, False), f"plm-detector-{detector.instance}"):
+        _drop_session(settings.mqtt, client_id, protocol)
     return out
 
 
@@ -519,6 +531,7 @@ def realtime(mosq: Mosquitto, influxd: Influxd1, sensors: int, seconds: int, wor
     detector.join(30)
     if pinned:
         _unpin(everyone_else)
+    _drop_session(settings.mqtt, f"plm-detector-{settings.detector.instance}", settings.detector.mqtt_protocol)
     # latency counted only for movements that ended while the stream ran (not the final flush)
     # movements that ended while the stream ran, after the detector's one-off start (legs set up, the
     # scorer's compiled kernels loaded: the first ~10 s of a fresh process hold everything back)
