@@ -71,9 +71,11 @@ RECEIVE_MAXIMUM = 16_384  # unacknowledged batches the broker may send ahead (a 
 IDLE_S = 0.05  # nothing read for this long: the service has caught up (held chunks are scored now)
 GROUP_WAIT_S = 0.1  # the first message of a group waits at most this long for more before the group is processed
 BEHIND_AFTER_S = 1.0  # the socket has not run dry for this long: a backlog, score in longer chunks
-# a backlog doubles the chunk at most this often: 1 to 16 s in about a second when a detector meets a backlog
-# after a restart, but only a step or two after a checkpoint's pause in real time
+# a backlog lengthens the chunk at most this often, fourfold (0, 1, 4, 16 s): the policy acts once per group,
+# and at 2000 sensors a group scored in 1-s chunks takes over a second, so doubling took 4-6 s of a short
+# backlog (half of a 20-s one) to reach 16 s. A checkpoint's pause in real time takes a step or two
 DOUBLE_EVERY_S = 0.25
+BACKLOG_STEP = 4
 BUSY_WINDOW_S = 2.0  # the worker thread's CPU share is measured over windows this long
 BUSY_HIGH = 0.7  # above this share of a core the service is about to fall behind: longer chunks (cheaper)
 # below it, shorter chunks again (lower latency); in between the chunk stays. The band is narrow because a
@@ -622,10 +624,10 @@ class LiveDetector:
 
         A scorer call costs about the same for 1 s of a leg as for 4 s, so under load the service holds
         each leg's batches for ``chunk_s`` of data (1, 2, 4, ... ``max_chunk_s``) before scoring them. It
-        doubles the chunk at most every ``DOUBLE_EVERY_S`` while the socket has not run dry for ``BEHIND_AFTER_S``
-        (a backlog at the broker), and once per ``BUSY_WINDOW_S`` in which the worker thread used more
-        than ``BUSY_HIGH`` of a core (a load that comes in bursts -- sensors in step, each second -- lets the
-        socket run dry between bursts even when the service is about to fall behind). It halves the chunk
+        quadruples the chunk at most every ``DOUBLE_EVERY_S`` while the socket has not run dry for
+        ``BEHIND_AFTER_S`` (a backlog at the broker), and doubles it once per ``BUSY_WINDOW_S`` in which the
+        worker thread used more than ``BUSY_HIGH`` of a core (a load that comes in bursts -- sensors in step,
+        each second -- lets the socket run dry between bursts even when the service is about to fall behind). It halves the chunk
         (once per window) when the worker used less than ``BUSY_LOW``, or less than ``BUSY_SHORTER_BELOW``
         unless the half chunk was measured at or above that within ``BUSY_MEMORY_S``: the cost curve is
         flat at long chunks, so the share alone would keep 16 s where 4 s would do, and a half that
@@ -634,7 +636,7 @@ class LiveDetector:
         measured = self._measure_busy(now)
         behind = now - self._last_dry > BEHIND_AFTER_S and now - self._last_doubled >= DOUBLE_EVERY_S
         if behind or (measured and self._busy_share > BUSY_HIGH):
-            self.chunk_s = min(self.max_chunk_s, max(1.0, 2 * self.chunk_s))
+            self.chunk_s = min(self.max_chunk_s, max(1.0, (BACKLOG_STEP if behind else 2) * self.chunk_s))
             self._last_doubled = now
             return
         if not measured or now - self._last_dry > BEHIND_AFTER_S or self.chunk_s == 0:

@@ -226,6 +226,9 @@ def test_chunk_follows_the_worker_cpu_share_one_step_per_window(tmp_path):
     assert detector.chunk_s == 1.0
     detector._adapt_chunk()  # ... at most every DOUBLE_EVERY_S
     assert detector.chunk_s == 1.0
+    detector._last_doubled -= service.DOUBLE_EVERY_S
+    detector._adapt_chunk()  # ... fourfold: a short backlog reaches long chunks in two steps
+    assert detector.chunk_s == 4.0
 
 
 def test_held_batches_wait_through_gaps_between_bursts_but_not_through_a_real_lull(tmp_path):
