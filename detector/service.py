@@ -71,9 +71,10 @@ RECEIVE_MAXIMUM = 16_384  # unacknowledged batches the broker may send ahead (a 
 IDLE_S = 0.05  # nothing read for this long: the service has caught up (held chunks are scored now)
 GROUP_WAIT_S = 0.1  # the first message of a group waits at most this long for more before the group is processed
 BEHIND_AFTER_S = 1.0  # the socket has not run dry for this long: a backlog, score in longer chunks
-# a backlog lengthens the chunk at most this often, fourfold (0, 1, 4, 16 s): the policy acts once per group,
-# and at 2000 sensors a group scored in 1-s chunks takes over a second, so doubling took 4-6 s of a short
-# backlog (half of a 20-s one) to reach 16 s. A checkpoint's pause in real time takes a step or two
+# a backlog lengthens the chunk at most this often: doubling, and fourfold once it has lasted twice
+# BEHIND_AFTER_S (0, 1, 4, 16 s). The policy acts once per group, and at 2000 sensors a group scored in 1-s
+# chunks takes over a second, so doubling alone took 4-6 s of a short backlog (half of a 20-s one) to reach
+# 16 s; a short spell of full reads in real time (a burst, a pause) takes a doubling or two
 DOUBLE_EVERY_S = 0.25
 BACKLOG_STEP = 4
 BUSY_WINDOW_S = 2.0  # the worker thread's CPU share is measured over windows this long
@@ -536,6 +537,8 @@ class LiveDetector:
                 self._checkpoint_cost_s = last_checkpoint - now
                 wall_x, cpu_x = self._busy_excluded
                 self._busy_excluded = (wall_x + self._checkpoint_cost_s, cpu_x + time.thread_time() - cpu_before)
+                # what arrived meanwhile fills the next reads: the service's own pause, not a backlog
+                self._last_dry = max(self._last_dry, last_checkpoint)
             if now - last_status >= self.status_every_s:
                 self._publish_status("online")
                 last_status = now
@@ -624,11 +627,11 @@ class LiveDetector:
 
         A scorer call costs about the same for 1 s of a leg as for 4 s, so under load the service holds
         each leg's batches for ``chunk_s`` of data (1, 2, 4, ... ``max_chunk_s``) before scoring them. It
-        quadruples the chunk at most every ``DOUBLE_EVERY_S`` while the socket has not run dry for
-        ``BEHIND_AFTER_S`` (a backlog at the broker), and doubles it once per ``BUSY_WINDOW_S`` in which the
-        worker thread used more than ``BUSY_HIGH`` of a core (a load that comes in bursts -- sensors in step,
-        each second -- lets the socket run dry between bursts even when the service is about to fall behind). It halves the chunk
-        (once per window) when the worker used less than ``BUSY_LOW``, or less than ``BUSY_SHORTER_BELOW``
+        doubles the chunk at most every ``DOUBLE_EVERY_S`` while the socket has not run dry for
+        ``BEHIND_AFTER_S`` (a backlog at the broker; fourfold once that has lasted twice as long), and
+        doubles it once per ``BUSY_WINDOW_S`` in which the worker thread used more than ``BUSY_HIGH`` of a
+        core (a load that comes in bursts -- sensors in step, each second -- lets the socket run dry between
+        bursts even when the service is about to fall behind). It halves the chunk (once per window) when the worker used less than ``BUSY_LOW``, or less than ``BUSY_SHORTER_BELOW``
         unless the half chunk was measured at or above that within ``BUSY_MEMORY_S``: the cost curve is
         flat at long chunks, so the share alone would keep 16 s where 4 s would do, and a half that
         proves too dear doubles back in the next window and is not tried again for a minute."""
@@ -636,7 +639,8 @@ class LiveDetector:
         measured = self._measure_busy(now)
         behind = now - self._last_dry > BEHIND_AFTER_S and now - self._last_doubled >= DOUBLE_EVERY_S
         if behind or (measured and self._busy_share > BUSY_HIGH):
-            self.chunk_s = min(self.max_chunk_s, max(1.0, (BACKLOG_STEP if behind else 2) * self.chunk_s))
+            step = BACKLOG_STEP if behind and now - self._last_dry > 2 * BEHIND_AFTER_S else 2
+            self.chunk_s = min(self.max_chunk_s, max(1.0, step * self.chunk_s))
             self._last_doubled = now
             return
         if not measured or now - self._last_dry > BEHIND_AFTER_S or self.chunk_s == 0:

@@ -221,14 +221,18 @@ def test_chunk_follows_the_worker_cpu_share_one_step_per_window(tmp_path):
         lengths.append(detector.chunk_s)
     assert lengths == [4.0, 2.0, 1.0, 0.0, 0.0]
     # a backlog (the socket read full chunks for a second) doubles at once, whatever the share
-    detector._last_dry = detector._last_doubled = time.monotonic() - 2 * service.BEHIND_AFTER_S
+    detector._last_dry = detector._last_doubled = time.monotonic() - 1.5 * service.BEHIND_AFTER_S
     detector._adapt_chunk()
     assert detector.chunk_s == 1.0
     detector._adapt_chunk()  # ... at most every DOUBLE_EVERY_S
     assert detector.chunk_s == 1.0
     detector._last_doubled -= service.DOUBLE_EVERY_S
-    detector._adapt_chunk()  # ... fourfold: a short backlog reaches long chunks in two steps
-    assert detector.chunk_s == 4.0
+    detector._adapt_chunk()
+    assert detector.chunk_s == 2.0
+    # a backlog that has lasted twice as long: fourfold (a restart's backlog reaches long chunks in a few groups)
+    detector._last_dry = detector._last_doubled = time.monotonic() - 3 * service.BEHIND_AFTER_S
+    detector._adapt_chunk()
+    assert detector.chunk_s == 8.0
 
 
 def test_held_batches_wait_through_gaps_between_bursts_but_not_through_a_real_lull(tmp_path):
