@@ -631,10 +631,11 @@ class LiveDetector:
         ``BEHIND_AFTER_S`` (a backlog at the broker; fourfold once that has lasted twice as long), and
         doubles it once per ``BUSY_WINDOW_S`` in which the worker thread used more than ``BUSY_HIGH`` of a
         core (a load that comes in bursts -- sensors in step, each second -- lets the socket run dry between
-        bursts even when the service is about to fall behind). It halves the chunk (once per window) when the worker used less than ``BUSY_LOW``, or less than ``BUSY_SHORTER_BELOW``
-        unless the half chunk was measured at or above that within ``BUSY_MEMORY_S``: the cost curve is
-        flat at long chunks, so the share alone would keep 16 s where 4 s would do, and a half that
-        proves too dear doubles back in the next window and is not tried again for a minute."""
+        bursts even when the service is about to fall behind). It halves the chunk (once per window) when
+        the worker used less than ``BUSY_LOW``, or less than ``BUSY_SHORTER_BELOW`` unless the half chunk was
+        measured at or above that within ``BUSY_MEMORY_S``: the cost curve is flat at long chunks, so the
+        share alone would keep 16 s where 4 s would do, and a half that proves too dear doubles back in the
+        next window and is not tried again for a minute. Checkpoints count neither as load nor as backlog."""
         now = time.monotonic()
         measured = self._measure_busy(now)
         behind = now - self._last_dry > BEHIND_AFTER_S and now - self._last_doubled >= DOUBLE_EVERY_S
