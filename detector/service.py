@@ -456,10 +456,8 @@ class LiveDetector:
         (seen as a missing discovery config after a stop)."""
         client = self._client
         assert client is not None
-        deadline = time.monotonic() + timeout_s
-        while client.unacknowledged() and time.monotonic() < deadline:
-            if client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:
-                return  # the broker is gone: what is queued is lost either way
+        # stops early if the broker is gone: what is queued is lost either way
+        run_until(client, lambda: not client.unacknowledged(), timeout_s)
 
     def run_forever(self) -> None:
         self.start()
