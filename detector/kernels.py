@@ -220,9 +220,8 @@ def first_bad_sample(t: np.ndarray, xyz: np.ndarray, previous: float) -> int:
     fixed cost was a fifth of scoring a leg's 1-s batch."""
     n = t.shape[0]
     for i in range(n):
-        if not (math.isfinite(t[i]) and math.isfinite(xyz[i, 0]) and math.isfinite(xyz[i, 1])):
-            return -2
-        if not math.isfinite(xyz[i, 2]):
+        x, y, z = xyz[i, 0], xyz[i, 1], xyz[i, 2]
+        if not (math.isfinite(t[i]) and math.isfinite(x) and math.isfinite(y) and math.isfinite(z)):
             return -2
     if n and not math.isnan(previous) and t[0] <= previous:
         return 0
@@ -241,22 +240,16 @@ def sample_steps(
     the indices of samples after a step of at least ``reset_s`` (the filters restart there)."""
     n = t.shape[0]
     missing = np.int64(0)
-    cuts = 0
+    cuts = np.empty(n, dtype=np.int64)
+    count = 0
     for i in range(n):
         step = (0.0 if math.isnan(previous) else t[0] - previous) if i == 0 else t[i] - t[i - 1]
         if step > hole_s:
             missing += np.int64(np.rint((step - period) * 1e6))
         if step >= reset_s:
-            cuts += 1
-    out = np.empty(cuts, dtype=np.int64)
-    if cuts:
-        k = 0
-        for i in range(n):
-            step = (0.0 if math.isnan(previous) else t[0] - previous) if i == 0 else t[i] - t[i - 1]
-            if step >= reset_s:
-                out[k] = i
-                k += 1
-    return missing, out
+            cuts[count] = i
+            count += 1
+    return missing, cuts[:count]
 
 
 @njit(cache=True, nogil=True)
