@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -49,6 +50,30 @@ class Collector:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def _subscriber(
+    settings_: MqttSettings,
+    client_id: str,
+    topic_filter: str,
+    *,
+    on_message: Callable[..., None] | None = None,
+    on_received: Callable[[plm_mqtt.Received], None] | None = None,
+    persistent: bool = False,
+    **options: Any,
+) -> BufferedReadClient:
+    """A connected client subscribed to ``topic_filter`` at QoS 1 (SUBACK seen), its callbacks set before it
+    connects: a persistent session's queued messages come right after the CONNACK."""
+    client = make_client(
+        settings_, client_id, on_connect=lambda c: c.subscribe(topic_filter, qos=1), persistent=persistent, **options
+    )
+    subscribed = threading.Event()
+    client.on_message = on_message
+    client.on_received = on_received
+    client.on_subscribe = lambda *_args: subscribed.set()
+    connect(client, settings_, persistent=persistent)
+    assert subscribed.wait(10), "no SUBACK"
+    return client
 
 
 @contextlib.contextmanager
@@ -213,16 +238,9 @@ def test_acks_sent_together_settle_every_message(mosquitto: Mosquitto) -> None:
             lock.notify_all()
 
     def consumer() -> mqtt.Client:
-        client = make_client(
-            settings_, "ack-many", on_connect=lambda c: c.subscribe(TOPIC, qos=1), manual_ack=True, protocol="3.1.1",
-            persistent=True,
-        )  # fmt: skip
-        subscribed = threading.Event()
-        client.on_message = on_message
-        client.on_subscribe = lambda *_args: subscribed.set()
-        connect(client, settings_, persistent=True)
-        assert subscribed.wait(10), "no SUBACK"
-        return client
+        return _subscriber(
+            settings_, "ack-many", TOPIC, on_message=on_message, manual_ack=True, protocol="3.1.1", persistent=True
+        )
 
     client = consumer()
     with _collector_and_publisher(mosquitto, "ack-many-side") as (_side, publisher):
@@ -257,25 +275,18 @@ def test_lean_receive_gives_what_paho_gives(mosquitto: Mosquitto, protocol: str)
     lock = threading.Condition()
 
     def subscriber(name: str, *, use_lean: bool) -> mqtt.Client:
-        client = make_client(
-            settings_, f"{name}-{protocol}", on_connect=lambda c: c.subscribe(topic_filter, qos=1),
-            protocol=protocol, persistent=True,  # type: ignore[arg-type]
-        )  # fmt: skip
-        subscribed = threading.Event()
-
         def keep(item) -> None:
             with lock:
                 (lean if use_lean else stock).append(item)
                 lock.notify_all()
 
         if use_lean:
-            client.on_received = keep
+            callbacks: dict[str, Any] = {"on_received": keep}
         else:
-            client.on_message = lambda _c, _u, m: keep((m.topic, m.payload, m.qos, m.retain))
-        client.on_subscribe = lambda *_args: subscribed.set()
-        connect(client, settings_, persistent=True)
-        assert subscribed.wait(10), "no SUBACK"
-        return client
+            callbacks = {"on_message": lambda _c, _u, m: keep((m.topic, m.payload, m.qos, m.retain))}
+        return _subscriber(
+            settings_, f"{name}-{protocol}", topic_filter, protocol=protocol, persistent=True, **callbacks
+        )
 
     publisher = make_client(settings_, f"lean-pub-{protocol}")
     connect(publisher, settings_)
@@ -337,16 +348,7 @@ def test_publishes_sent_together_arrive_as_sent(mosquitto: Mosquitto, protocol: 
             lock.notify_all()
 
     def subscriber(name: str) -> mqtt.Client:
-        client = make_client(
-            settings_, name, on_connect=lambda c: c.subscribe(f"plm/v1/many-{protocol}/#", qos=1),
-            protocol=protocol,  # type: ignore[arg-type]
-        )  # fmt: skip
-        subscribed = threading.Event()
-        client.on_message = on_message
-        client.on_subscribe = lambda *_args: subscribed.set()
-        connect(client, settings_)
-        assert subscribed.wait(10), "no SUBACK"
-        return client
+        return _subscriber(settings_, name, f"plm/v1/many-{protocol}/#", on_message=on_message, protocol=protocol)
 
     first = subscriber(f"many-live-{protocol}")
     publisher = make_client(settings_, f"many-pub-{protocol}", protocol=protocol)  # type: ignore[arg-type]
