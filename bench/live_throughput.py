@@ -551,9 +551,9 @@ def realtime(mosq: Mosquitto, influxd: Influxd1, sensors: int, seconds: int, wor
     if pinned:
         _unpin(everyone_else)
     _drop_session(settings.mqtt, f"plm-detector-{settings.detector.instance}", settings.detector.mqtt_protocol)
-    # latency counted only for movements that ended while the stream ran (not the final flush)
-    # movements that ended while the stream ran, after the detector's one-off start (legs set up, the
-    # scorer's compiled kernels loaded: the first ~10 s of a fresh process hold everything back)
+    # latency counted only for movements that ended while the stream ran (not the final flush), after the
+    # detector's one-off start (legs set up, the scorer's compiled kernels loaded: the first ~10 s of a fresh
+    # process hold everything back)
     measured = [k for k in first_seen if t0 + WARMUP_S <= offsets[k] < t0 + seconds - 1]
     lat = sorted(first_seen[k] - offsets[k] for k in measured)
     # where the time goes: offset -> handed to the outputs (batch, reorder window, the scorer's own wait for
