@@ -2,6 +2,11 @@
 
     put(lines) -> SQLite outbox (durable) -> writer thread -> v2 /api/v2/write or v1 /write
 
+``influx.api = 2`` (the default) writes through ``/api/v2/write``, which InfluxDB 1.8+, 2.x and 3.x serve.
+Older 1.x servers (Debian's InfluxDB is 1.6) answer it with 404: when ``/ping`` then reports a 1.x
+version (its ``X-Influxdb-Version`` header), the sink says so once and writes through ``/write``
+instead -- the setting ``influx.api = 1`` (``PLM_INFLUX__API=1``) skips that check.
+
 Why not influxdb-client's batching WriteApi: its buffer lives in memory and a batch is dropped to an
 error callback once its retries are used up. Here every line waits on disk until the database said
 yes; the v2 path uses the client's *synchronous* WriteApi so each request's outcome is known.
@@ -162,6 +167,24 @@ def make_writer(settings: InfluxSettings) -> V1Writer | V2Writer:
     return V1Writer(settings) if settings.api == 1 else V2Writer(settings)
 
 
+def server_version(settings: InfluxSettings) -> str | None:
+    """The version InfluxDB reports on ``/ping`` (its ``X-Influxdb-Version`` header), or None."""
+    try:
+        with urllib.request.urlopen(f"{settings.url}/ping", timeout=settings.timeout_s) as resp:
+            return resp.headers.get("X-Influxdb-Version")
+    except urllib.error.HTTPError as exc:
+        return exc.headers.get("X-Influxdb-Version")
+    except (TimeoutError, urllib.error.URLError, OSError, http.client.HTTPException):
+        return None
+
+
+def is_v1_only(settings: InfluxSettings) -> str | None:
+    """After a 404 from ``/api/v2/write``: the server's version if it is a 1.x (no v2 write API before
+    1.8, and 1.8 may have it switched off), else None."""
+    version = server_version(settings)
+    return version if version is not None and version.lstrip("v").startswith("1.") else None
+
+
 @dataclass(frozen=True, slots=True)
 class SinkMetrics:
     sent: int
@@ -314,6 +337,8 @@ class InfluxSink:
         try:
             self._writer.write("\n".join(p.line for p in batch))
         except WriteError as err:
+            if err.status == 404 and self._use_v1_api():
+                return self._deliver(batch)
             self._last_error = err.args[0]
             if err.kind != "rejected":
                 self._report(err)
@@ -342,6 +367,23 @@ class InfluxSink:
         self._sent += len(batch)
         self._last_success = time.time()
         return None
+
+    def _use_v1_api(self) -> bool:
+        """Switch to the 1.x ``/write`` API if the v2 write answered 404 and the server is a 1.x."""
+        if not isinstance(self._writer, V2Writer):
+            return False
+        version = is_v1_only(self.settings)
+        if version is None:
+            return False
+        log.info(
+            "InfluxDB %s at %s has no v2 write API (/api/v2/write answered 404): writing through its 1.x /write "
+            "API; set influx.api = 1 (PLM_INFLUX__API=1) to skip this check",
+            version,
+            self.settings.url,
+        )
+        self._writer.close()
+        self._writer = V1Writer(self.settings)
+        return True
 
     def _report(self, err: WriteError) -> None:
         if err.kind == "auth":

@@ -59,6 +59,17 @@ def _settings(args: argparse.Namespace):
     return load_settings(getattr(args, "config", None))
 
 
+def note_outbox(settings: Any) -> Path:
+    """Where ``plm note`` keeps notes InfluxDB has not taken yet: ``detector.state_dir`` when it is
+    configured, else this user's data directory (platformdirs: ~/.local/share/plm-monitor on Linux), never
+    a ``var/`` folder of whatever directory the command happens to run in."""
+    if "state_dir" in settings.detector.model_fields_set:
+        return Path(settings.detector.state_dir) / "diary-outbox.sqlite"
+    import platformdirs
+
+    return platformdirs.user_data_path("plm-monitor", appauthor=False) / "diary-outbox.sqlite"
+
+
 # The handlers import the diary, report and InfluxDB modules when they run: `plm --help` and other
 # commands do not pay for them.
 def run_note(args: argparse.Namespace) -> int:
@@ -86,7 +97,7 @@ def run_note(args: argparse.Namespace) -> int:
         note = merge_notes(existing_note(InfluxQL(settings.influx), args.subject, anchor), note)
     except ReportDataError as exc:
         log.warning("could not read earlier notes of that night (%s); writing this one alone", exc)
-    outbox = Path(settings.detector.state_dir) / "diary-outbox.sqlite"
+    outbox = note_outbox(settings)
     outbox.parent.mkdir(parents=True, exist_ok=True)
     sink = InfluxSink(settings.influx, outbox)
     try:
@@ -97,8 +108,10 @@ def run_note(args: argparse.Namespace) -> int:
     tags = ", ".join(note.tags) or "no tags"
     day = night_date(when, zone)
     if not delivered:
+        why = sink.last_error or f"no answer within {NOTE_FLUSH_S:g} s"
         print(
-            f"plm note: InfluxDB did not answer; the note is kept in {outbox} and sent with the next `plm note`.",
+            f"plm note: the note did not reach InfluxDB at {settings.influx.url} ({why}); "
+            f"it is kept in {outbox} and sent with the next `plm note`.",
             file=sys.stderr,
         )
         return 1
