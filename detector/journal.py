@@ -5,6 +5,10 @@ scorer state is checkpointed with the id of the last journal row it has seen. Af
 even SIGKILL mid-series -- the service loads the checkpoint and replays the journal rows after it,
 so no accepted sample is lost and none is scored twice (the ingest layer also drops redeliveries).
 Checkpoint and journal truncation happen in one SQLite transaction, so they cannot disagree.
+
+The same file holds the dead-letter table: messages (or one subject's scoring step) that raised while being
+applied. A message is journaled before it is applied, so without it one poison message would raise again in
+every replay and no restart could get past it; set aside, it is kept for a developer, and the rest goes on.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import pickle
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +37,20 @@ CREATE TABLE IF NOT EXISTS checkpoint (
     applied_id INTEGER NOT NULL,
     state BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS dead_letter (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT UNIQUE,
+    at_s REAL NOT NULL,
+    stage TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    error TEXT NOT NULL,
+    traceback TEXT NOT NULL
+);
 """
+DEAD_LETTERS_KEPT = 10_000  # rows; older ones are dropped (the total stays counted): a flood cannot fill the disk
+DEAD_LETTER_PAYLOAD_BYTES = 128 * 1024  # the broker's packet limit (plm.broker.MAX_PACKET_BYTES)
+DEAD_LETTER_TEXT_CHARS = 8_000
 
 
 class JournalError(RuntimeError):
@@ -46,6 +64,52 @@ class Journal:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._db = open_durable_db(self.path, _SCHEMA, JournalError, "journal")
+        self.dead_letter_total = self._dead_letter_sequence()
+
+    def dead_letter(
+        self, topic: str, payload: bytes, error: str, trace: str, *, stage: str = "message", key: str | None = None
+    ) -> bool:
+        """File what raised while being applied; False if ``key`` was filed before (a replay of the same row)."""
+        row = (key, time.time(), stage, topic, bytes(payload[:DEAD_LETTER_PAYLOAD_BYTES]), error[:DEAD_LETTER_TEXT_CHARS],
+               trace[-DEAD_LETTER_TEXT_CHARS:])  # fmt: skip
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                # not INSERT OR IGNORE: an ignored insert still advances AUTOINCREMENT, which is our total
+                seen = (
+                    key is not None and self._db.execute("SELECT 1 FROM dead_letter WHERE key = ?", (key,)).fetchone()
+                )
+                added = 0 if seen else 1
+                if added:
+                    self._db.execute(
+                        "INSERT INTO dead_letter (key, at_s, stage, topic, payload, error, traceback) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        row,
+                    )
+                self._db.execute(
+                    "DELETE FROM dead_letter WHERE id <= (SELECT MAX(id) FROM dead_letter) - ?", (DEAD_LETTERS_KEPT,)
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise JournalError(f"cannot write the dead-letter table of {self.path}: {exc}") from None
+            self.dead_letter_total = self._dead_letter_sequence()
+        return added > 0
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest dead letters, newest first (``plm detect --dead-letters``)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, at_s, stage, topic, payload, error, traceback FROM dead_letter ORDER BY id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        names = ("id", "at_s", "stage", "topic", "payload", "error", "traceback")
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def _dead_letter_sequence(self) -> int:
+        """Every dead letter ever filed here (AUTOINCREMENT never reuses an id, so dropped rows still count)."""
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'dead_letter'").fetchone()
+        return int(row[0]) if row else 0
 
     def append(self, messages: Sequence[tuple[str, bytes]]) -> list[int]:
         """Commit ``(topic, payload)`` pairs in one transaction (group commit); return their row ids."""

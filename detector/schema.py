@@ -476,13 +476,17 @@ def detector_health_point(
     dead_letters: int | None = None,
     sent_points: int | None = None,
     write_retries: int | None = None,
+    messages_dead_lettered: int | None = None,
 ) -> str:
     """Health of one detector instance. ``bad_payloads`` maps a reason (``decode``, ``schema``,
-    ``clock``, ...) to a running count, written as ``bad_<reason>`` integer fields."""
+    ``clock``, ...) to a running count, written as ``bad_<reason>`` integer fields. ``dead_letters``: points
+    InfluxDB refused (the outbox's); ``messages_dead_lettered``: MQTT messages (or one subject's scoring step)
+    that raised while being applied and were set aside in the journal's dead-letter table."""
     fields: dict[str, Any] = {
         "outbox_depth": _opt_int(outbox_depth, "outbox_depth"),
         "late_batches": _opt_int(late_batches, "late_batches"),
         "dead_letters": _opt_int(dead_letters, "dead_letters"),
+        "messages_dead_lettered": _opt_int(messages_dead_lettered, "messages_dead_lettered"),
         "sent_points": _opt_int(sent_points, "sent_points"),
         "write_retries": _opt_int(write_retries, "write_retries"),
     }

@@ -21,6 +21,7 @@ Data path, and why each step is where it is::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -29,8 +30,10 @@ import math
 import select
 import threading
 import time
+import traceback
 import zlib
 from collections import Counter, deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -40,16 +43,18 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from detector import schema
 from detector.acks import AckTracker
 from detector.diary import DiaryError, DiaryNote, diary_lines, merge_notes, night_start_for, parse_diary_payload
 from detector.influx import InfluxSink
 from detector.ingest import SensorInbox
-from detector.journal import Journal
+from detector.journal import Journal, JournalError
 from detector.kernels import warm_up
 from detector.lm import STAT_SCALE
 from detector.night_points import summary_lines
+from detector.outbox import OutboxError
 from detector.scorer import MovementEvent, NightScorer, NightSummary
 from plm import wire
 from plm.config import Settings, SubjectSettings
@@ -59,8 +64,14 @@ from plm.rules import RULESETS
 
 log = logging.getLogger(__name__)
 
-BAD_REASONS = ("topic", "payload", "clock", "samples", "unknown_subject", "unknown_sensor", "diary")
-"""What a message can be refused for (``late`` is counted on its own)."""
+BAD_REASONS = ("topic", "payload", "clock", "samples", "unknown_subject", "unknown_sensor", "diary", "retained")
+"""What a message can be refused for (``late`` is counted on its own). ``retained``: a sample batch or diary
+note published with the retain flag, which a broker hands to every new subscriber again (ignored, not scored)."""
+STORAGE_ERRORS = (JournalError, OutboxError, MemoryError)
+"""Failures that are not one message's fault: never dead-lettered (that would drop what was accepted); they
+stop the worker, and the process exits non-zero so its service manager restarts it (see _run_worker)."""
+STALLED_AFTER_S = 120.0  # the worker has not finished a loop for this long: stuck (a group takes < 2 s at 2000
+# sensors, a checkpoint of 1000 subjects ~1-2 s, a night's end well under 10 s)
 DIARY_WILDCARD = f"{wire.TOPIC_ROOT}/+/_diary"
 NIGHT_GAP_S = 2 * 3600.0  # a hole this long in a subject's data starts a new night
 SUMMARY_EVERY_S = 60.0  # data time between live summary updates
@@ -397,6 +408,9 @@ class LiveDetector:
         self._discovery_sent: set[str] = set()
         self._subscribed = threading.Event()
         self._resend_acks = False
+        self._failure: BaseException | None = None  # what ended the worker thread (see _run_worker)
+        self._heartbeat = time.monotonic()  # the worker's last finished loop (see stalled_for)
+        self._dead_letter_seen: set[str] = set()  # error kinds already logged with their traceback
         self._restore()
 
     # ------------------------------------------------------------------ lifecycle
@@ -427,27 +441,61 @@ class LiveDetector:
         if not run_until(self._client, self._subscribed.is_set, 10.0):
             self._client.disconnect()
             raise ConnectionError("the MQTT broker did not confirm the subscriptions within 10 s")
-        self._worker = threading.Thread(target=self._work, name="detector-worker", daemon=True)
+        self._heartbeat = time.monotonic()
+        self._worker = threading.Thread(target=self._run_worker, name="detector-worker", daemon=True)
         self._worker.start()
         log.info(
             "detector %s running: rules %s, shard %d/%d", self.instance, self.rules.name, self.shard[0], self.shard[1]
         )
 
     def stop(self, finish_nights: bool = False) -> None:
-        """Stop cleanly: process what was received, checkpoint, flush the outbox as far as possible."""
+        """Stop cleanly: process what was received, checkpoint, flush the outbox as far as possible.
+
+        After a worker failure (:attr:`failure`) nothing more is scored or checkpointed: the state may be
+        half-updated, and the journal still holds every row since the last checkpoint, so the next start
+        replays them. The retained status stays the ``failed`` one the worker published."""
         self._stop.set()
         if self._worker is not None:
             self._worker.join(timeout=60)
-        if finish_nights:
-            for state in list(self.subjects.values()):
-                self._end_night(state)
-        self._checkpoint()  # writes the points still buffered first
+        if self._failure is None:
+            if finish_nights:
+                for state in list(self.subjects.values()):
+                    self._end_night(state)
+            self._checkpoint()  # writes the points still buffered first
         if self._client is not None:
-            self._publish_status("offline")
+            if self._failure is None:
+                self._publish_status("offline")
             self._finish_sending(timeout_s=5.0)
             self._client.disconnect()
         self.sink.close(flush_timeout_s=5.0)
         self.journal.close()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """What stopped the worker thread, or None while it runs (or after a clean stop)."""
+        return self._failure
+
+    def stalled_for(self) -> float:
+        """Seconds since the worker last finished a loop while it should be running (0 when stopped)."""
+        if self._worker is None or not self._worker.is_alive() or self._stop.is_set():
+            return 0.0
+        return max(0.0, time.monotonic() - self._heartbeat)
+
+    def _run_worker(self) -> None:
+        """The worker thread's body: :meth:`_work`, and if it ever raises, fail loudly instead of leaving a
+        process that looks alive and scores nothing. One message cannot get here (apply dead-letters what
+        raises); what does is a storage failure (disk full, a read-only or corrupt state file) or a bug in
+        the loop itself. The retained status says ``failed`` with the error, then :attr:`failure` is set, and
+        ``plm detect`` exits non-zero so systemd or compose restarts it (the journal replays what was
+        acknowledged, so nothing accepted is lost)."""
+        try:
+            self._work()
+        except BaseException as exc:
+            self._failure = exc
+            log.critical("the detector's worker stopped: %s: %s", type(exc).__name__, exc, exc_info=True)
+            with contextlib.suppress(Exception):  # best effort: the broker may be the thing that is gone
+                self._publish_status("failed", error=f"{type(exc).__name__}: {exc}"[:500])
+                self._finish_sending(timeout_s=2.0)
 
     def _finish_sending(self, timeout_s: float) -> None:
         """The worker ran the network loop and has stopped: run it here until the broker has acknowledged every
@@ -470,9 +518,15 @@ class LiveDetector:
     # ------------------------------------------------------------------ MQTT side
 
     def _subscribe(self, client: mqtt.Client) -> None:
-        client.subscribe(
-            [(wire.SAMPLES_WILDCARD, 1), (wire.STATUS_WILDCARD, 1), (DIARY_WILDCARD, 1)],
-        )
+        if self.settings.detector.mqtt_protocol == "5":
+            # retained sample batches and diary notes have no meaning (each is one moment, scored once): MQTT 5
+            # lets the broker keep them from us. Status is retained by design. 3.1.1: see _handle_messages
+            no_retained = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+            client.subscribe(
+                [(wire.SAMPLES_WILDCARD, no_retained), (wire.STATUS_WILDCARD, 1), (DIARY_WILDCARD, no_retained)]
+            )
+        else:
+            client.subscribe([(wire.SAMPLES_WILDCARD, 1), (wire.STATUS_WILDCARD, 1), (DIARY_WILDCARD, 1)])
         self._publish_status("online")
         self._resend_acks = True  # the broker may have lost the retained acks (read by the worker)
         self._reconnect_delay_s = RECONNECT_MIN_S
@@ -540,6 +594,7 @@ class LiveDetector:
             if now - last_status >= self.status_every_s:
                 self._publish_status("online")
                 last_status = now
+            self._heartbeat = now
             if stopping:
                 break
 
@@ -656,15 +711,20 @@ class LiveDetector:
         route = self._route
         for m in messages:
             topic = m.topic
-            if route(topic).owned:
-                owned.append((topic, m.payload))
-            else:
+            r = route(topic)
+            if not r.owned:
                 self.stats.ignored_other_shard += 1
+            elif m.retain and (topic.endswith("/_diary") or (r.parsed is not None and r.parsed.kind == "acc")):
+                # a retained batch or note comes again with every new subscription: never scored twice (it was
+                # scored live, when the broker passed it on without the flag). Not journaled: replay has no flag
+                self._bad("retained", f"ignoring a retained message on {topic!r}: samples and notes are not retained")
+            else:
+                owned.append((topic, m.payload))
         ids = self.journal.append(owned)
         if self._client is not None:  # only now: what is acknowledged is on disk
             # one write for the group's PUBACKs; every subscription is QoS 1, so there is nothing else to settle
             self._client.ack_many([m.mid for m in messages if m.qos == 1])
-        self.apply_many(owned)
+        self.apply_many(owned, ids=ids)
         if ids:
             self._applied_id = ids[-1]
 
@@ -694,11 +754,18 @@ class LiveDetector:
         """Process one message (live or replayed). Never raises on bad input: counts it."""
         self.apply_many([(topic, payload)], wall_s)
 
-    def apply_many(self, messages: list[tuple[str, bytes]], wall_s: float | None = None) -> None:
+    def apply_many(
+        self, messages: list[tuple[str, bytes]], wall_s: float | None = None, ids: Sequence[int] = ()
+    ) -> None:
         """Process messages in order. Samples released by the reorder buffers are collected per leg
         and scored as one chunk per leg at the end (or before a status message of that subject):
         the scorer gives the same result for any chunking, and one call per leg per group instead
-        of one per batch is what lets a single process keep up with thousands of sensors."""
+        of one per batch is what lets a single process keep up with thousands of sensors.
+
+        Never raises for a message: what the wire format refuses is counted (``bad_<reason>``); what still
+        raises while being applied -- a bug the validation missed -- is moved to the dead-letter table with
+        its error (:meth:`_dead_letter`; ``ids`` are the messages' journal rows, so a replay does not file it
+        twice) and the rest goes on. Only storage failures propagate (``STORAGE_ERRORS``)."""
         wall = time.time() if wall_s is None else wall_s
         pending: dict[tuple[str, str], list[wire.SampleBatch]] = {}
         stats = self.stats
@@ -706,23 +773,14 @@ class LiveDetector:
         decode = wire.decode
         add_ack = self.acks.add
         accept = self._accept_batch
-        for topic, payload in messages:
+        for index, (topic, payload) in enumerate(messages):
             stats.received += 1
-            route = route_of(topic)
-            parsed = route.parsed
-            if parsed is None:
-                try:
-                    if topic.endswith("/_diary"):
-                        self._apply_diary(topic, payload, wall)
-                        continue
-                    wire.parse_sensor_topic(topic)  # raises: say what is wrong with it
-                except wire.WireFormatError as exc:
-                    if topic.startswith(f"{wire.TOPIC_ROOT}/_"):
-                        continue  # our own detector status (it matches the status wildcard)
-                    self._bad("topic", f"ignoring message on {topic!r}: {exc}")
-                continue
             try:
-                if parsed.kind == "acc":
+                route = route_of(topic)
+                parsed = route.parsed
+                if parsed is None:
+                    self._apply_other(topic, payload, wall)
+                elif parsed.kind == "acc":
                     decoded = decode(payload)
                     # journaled (this runs after the commit, or in replay of committed rows): may be acked
                     add_ack(parsed.subject, parsed.sensor, decoded)
@@ -739,10 +797,27 @@ class LiveDetector:
                     self._score_pending(pending, parsed.subject, wall)
                     self._apply_status(parsed, status, wall)
             except wire.WireFormatError as exc:
-                kind = "clock" if "start time" in str(exc) else "payload"
-                self._bad(kind, f"bad {parsed.kind} payload from {parsed.subject}/{parsed.sensor}: {exc}")
+                text = str(exc)
+                kind = "clock" if "start time" in text or "time_ns" in text or "status time" in text else "payload"
+                self._bad(kind, f"bad payload on {topic!r}: {exc}")
+            except STORAGE_ERRORS:
+                raise
+            except Exception as exc:
+                self._dead_letter(topic, payload, exc, key=f"row {ids[index]}" if ids else None)
         self._score_pending(pending, None, wall)
         self._write_outputs()
+
+    def _apply_other(self, topic: str, payload: bytes, wall: float) -> None:
+        """A message on a topic that is not a sensor's: a diary note, our own status, or a bad topic."""
+        try:
+            if topic.endswith("/_diary"):
+                self._apply_diary(topic, payload, wall)
+                return
+            wire.parse_sensor_topic(topic)  # raises: say what is wrong with it
+        except wire.WireFormatError as exc:
+            if topic.startswith(f"{wire.TOPIC_ROOT}/_"):
+                return  # our own detector status (it matches the status wildcard)
+            self._bad("topic", f"ignoring message on {topic!r}: {exc}")
 
     def _score_pending(
         self,
@@ -767,9 +842,11 @@ class LiveDetector:
         for name in touched | ({subject} if subject is not None else set()):
             state = self.subjects.get(name)
             if state is not None:
-                self._score_held(state, force=subject is not None)
+                with self._contained(name, "held batches"):
+                    self._score_held(state, force=subject is not None)
         for name in touched:
-            self._release_lagging_legs(self.subjects[name], wall)
+            with self._contained(name, "lost-leg check"):
+                self._release_lagging_legs(self.subjects[name], wall)
 
     def _score_idle_holds(self) -> None:
         """Nothing has arrived for ``IDLE_S``: the service has caught up, so whatever legs still hold
@@ -785,7 +862,8 @@ class LiveDetector:
         self._holding = False
         for state in list(self.subjects.values()):
             if state.held and any(state.held.values()):
-                self._score_held(state, force=True)
+                with self._contained(state.subject, "held batches"):
+                    self._score_held(state, force=True)
         self._write_outputs()
 
     def _write_outputs(self) -> None:
@@ -796,11 +874,12 @@ class LiveDetector:
             state = self.subjects.get(name)
             if state is None or state.night_start_s is None:
                 continue
-            self._write_minutes(state)
-            reached = max(state.last_t.values(), default=-math.inf)
-            if reached - state.last_summary_t >= SUMMARY_EVERY_S:
-                self._write_summary(state, state.scorer.summary())
-                state.last_summary_t = reached
+            with self._contained(name, "minutes and summary"):
+                self._write_minutes(state)
+                reached = max(state.last_t.values(), default=-math.inf)
+                if reached - state.last_summary_t >= SUMMARY_EVERY_S:
+                    state.last_summary_t = reached  # first: a summary that fails is not retried every group
+                    self._write_summary(state, state.scorer.summary())
         self._flush_out()
 
     def _put(self, lines: list[str]) -> None:
@@ -850,6 +929,39 @@ class LiveDetector:
                 state.last_t[side] = lead
                 self._touched.add(state.subject)
         self._emit(state, events)
+
+    @contextlib.contextmanager
+    def _contained(self, subject: str, stage: str) -> Iterator[None]:
+        """One subject's step of the group: if it raises (a bug -- input is validated at the wire), the step is
+        dead-lettered under the subject's name and every other subject is scored on. A night end that fails
+        is tried again a second later (the subject's state is unchanged), and dead-lettered once (same key)."""
+        try:
+            yield
+        except STORAGE_ERRORS:
+            raise
+        except Exception as exc:
+            self._dead_letter(
+                f"{wire.TOPIC_ROOT}/{subject}", b"", exc, key=f"{subject} {stage} {exc!r}"[:300], stage=stage
+            )
+
+    def _dead_letter(
+        self, topic: str, payload: bytes, exc: Exception, *, key: str | None = None, stage: str = "message"
+    ) -> None:
+        """Set aside what raised while being applied, with its error, and go on (see docs/reliability.md).
+
+        Stored in the journal's ``dead_letter`` table (bounded; ``plm detect --dead-letters`` lists it) and
+        counted in ``messages_dead_lettered`` of ``detector_health``. The first error of each kind is logged
+        with its traceback, later ones rate-limited. ``key`` (a journal row, a batch's start) keeps a replay
+        from filing the same thing twice."""
+        error = f"{type(exc).__name__}: {exc}"
+        trace = "".join(traceback.format_exception(exc))
+        self.journal.dead_letter(topic, payload, error, trace, stage=stage, key=key)
+        kind = f"{stage}:{type(exc).__name__}"
+        if kind not in self._dead_letter_seen:
+            self._dead_letter_seen.add(kind)
+            log.error("dead-lettered (%s) on %r: %s -- processing goes on\n%s", stage, topic, error, trace)
+        else:
+            self._limited.warning("dead_letter", f"dead-lettered ({stage}) on {topic!r}: {error}")
 
     def _bad(self, kind: str, message: str) -> None:
         self.stats.bad[kind] += 1
@@ -943,9 +1055,17 @@ class LiveDetector:
         except ValueError as exc:  # samples the scorer refuses (e.g. time going backwards)
             self._bad("samples", f"samples of {state.subject} {side} refused: {exc}")
             return
+        except STORAGE_ERRORS:
+            raise
+        except Exception as exc:  # a scorer bug: set these batches aside, keep scoring everyone else
+            topic = wire.acc_topic(state.subject, state.sensor_of_side.get(side, side))
+            for b in fresh:
+                self._dead_letter(topic, wire.encode_binary(b), exc, key=f"{topic} {b.start_ns}", stage="scoring")
+            return
         state.last_t[side] = float(t[-1])
         self._touched.add(state.subject)  # minutes and summary: once per group (_write_outputs)
-        self._emit(state, events)
+        with self._contained(state.subject, "movements"):
+            self._emit(state, events)
 
     def _flush_inboxes(self, state: SubjectState) -> None:
         self._score_held(state, force=True)
@@ -1094,11 +1214,12 @@ class LiveDetector:
         for state in list(self.subjects.values()):
             if state.night_start_s is None:
                 continue
-            if wall - state.last_wall > self.idle_end_s:
-                self._end_night(state)
-            elif self._past_local_end(state, wall):
-                log.info("night of %s ends at the configured local time", state.subject)
-                self._end_night(state)
+            with self._contained(state.subject, "night end"):
+                if wall - state.last_wall > self.idle_end_s:
+                    self._end_night(state)
+                elif self._past_local_end(state, wall):
+                    log.info("night of %s ends at the configured local time", state.subject)
+                    self._end_night(state)
 
     def _past_local_end(self, state: SubjectState, wall: float) -> bool:
         if self.night_end_local is None or not state.first_wall or wall - state.first_wall <= 3600:
@@ -1130,21 +1251,31 @@ class LiveDetector:
             )
         self._discovery_sent.add(subject)
 
-    def _publish_status(self, state: str) -> None:
+    def _publish_status(self, state: str, error: str | None = None) -> None:
+        """The retained ``plm/v1/_detector/<instance>`` status (and, while online, a ``detector_health`` point).
+
+        Published by the worker thread only, every ``status_every_s``: its ``time_ns`` is the worker's
+        heartbeat, so ``plm stack healthcheck-detector`` sees a stuck worker as a status that stops being
+        refreshed. ``failed`` (with ``error``) is the worker's last word when it stops on an exception."""
         metrics = self.sink.metrics()
-        doc = {
+        doc: dict[str, Any] = {
             "state": state,
             "instance": self.instance,
             "shard": f"{self.shard[0]}/{self.shard[1]}",
             "received": self.stats.received,
             "bad": dict(self.stats.bad),
+            "dead_lettered": self.journal.dead_letter_total,
             "movements": self.stats.movements,
             "subjects": len(self.subjects),
             "checkpoints_discarded": self.stats.checkpoints_discarded,
             "outbox_depth": metrics.depth,
-            "journal_depth": self.journal.depth(),
             "time_ns": time.time_ns(),
+            "status_every_s": self.status_every_s,
         }
+        if error is not None:
+            doc["error"] = error
+        else:
+            doc["journal_depth"] = self.journal.depth()  # not after a failure: the journal may be what failed
         if self._client is not None:
             self._client.publish(wire.detector_status_topic(self.instance), json.dumps(doc), qos=1, retain=True)
         if state == "online":
@@ -1161,6 +1292,7 @@ class LiveDetector:
                             **{k: v for k, v in self.stats.bad.items() if k != "late"},
                         },
                         dead_letters=metrics.dead_letters,
+                        messages_dead_lettered=self.journal.dead_letter_total,
                         sent_points=metrics.sent,
                         write_retries=metrics.retries,
                     )
@@ -1221,7 +1353,9 @@ class LiveDetector:
             self._applied_id = saved[0]  # the rows up to it are gone with the checkpoint that covered them
         replayed = 0
         for row_id, topic, payload in self.journal.replay(self._applied_id):
-            self.apply(topic, payload)
+            # the live path's apply: a row that raises is dead-lettered (once, by its id), so no journal can block
+            # a start
+            self.apply_many([(topic, payload)], ids=(row_id,))
             self._applied_id = row_id
             replayed += 1
         if saved is not None or replayed:

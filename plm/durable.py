@@ -20,6 +20,10 @@ def open_durable_db(path: Path, schema: str, error: type[Exception], what: str) 
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(schema)
+        # one real write now: a read-only file or folder otherwise opens fine and fails only at the first commit,
+        # in the middle of the stream (rewriting the header's user_version with its own value changes nothing)
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        db.execute(f"PRAGMA user_version = {version}")
     except (sqlite3.Error, OSError) as exc:
         raise error(f"cannot open {what} {path}: {exc}") from None
     return db

@@ -82,8 +82,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sim.add_argument("--state-dir", type=Path, default=Path("/var/lib/plm/simulator"))
     sim.set_defaults(func=_simulate)
 
-    health = sub.add_parser("healthcheck-detector", help="exit 0 if the detector's retained MQTT status is online")
+    health = sub.add_parser(
+        "healthcheck-detector",
+        help="exit 0 if the detector's retained MQTT status is online and its worker refreshed it recently",
+    )
     health.add_argument("--timeout-s", type=float, default=5.0)
+    health.add_argument(
+        "--max-age-s",
+        type=float,
+        default=None,
+        help="a status older than this is a stuck worker (default: 6 x the detector's status interval, >= 60 s)",
+    )
     health.set_defaults(func=_health)
     stack.set_defaults(func=lambda _args: (stack.print_help(), 2)[1])
 
@@ -210,6 +219,28 @@ def _health(args: argparse.Namespace) -> int:
     finally:
         client.disconnect()
         client.loop_stop()
-    state = got[-1].get("state") if got else None
-    print(f"detector {settings.detector.instance}: {state or 'no status'}")
-    return 0 if state == "online" else 1
+    verdict, healthy = detector_health_verdict(got[-1] if got else None, time.time(), args.max_age_s)
+    print(f"detector {settings.detector.instance}: {verdict}")
+    return 0 if healthy else 1
+
+
+def detector_health_verdict(doc: object, now_s: float, max_age_s: float | None = None) -> tuple[str, bool]:
+    """Healthy = state ``online`` *and* refreshed recently. The worker thread itself publishes the status every
+    ``status_every_s`` as it loops, so a worker that died or is stuck leaves a status that grows old while
+    the process (and its MQTT connection, kept by the OS) may still be up: "alive" is not "working"."""
+    if not isinstance(doc, dict) or not doc:
+        return "no status", False
+    state = doc.get("state")
+    if state != "online":
+        error = doc.get("error")
+        return f"{state}" + (f" ({error})" if error else ""), False
+    sent_ns = doc.get("time_ns")
+    every = doc.get("status_every_s")
+    every = float(every) if isinstance(every, int | float) and not isinstance(every, bool) and every > 0 else 10.0
+    limit = max_age_s if max_age_s is not None else max(60.0, 6 * every)
+    if isinstance(sent_ns, bool) or not isinstance(sent_ns, int):
+        return "online, but its status carries no time", False
+    age = now_s - sent_ns / 1e9
+    if age > limit:
+        return f"stuck: its status is {age:.0f} s old (limit {limit:.0f} s)", False
+    return f"online ({age:.0f} s ago)", True

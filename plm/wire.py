@@ -25,9 +25,10 @@ import re
 import struct
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 TOPIC_ROOT = "plm/v1"
 SAMPLES_WILDCARD = f"{TOPIC_ROOT}/+/+/acc"
@@ -249,15 +250,28 @@ def _reject_constant(name: str) -> float:
     raise WireFormatError(f"JSON holds {name}: samples must be finite numbers")
 
 
-def _decode_json(payload: bytes, now_ns: int | None) -> SampleBatch:
+def _json_document(payload: bytes, what: str) -> Any:
+    """``json.loads`` that raises only :class:`WireFormatError`.
+
+    Besides syntax errors, ``json.loads`` raises a plain ValueError for an integer longer than Python's
+    int-string limit (4,300 digits) and RecursionError for deep nesting: either, uncaught, once stopped the
+    detector's worker on a message any publisher could send."""
     try:
-        doc = json.loads(payload, parse_constant=_reject_constant)
+        return json.loads(payload, parse_constant=_reject_constant)
     except UnicodeDecodeError:
-        raise WireFormatError("JSON batch is not valid UTF-8") from None
+        raise WireFormatError(f"{what} is not valid UTF-8") from None
     except json.JSONDecodeError as exc:
         raise WireFormatError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise WireFormatError("invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # the int-string limit (or our own _reject_constant's WireFormatError)
+        if isinstance(exc, WireFormatError):
+            raise
+        raise WireFormatError(f"{what}: a number out of range ({str(exc)[:80]})") from None
+
+
+def _decode_json(payload: bytes, now_ns: int | None) -> SampleBatch:
+    doc = _json_document(payload, "JSON batch")
     if not isinstance(doc, dict):
         raise WireFormatError("JSON batch must be an object")
     missing = [k for k in ("v", "t0", "rate", "acc") if k not in doc]
@@ -303,6 +317,72 @@ def decode(payload: bytes, *, now_ns: int | None = None) -> SampleBatch:
 
 
 SENSOR_STATES = ("online", "offline", "lost")
+MAX_STATUS_BYTES = 4096  # a status is a handful of numbers; the collector's is ~350 bytes
+MAX_ACK_BYTES = 256
+MAX_COUNT = 2**63 - 1  # counters are written to InfluxDB as int64
+MAX_TEXT = 200  # model names, last errors
+MAX_EXTRA_FIELDS = 32
+RSSI_RANGE_DBM = (-150.0, 30.0)  # BLE reports -127..+20 dBm; wider is a broken or hostile sender
+
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+ShortText = Annotated[str, Field(max_length=MAX_TEXT)]
+Scalar = bool | Annotated[int, Field(ge=-MAX_COUNT - 1, le=MAX_COUNT)] | float | ShortText | None
+"""A diagnostic extra of a status: any JSON scalar within int64 / finite / 200 characters."""
+
+
+class _Payload(BaseModel):
+    """Strict JSON schema of one inbound payload kind.
+
+    Strict: no coercion (``"80"`` is not a number, ``1.5`` is not a count, ``true`` is neither); no NaN or
+    infinity; every number and string bounded. Validation happens on the raw bytes in pydantic's Rust JSON
+    parser, which also refuses integers past the int-string limit and deep nesting with its own error, so a
+    payload either becomes a model whose every field is usable as typed, or a :class:`WireFormatError`."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+class StatusPayload(_Payload):
+    """``plm/v1/<subject>/<sensor>/status``. Unknown keys are kept as diagnostics (the collector adds
+    ``samples_lost``, ``reconnects``, ``last_error``, ...) but must be scalars, and at most 32 of them."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, Scalar]
+
+    state: Literal["online", "offline", "lost"]
+    side: Literal["left", "right"] | None = None
+    model: ShortText | None = None
+    battery_pct: Annotated[float, Field(ge=0, le=100)] | None = None
+    rssi_dbm: Annotated[float, Field(ge=RSSI_RANGE_DBM[0], le=RSSI_RANGE_DBM[1])] | None = None
+    rate_hz: Annotated[float, Field(ge=MIN_RATE_HZ, le=MAX_RATE_HZ)] | None = None
+    frames_received: Count | None = None
+    frames_dropped: Count | None = None
+    queue_depth: Count | None = None
+    time_ns: Annotated[int, Field(ge=EARLIEST_NS, le=MAX_COUNT)] | None = None  # and not in the future: below
+
+
+class AckPayload(_Payload):
+    """``plm/v1/<subject>/<sensor>/ack``: keys other than ``until_ns`` are ignored (newer detectors may add)."""
+
+    model_config = ConfigDict(extra="ignore")
+    until_ns: Annotated[int, Field(ge=0, le=MAX_COUNT)]
+
+
+def _schema_error(what: str, exc: ValidationError) -> WireFormatError:
+    """One line naming the first offending field, without echoing the (possibly huge) value."""
+    errors = exc.errors(include_input=False, include_url=False)
+    first = errors[0]
+    loc = first["loc"]
+    if first["type"] == "json_invalid":
+        return WireFormatError(f"{what} is not valid JSON: {first['msg'].removeprefix('Invalid JSON: ')}")
+    if not loc:
+        return WireFormatError(f"{what} must be a JSON object ({first['msg']})")
+    name = str(loc[0])
+    same_field = [e for e in errors if e["loc"][:1] == loc[:1]]
+    if len(same_field) > 1:  # a union (an extra, an optional number): each branch complains; say it once
+        finite = [e for e in same_field if e["type"] in ("finite_number", "less_than_equal", "greater_than_equal")]
+        detail = (finite or same_field)[0]["msg"] if finite else "wrong type"
+        return WireFormatError(f"{what} field {name!r}: {detail}")
+    return WireFormatError(f"{what} field {name!r}: {first['msg']}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,8 +392,8 @@ class SensorStatus:
     state: str
     side: str | None = None
     model: str | None = None
-    battery_pct: int | None = None
-    rssi_dbm: int | None = None
+    battery_pct: float | None = None
+    rssi_dbm: float | None = None
     rate_hz: float | None = None
     frames_received: int | None = None
     frames_dropped: int | None = None
@@ -329,17 +409,27 @@ def encode_status(status: SensorStatus) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def decode_status(payload: bytes) -> SensorStatus:
+def decode_status(payload: bytes, *, now_ns: int | None = None) -> SensorStatus:
+    """Validate a status payload against :class:`StatusPayload`; ``time_ns`` obeys the sample-time rules.
+
+    Raises :class:`WireFormatError` -- and nothing else -- for any payload that is not a valid status."""
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise WireFormatError(f"payload must be bytes, got {type(payload).__name__}")
+    if len(payload) > MAX_STATUS_BYTES:
+        raise WireFormatError(f"status payload of {len(payload)} bytes exceeds the {MAX_STATUS_BYTES}-byte limit")
     try:
-        doc = json.loads(payload, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise WireFormatError("status payload is not valid JSON") from None
-    if not isinstance(doc, dict) or doc.get("state") not in SENSOR_STATES:
-        raise WireFormatError(f"status must be a JSON object with state one of {', '.join(SENSOR_STATES)}")
-    if doc.get("side") is not None and doc["side"] not in _SIDES:
-        raise WireFormatError(f"status side must be left or right, got {doc['side']!r}")
-    known = {k: doc.pop(k) for k in list(doc) if k in SensorStatus.__slots__ and k != "extra"}
-    return SensorStatus(**known, extra=doc)
+        doc = StatusPayload.model_validate_json(payload)
+    except ValidationError as exc:
+        raise _schema_error("status", exc) from None
+    extra = doc.__pydantic_extra__ or {}
+    if len(extra) > MAX_EXTRA_FIELDS:
+        raise WireFormatError(f"status has {len(extra)} unknown fields; at most {MAX_EXTRA_FIELDS}")
+    if doc.time_ns is not None:
+        now = time.time_ns() if now_ns is None else now_ns
+        if doc.time_ns > now + MAX_FUTURE_NS:
+            raise WireFormatError(f"status time {doc.time_ns} ns is more than a day in the future")
+    known = {name: getattr(doc, name) for name in StatusPayload.model_fields}
+    return SensorStatus(**known, extra=dict(extra))
 
 
 # ----------------------------------------------------------------------------- acknowledgement
@@ -353,11 +443,12 @@ def encode_ack(until_ns: int) -> bytes:
 
 
 def decode_ack(payload: bytes) -> int:
+    """Validate an ack against :class:`AckPayload`; raises :class:`WireFormatError` and nothing else."""
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise WireFormatError(f"payload must be bytes, got {type(payload).__name__}")
+    if len(payload) > MAX_ACK_BYTES:
+        raise WireFormatError(f"ack payload of {len(payload)} bytes exceeds the {MAX_ACK_BYTES}-byte limit")
     try:
-        doc = json.loads(payload, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise WireFormatError("ack payload is not valid JSON") from None
-    value = doc.get("until_ns") if isinstance(doc, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise WireFormatError('ack must be a JSON object {"until_ns": <non-negative integer ns>}')
-    return value
+        return AckPayload.model_validate_json(payload).until_ns
+    except ValidationError as exc:
+        raise _schema_error("ack", exc) from None
