@@ -19,7 +19,7 @@ from bleak import BleakClient, BleakScanner
 from bleak.backends.client import BaseBleakClient
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
-from bleak.exc import BleakError
+from bleak.exc import BleakBluetoothNotAvailableError, BleakBluetoothNotAvailableReason, BleakDBusError, BleakError
 
 from plm.config import SensorSettings
 from plm.wire import SampleBatch
@@ -65,6 +65,58 @@ async def scan(timeout_s: float = 5.0, *, scanner_backend: type[BaseBleakScanner
         if driver:
             out.append(ScanResult(device.address, adv.local_name or device.name, driver, adv.rssi))
     return sorted(out, key=lambda r: -r.rssi)
+
+
+NO_BLUEZ = ("org.freedesktop.DBus.Error.ServiceUnknown", "org.freedesktop.DBus.Error.NameHasNoOwner")
+
+
+class BluetoothUnavailable(RuntimeError):
+    """This machine has no usable Bluetooth; the message says which part is missing and what to do."""
+
+
+def bluetooth_problem(exc: BaseException) -> str | None:
+    """What an error from starting a scan says about this machine's Bluetooth, or None if it is
+    something else (a device out of range, a dropped link...).
+
+    On Linux bleak talks to bluetoothd over the system D-Bus: no D-Bus socket comes back as a bare
+    ``FileNotFoundError``, no bluetoothd as a D-Bus ``ServiceUnknown`` error, no adapter as
+    :class:`BleakBluetoothNotAvailableError`; none of them names Bluetooth.
+    """
+    if isinstance(exc, BleakBluetoothNotAvailableError):
+        reason = exc.reason
+        if reason == BleakBluetoothNotAvailableReason.POWERED_OFF:
+            return "the Bluetooth adapter is switched off (turn it on: `bluetoothctl power on`)"
+        if reason in (
+            BleakBluetoothNotAvailableReason.DENIED_BY_SYSTEM,
+            BleakBluetoothNotAvailableReason.DENIED_BY_USER,
+            BleakBluetoothNotAvailableReason.DENIED_BY_UNKNOWN,
+        ):
+            return f"access to Bluetooth was denied ({exc}); on Linux BlueZ admits root and the `bluetooth` group"
+        return f"no Bluetooth adapter found ({exc}); check `bluetoothctl list` or plug in a Bluetooth dongle"
+    if isinstance(exc, BleakDBusError) and exc.dbus_error in NO_BLUEZ:
+        return (
+            "bluetoothd is not running (no org.bluez on the system D-Bus); start it: `sudo systemctl start bluetooth`"
+        )
+    if isinstance(exc, FileNotFoundError | ConnectionRefusedError | PermissionError):
+        return (
+            f"no Bluetooth adapter / bluetoothd not running: cannot reach the system D-Bus ({exc.strerror or exc}); "
+            "on Linux install and start bluez (`sudo systemctl start bluetooth`), in Docker mount /run/dbus"
+        )
+    return None
+
+
+async def check_bluetooth(scanner_backend: type[BaseBleakScanner] | None = None) -> None:
+    """Start and stop a scan once: raises :class:`BluetoothUnavailable` with a plain reason when this
+    machine cannot scan, so ``plm collect`` says it once instead of retrying every sensor forever."""
+    kwargs = {"backend": scanner_backend} if scanner_backend else {}
+    try:
+        async with BleakScanner(**kwargs):
+            pass
+    except (BleakError, OSError) as exc:
+        problem = bluetooth_problem(exc)
+        if problem is None:
+            raise
+        raise BluetoothUnavailable(problem) from None
 
 
 def matches(sensor: SensorSettings, device: BLEDevice, adv: AdvertisementData) -> bool:
@@ -172,7 +224,8 @@ class SensorSession:
             except asyncio.CancelledError:
                 raise
             except (BleakError, TimeoutError, OSError, ValueError, pmd.PmdError, pmd.PmdProtocolError) as exc:
-                self.counters.error(f"{type(exc).__name__}: {exc}")
+                problem = bluetooth_problem(exc)  # e.g. bluetoothd restarted mid-night: say what, keep trying
+                self.counters.error(problem or f"{type(exc).__name__}: {exc}")
                 log.warning("%s: %s", self.label, self.counters.last_error)
             finally:
                 self.connected = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +37,12 @@ def _run(args: argparse.Namespace) -> int:
 async def _scan(seconds: float) -> int:
     from bleak.exc import BleakError
 
-    from .ble import scan
+    from .ble import bluetooth_problem, scan
 
     try:
         found = await scan(seconds)
     except (BleakError, OSError) as exc:
-        print(f"plm collect --scan: Bluetooth unavailable: {exc}")
+        print(f"plm collect --scan: {bluetooth_problem(exc) or f'Bluetooth unavailable: {exc}'}", file=sys.stderr)
         return 1
     if not found:
         print("no supported devices seen (is the sensor awake and not connected to a phone?)")
@@ -55,6 +56,7 @@ async def _scan(seconds: float) -> int:
 async def _collect(settings, seconds: float | None) -> int:
     import asyncio
 
+    from .ble import BluetoothUnavailable, check_bluetooth
     from .service import Collector
 
     try:
@@ -62,6 +64,11 @@ async def _collect(settings, seconds: float | None) -> int:
     except ValueError as exc:
         print(f"plm collect: {exc}")
         return 2
+    try:
+        await check_bluetooth()
+    except BluetoothUnavailable as exc:
+        print(f"plm collect: {exc}", file=sys.stderr)
+        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

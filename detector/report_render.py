@@ -13,9 +13,11 @@ and the HTML report do not need it, and it is large for a Raspberry Pi next to t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import io
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -542,8 +544,22 @@ def render_bytes(report: NightReport, fmt: str) -> bytes:
         metadata = {"Title": f"Night report {report.night:%Y-%m-%d} – {report.subject}", "Creator": "plm report"}
         if fmt == "png":
             metadata = {"Title": metadata["Title"], "Software": "plm report"}
-        fig.savefig(buf, format=fmt, dpi=fig.dpi, metadata=metadata)
+        with _quiet_font_subsetting():
+            fig.savefig(buf, format=fmt, dpi=fig.dpi, metadata=metadata)
     return _palette_png(buf.getvalue(), metadata) if fmt == "png" else buf.getvalue()
+
+
+@contextlib.contextmanager
+def _quiet_font_subsetting() -> Any:
+    """matplotlib subsets the embedded fonts of a PDF with fontTools, which logs about a hundred INFO lines
+    ("GSUB pruned", ...) per page; with the CLI's INFO logging they would bury the one line that matters."""
+    logger = logging.getLogger("fontTools")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _palette_png(data: bytes, metadata: dict[str, str]) -> bytes:

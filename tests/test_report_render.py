@@ -149,3 +149,21 @@ def test_out_of_bed_shading_is_drawn_on_the_png(report) -> None:
     assert render_bytes(shaded, "png") != render_bytes(plain, "png")
     assert "out of bed (leg upright)" in pdf_text(render_bytes(shaded, "pdf"))  # in the legend ...
     assert "out of bed" not in pdf_text(render_bytes(plain, "pdf"))  # ... only when it is drawn
+
+
+def test_pdf_report_prints_one_line_not_the_font_subsetters_log(scored: dict, tmp_path: Path) -> None:
+    """`plm report --out night.pdf` logs at INFO like every command; fontTools' ~100 INFO lines about
+    subsetting the embedded font are not for the person who asked for a report."""
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "scored.json"
+    path.write_text(json.dumps(scored))
+    out = tmp_path / "night.pdf"
+    cmd = [sys.executable, "-m", "plm.cli", "report", "--subject", "dora", "--from-file", str(path), "--out", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "fontTools" not in run.stderr and "pruned" not in run.stderr, run.stderr[:500]
+    assert run.stdout.startswith(f"wrote {out}") and len((run.stdout + run.stderr).splitlines()) == 1
+    assert out.read_bytes().startswith(b"%PDF-")
