@@ -7,25 +7,40 @@ against a real mosquitto.
 
 Roles (least privilege; ``<s>`` is each subject the user serves):
 
-=========  ============================================================  ==============================
+=========  ============================================================  ======================================
 role       may publish                                                   may read
-=========  ============================================================  ==============================
+=========  ============================================================  ======================================
 collector  ``plm/v1/<s>/+/acc``, ``plm/v1/<s>/+/status``                 ``plm/v1/<s>/+/ack``
 detector   ``plm/v1/+/_movement``, ``plm/v1/+/_night``,                  ``plm/v1/+/+/acc``,
            ``plm/v1/+/+/ack``, ``plm/v1/_detector/#``, ``homeassistant/#``  ``plm/v1/+/+/status``, ``plm/v1/+/_diary``
-viewer     ``plm/v1/<s>/_diary``                                         ``plm/v1/<s>/#``, ``homeassistant/#``
-=========  ============================================================  ==============================
+viewer     ``plm/v1/<s>/_diary``                                         ``plm/v1/<s>/_movement``,
+                                                                         ``plm/v1/<s>/_night``,
+                                                                         ``homeassistant/sensor/plm_<s>/+/config``
+=========  ============================================================  ======================================
 
 A collector serves explicit subjects (a simulator is a collector of its simulated subjects). The
-detector cannot publish samples, so a compromised detector cannot forge a night.
+detector cannot publish samples, so a compromised detector cannot forge a night. The viewer (Home
+Assistant, a ward display) reads results only -- not raw acceleration, sensor status or acks -- and
+only its own subjects' discovery configs, so it does not learn the ids of other subjects. mosquitto
+2.0 grants a viewer's wider subscriptions (Home Assistant subscribes to ``homeassistant/#`` or
+``homeassistant/+/+/config`` and ``homeassistant/+/+/+/config``) and filters each message by this ACL,
+retained ones included; Home Assistant's birth and last-will messages on ``homeassistant/status`` are
+dropped (no write right), which it does not need because the discovery configs are retained.
+
+When mosquitto 2.0 is started as root it switches to its ``user`` (default ``mosquitto``) *before* it
+reads the password and ACL files, and writes its persistence file as that user: so those files and the
+persistence directory must belong to that account (``owner`` below; ``plm broker-config --owner``).
 """
 
 from __future__ import annotations
 
 import base64
+import grp
 import hashlib
 import os
+import pwd
 import secrets
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +50,7 @@ from plm.wire import TOPIC_ROOT, validate_id
 ROLES = ("collector", "detector", "viewer")
 MAX_PACKET_BYTES = 128 * 1024  # twice the largest valid batch; anything bigger is refused by the broker
 PBKDF2_ITERATIONS = 101  # what mosquitto_passwd 2.0 writes ($7$101$...)
+HA_DISCOVERY_PREFIX = "homeassistant"  # Home Assistant's default discovery prefix
 
 
 class BrokerConfigError(ValueError):
@@ -60,6 +76,39 @@ class BrokerUser:
     def password_env(self) -> str:
         """The environment variable holding this user's password, e.g. ``PLM_BROKER_PASSWORD_DETECTOR``."""
         return "PLM_BROKER_PASSWORD_" + self.name.upper().replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The account mosquitto runs as, which must own its files.
+
+    mosquitto 2.0 started as root switches to its ``user`` right after parsing ``mosquitto.conf`` and
+    only then reads the password file, the ACL, the TLS files and its persistence file (and re-reads them
+    as that user on SIGHUP), so root-owned 0600 files stop it with "Unable to open pwfile".
+    """
+
+    name: str
+    uid: int
+    gid: int
+    group: str
+
+    @classmethod
+    def parse(cls, spec: str) -> Owner:
+        """``USER[:GROUP]`` (names or numeric ids) of an account on this host; the group defaults to the user's."""
+        user, _, group = spec.partition(":")
+        try:
+            account = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        except KeyError:
+            raise BrokerConfigError(f"owner {spec!r}: no account {user!r} on this host") from None
+        group = group or str(account.pw_gid)
+        try:
+            entry = grp.getgrgid(int(group)) if group.isdigit() else grp.getgrnam(group)
+        except KeyError:
+            raise BrokerConfigError(f"owner {spec!r}: no group {group!r} on this host") from None
+        return cls(account.pw_name, account.pw_uid, entry.gr_gid, entry.gr_name)
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.group}"
 
 
 @dataclass
@@ -98,12 +147,16 @@ def acl_text(users: Iterable[BrokerUser]) -> str:
                 f"topic write {TOPIC_ROOT}/+/_night",
                 f"topic write {TOPIC_ROOT}/+/+/ack",
                 f"topic readwrite {TOPIC_ROOT}/_detector/#",
-                "topic write homeassistant/#",
+                f"topic write {HA_DISCOVERY_PREFIX}/#",
             ]
-        else:  # viewer
+        else:  # viewer: its subjects' results and discovery configs, nothing raw, no other subject's id
             for s in user.subjects:
-                lines += [f"topic read {TOPIC_ROOT}/{s}/#", f"topic write {TOPIC_ROOT}/{s}/_diary"]
-            lines.append("topic read homeassistant/#")
+                lines += [
+                    f"topic read {TOPIC_ROOT}/{s}/_movement",
+                    f"topic read {TOPIC_ROOT}/{s}/_night",
+                    f"topic write {TOPIC_ROOT}/{s}/_diary",
+                    f"topic read {HA_DISCOVERY_PREFIX}/sensor/plm_{s}/+/config",  # as detector/service.py names them
+                ]
         lines.append("")
     return "\n".join(lines)
 
@@ -160,6 +213,12 @@ class BrokerFiles:
     passwd: Path
     acl: Path
     generated: dict[str, str] = field(default_factory=dict)  # env var -> password made up now
+    owner: Owner | None = None
+    not_chowned: list[Path] = field(default_factory=list)  # what this process may not give to ``owner``
+
+    def chown_command(self) -> str:
+        """The exact command that finishes the job when this process could not (it is not root)."""
+        return shlex.join(["chown", str(self.owner), *map(str, self.not_chowned)])
 
 
 def write_broker_config(
@@ -173,13 +232,20 @@ def write_broker_config(
     persistence_dir: Path | None = None,
     tls: TlsFiles | None = None,
     run_as_user: str | None = None,
+    owner: Owner | None = None,
 ) -> BrokerFiles:
-    """Write ``mosquitto.conf``, ``passwd`` and ``acl`` into ``out_dir``.
+    """Write ``mosquitto.conf``, ``passwd`` and ``acl`` into ``out_dir`` and create the persistence directory.
 
     Passwords come from ``passwords`` (by env-var name) or the environment. A missing one is an error
     naming the variable, unless ``generate_missing``: then a random one is made and returned, for the
     caller to hand to the user (never a silent default).
+
+    ``owner``: the account mosquitto runs as. It becomes the config's ``user`` and gets the three files
+    and the persistence directory; what this process may not chown is listed in ``not_chowned``.
+    ``run_as_user`` only writes the ``user`` line (e.g. ``root`` for a test broker that must not switch).
     """
+    if owner is not None and run_as_user is not None:
+        raise BrokerConfigError("give the owner or run_as_user, not both: the owner is the user mosquitto runs as")
     users = list(users)
     names = [u.name for u in users]
     if len(set(names)) != len(names):
@@ -197,14 +263,57 @@ def write_broker_config(
             password = secrets.token_urlsafe(24)
             generated[user.password_env] = password
         entries.append(f"{user.name}:{password_hash(password)}")
+    # absolute paths: mosquitto resolves relative ones against its working directory (``/`` under systemd)
+    out_dir = out_dir.absolute()
+    persistence_dir = persistence_dir.absolute() if persistence_dir else None
     out_dir.mkdir(parents=True, exist_ok=True)
+    persistence = persistence_dir or out_dir
+    persistence.mkdir(parents=True, exist_ok=True)  # mosquitto does not create it: it would just fail to save
     passwd, acl, conf = out_dir / "passwd", out_dir / "acl", out_dir / "mosquitto.conf"
     write_private_file(passwd, "\n".join(entries) + "\n")
     write_private_file(acl, acl_text(users))
+    run_as = owner.name if owner is not None else run_as_user
     conf.write_text(
-        mosquitto_conf(out_dir, port=port, bind=bind, persistence_dir=persistence_dir, tls=tls, run_as_user=run_as_user)
+        mosquitto_conf(out_dir, port=port, bind=bind, persistence_dir=persistence_dir, tls=tls, run_as_user=run_as)
     )
-    return BrokerFiles(conf, passwd, acl, generated)
+    files = BrokerFiles(conf, passwd, acl, generated, owner)
+    if owner is not None:
+        database = persistence / "mosquitto.db"  # one left by a broker that ran as another user
+        for path in (passwd, acl, conf, persistence, *([database] if database.exists() else [])):
+            try:
+                os.chown(path, owner.uid, owner.gid)
+            except PermissionError:
+                files.not_chowned.append(path)
+    return files
+
+
+def access_problems(owner: Owner, read: Iterable[Path] = (), write: Iterable[Path] = ()) -> list[str]:
+    """What ``owner`` could not do with these paths, judged from their mode bits (this process may be root).
+
+    Owning the files is not enough: every directory above them must let the owner in, so e.g. ``--out``
+    inside ``/root`` (mode 700) fails as surely as a root-owned password file.
+    """
+    if owner.uid == 0:
+        return []
+    groups = set(os.getgrouplist(owner.name, owner.gid))
+
+    def allows(path: Path, bits: int) -> bool:
+        st = path.stat()
+        shift = 6 if st.st_uid == owner.uid else 3 if st.st_gid in groups else 0
+        return (st.st_mode >> shift) & bits == bits
+
+    problems: dict[str, None] = {}  # ordered, without repeating a shared parent
+    for path, bits, what in [(p, 4, "read") for p in read] + [(p, 3, "write") for p in write]:
+        path = path.resolve()
+        if not path.exists():
+            problems[f"{path} does not exist"] = None
+            continue
+        closed = next((d for d in reversed(path.parents) if not allows(d, 1)), None)
+        if closed is not None:
+            problems[f"{owner.name} cannot enter {closed} (mode {closed.stat().st_mode & 0o777:o})"] = None
+        elif not allows(path, bits):
+            problems[f"{owner.name} cannot {what} {path} (mode {path.stat().st_mode & 0o777:o})"] = None
+    return list(problems)
 
 
 def write_private_file(path: Path, text: str) -> None:

@@ -22,6 +22,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from plm.broker import password_hash, write_private_file
+
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "apt-get install -y mosquitto mosquitto-clients influxdb victoria-metrics"
@@ -145,19 +147,15 @@ class Mosquitto(_Service):
     config_file: Path | None = None  # a ready configuration (e.g. from plm.broker); its listener must use `port`
 
     def __post_init__(self) -> None:
-        if not self.binary or not find_binary("mosquitto_passwd"):
+        if not self.binary:
             raise ServiceError(f"mosquitto not installed ({INSTALL_HINT})")
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.config_file is not None:
             return
+        # the hashes written here, not by `mosquitto_passwd -b FILE USER PASSWORD`: that puts the password
+        # on a command line, where every local user can read it (ps, /proc/<pid>/cmdline)
         passwd = self.workdir / "passwd"
-        passwd.write_text("")
-        for user, password in self.users.items():
-            subprocess.run(
-                [find_binary("mosquitto_passwd") or "mosquitto_passwd", "-b", str(passwd), user, password],
-                check=True,
-                capture_output=True,
-            )
+        write_private_file(passwd, "".join(f"{user}:{password_hash(pw)}\n" for user, pw in self.users.items()))
         lines = [
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous false",

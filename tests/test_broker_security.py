@@ -56,16 +56,26 @@ def broker(tmp_path):
 class Client:
     """A paho client that records what it receives and whether the broker accepted it."""
 
-    def __init__(self, port: int, user: str | None, password: str | None, tls_ca: Path | None = None, tls_port=None):
+    def __init__(
+        self,
+        port: int,
+        user: str | None,
+        password: str | None,
+        tls_ca: Path | None = None,
+        tls_port=None,
+        protocol=mqtt.MQTTv5,
+    ):
         self.messages: queue.Queue = queue.Queue()
         self.connected: queue.Queue = queue.Queue()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.subacks: queue.Queue = queue.Queue()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=protocol)
         if user:
             self.client.username_pw_set(user, password)
         if tls_ca:
             self.client.tls_set(ca_certs=str(tls_ca), cert_reqs=ssl.CERT_REQUIRED)
         self.client.on_connect = lambda c, u, f, reason, p: self.connected.put(reason)
         self.client.on_message = lambda c, u, msg: self.messages.put((msg.topic, msg.payload))
+        self.client.on_subscribe = lambda c, u, mid, reasons, p: self.subacks.put(reasons)
         self.client.connect("127.0.0.1", tls_port or port)
         self.client.loop_start()
         self.reason = self.connected.get(timeout=5)
@@ -75,9 +85,10 @@ class Client:
         info.wait_for_publish(5)
         return info
 
-    def subscribe(self, topic: str) -> None:
-        self.client.subscribe(topic, qos=1)
-        time.sleep(0.2)
+    def subscribe(self, *topics: str) -> list:
+        """Subscribe and wait for the SUBACK; returns its reason codes, one per topic."""
+        self.client.subscribe([(topic, 1) for topic in topics])
+        return self.subacks.get(timeout=5)
 
     def drain(self, wait: float = 0.5) -> list:
         out, deadline = [], time.monotonic() + wait
@@ -257,3 +268,106 @@ def test_acl_has_no_anonymous_rules_and_no_wildcard_writes_for_collectors():
     assert "topic" not in text[:first_user]
     collector_block = text.split("user collector-alice")[1].split("user ")[0]
     assert "+/+/acc" not in collector_block and "#" not in collector_block
+    viewer_block = text.split("user viewer-alice")[1].split("user ")[0]
+    assert "#" not in viewer_block and "/+/+/" not in viewer_block  # no wildcard over sensors or subjects
+
+
+def _send_discovery(detector: Client, subject: str) -> None:
+    """The detector's own Home Assistant discovery code (topics and payloads), sent as the detector user, so
+    the viewer's ACL is checked against what the detector really publishes, not against a copy of its topics."""
+    from types import SimpleNamespace
+
+    from detector.service import LiveDetector
+
+    LiveDetector._send_discovery(SimpleNamespace(_discovery_sent=set(), _client=detector.client), subject)
+
+
+def _discovery_topics(subject: str) -> list[str]:
+    return [f"homeassistant/sensor/plm_{subject}/{key}/config" for key in ("lm_count", "plm_count", "plm_index")]
+
+
+@pytest.mark.parametrize(
+    "discovery_subscriptions",
+    [("homeassistant/#",), ("homeassistant/+/+/config", "homeassistant/+/+/+/config")],
+    ids=["ha-before-2022", "ha-now"],
+)
+def test_home_assistant_viewer_sees_its_subjects_results_and_discovery_and_nothing_else(
+    broker, discovery_subscriptions
+):
+    """Subscribed as Home Assistant subscribes (MQTT 3.1.1, its default), the viewer gets its subject's
+    discovery configs and results; even subscribed to ``#`` it gets nothing raw and nothing of another
+    subject, not even the other subject's id in a discovery topic."""
+    detector = Client(broker.port, "detector", "detector-pw")
+    collector = Client(broker.port, "collector-alice", "alice-collector-pw")
+    for subject in ("alice", "bob"):  # retained, as a viewer finds them when it connects
+        _send_discovery(detector, subject)
+        detector.publish(f"plm/v1/{subject}/_night", f"night {subject}".encode(), retain=True)
+    detector.publish("plm/v1/alice/left/ack", b'{"until_ns":1}', retain=True)
+    collector.publish("plm/v1/alice/left/status", b'{"state":"online"}', retain=True)
+    time.sleep(0.3)  # the discovery publishes are asynchronous
+
+    home_assistant = Client(broker.port, "viewer-alice", "viewer-pw", protocol=mqtt.MQTTv311)
+    granted = home_assistant.subscribe(*discovery_subscriptions, "plm/v1/alice/_night")
+    # mosquitto grants subscriptions wider than the ACL and filters each message, so Home Assistant starts
+    assert [code.value for code in granted] == [1] * len(granted)
+    nosy = Client(broker.port, "viewer-alice", "viewer-pw", protocol=mqtt.MQTTv311)
+    assert [code.value for code in nosy.subscribe("#")] == [1]
+    own_retained = sorted([(t, None) for t in _discovery_topics("alice")] + [("plm/v1/alice/_night", b"night alice")])
+    for viewer in (home_assistant, nosy):
+        got = viewer.drain()
+        assert sorted((t, None if t.startswith("homeassistant/") else p) for t, p in got) == own_retained
+        assert all(b"bob" not in payload for _, payload in got)
+
+    # Home Assistant's birth message has no write right; the session goes on and live results arrive
+    home_assistant.client.publish("homeassistant/status", b"online", qos=0)
+    for subject in ("alice", "bob"):
+        detector.publish(f"plm/v1/{subject}/_night", f"later {subject}".encode(), retain=True)
+        detector.publish(f"plm/v1/{subject}/_movement", f"movement {subject}".encode())
+    collector.publish("plm/v1/alice/left/acc", b"raw samples")
+    collector.publish("plm/v1/alice/left/status", b'{"state":"offline"}')
+    detector.publish("plm/v1/alice/left/ack", b'{"until_ns":2}')
+    detector.publish("plm/v1/_detector/main", b'{"state":"online"}')
+    assert home_assistant.drain() == [("plm/v1/alice/_night", b"later alice")]
+    assert sorted(nosy.drain()) == [
+        ("plm/v1/alice/_movement", b"movement alice"),
+        ("plm/v1/alice/_night", b"later alice"),
+    ]
+    for c in (detector, collector, home_assistant, nosy):
+        c.close()
+
+
+def test_viewer_writes_diary_notes_of_its_own_subjects_only(broker):
+    detector = Client(broker.port, "detector", "detector-pw")
+    detector.subscribe("plm/v1/+/_diary")
+    viewer = Client(broker.port, "viewer-alice", "viewer-pw", protocol=mqtt.MQTTv311)
+    for subject in ("alice", "bob"):
+        viewer.publish(f"plm/v1/{subject}/_diary", f"note for {subject}".encode())
+    viewer.publish("plm/v1/alice/_night", b"forged night")  # the viewer reads results, it does not write them
+    assert detector.drain() == [("plm/v1/alice/_diary", b"note for alice")]
+    for c in (detector, viewer):
+        c.close()
+
+
+def test_local_mosquitto_puts_no_password_on_a_command_line(mosquitto_factory, monkeypatch):
+    """Every local user can read a process's arguments (``ps``, /proc/<pid>/cmdline), so the test helper must
+    not hand passwords to a program that way (as ``mosquitto_passwd -b FILE USER PASSWORD`` would)."""
+    import subprocess
+
+    password = "never-on-a-command-line"
+    argvs: list[str] = []
+
+    class RecordingPopen(subprocess.Popen):
+        def __init__(self, args, *rest, **kwargs):
+            argvs.append(str(args))
+            super().__init__(args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", RecordingPopen)  # subprocess.run goes through it too
+    broker = mosquitto_factory(users={"someone": password})
+    assert any("mosquitto" in argv for argv in argvs)  # the recorder saw the broker start
+    assert not any(password in argv for argv in argvs)
+    assert password not in (broker.workdir / "passwd").read_text()
+    good = Client(broker.port, "someone", password)
+    bad = Client(broker.port, "someone", password + "x")
+    assert not good.reason.is_failure and bad.reason.is_failure
+    good.close()
+    bad.close()
