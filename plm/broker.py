@@ -12,7 +12,8 @@ role       may publish                                                   may rea
 =========  ============================================================  ======================================
 collector  ``plm/v1/<s>/+/acc``, ``plm/v1/<s>/+/status``                 ``plm/v1/<s>/+/ack``
 detector   ``plm/v1/+/_movement``, ``plm/v1/+/_night``,                  ``plm/v1/+/+/acc``,
-           ``plm/v1/+/+/ack``, ``plm/v1/_detector/#``, ``homeassistant/#``  ``plm/v1/+/+/status``, ``plm/v1/+/_diary``
+           ``plm/v1/+/+/ack``, ``plm/v1/_detector/#``,                  ``plm/v1/+/+/status``, ``plm/v1/+/_diary``
+           ``homeassistant/sensor/+/+/config``
 viewer     ``plm/v1/<s>/_diary``                                         ``plm/v1/<s>/_movement``,
                                                                          ``plm/v1/<s>/_night``,
                                                                          ``homeassistant/sensor/plm_<s>/+/config``
@@ -147,7 +148,7 @@ def acl_text(users: Iterable[BrokerUser]) -> str:
                 f"topic write {TOPIC_ROOT}/+/_night",
                 f"topic write {TOPIC_ROOT}/+/+/ack",
                 f"topic readwrite {TOPIC_ROOT}/_detector/#",
-                f"topic write {HA_DISCOVERY_PREFIX}/#",
+                f"topic write {HA_DISCOVERY_PREFIX}/sensor/+/+/config",  # only the discovery configs it sends
             ]
         else:  # viewer: its subjects' results and discovery configs, nothing raw, no other subject's id
             for s in user.subjects:
