@@ -132,6 +132,12 @@ def _decode_status(data: bytes) -> object:
     return status
 
 
+def _decode_ack(data: bytes) -> object:
+    until = wire.decode_ack(data)
+    assert isinstance(until, int) and 0 <= until < 2**63
+    return until
+
+
 class _FileTarget:
     """Parsers that read files: write the input to one reused temp file, then parse it."""
 
@@ -176,7 +182,7 @@ def targets() -> list[Target]:
     status_seeds = [
         wire.encode_status(wire.SensorStatus(state="online", side="left", battery_pct=80, rssi_dbm=-60)),
         wire.encode_status(wire.SensorStatus(state="offline")),
-        b'{"state":"online","side":"right","rate_hz":52.0,"queue_depth":3,"extra":{"gaps":1}}',
+        b'{"state":"online","side":"right","rate_hz":52.0,"queue_depth":3,"gaps":1,"last_error":null}',
     ]
     pmd_frames = _pmd_frames()
     wit_stream = b"".join(encode_wit_packet(np.array([100 * i, -50, 2048])) for i in range(6))
@@ -184,6 +190,7 @@ def targets() -> list[Target]:
         Target("wire.decode.binary", _decode_wire, (wire.WireFormatError,), [wire.encode_binary(b) for b in batches]),
         Target("wire.decode.json", _decode_wire, (wire.WireFormatError,), [wire.encode_json(b) for b in batches[:3]]),
         Target("wire.decode_status", _decode_status, (wire.WireFormatError,), status_seeds),
+        Target("wire.decode_ack", _decode_ack, (wire.WireFormatError,), [wire.encode_ack(1_700_000_000 * 10**9)]),
         Target("polar.decode_frame", _decode_frame, (pmd.PmdProtocolError,), pmd_frames),
         Target(
             "polar.control_response",
