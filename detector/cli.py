@@ -3,12 +3,21 @@
 Start-up is part of the wall time a user waits for (issue 4: an 8-h two-leg night in <= 3 s), so the
 module imports nothing heavy for ``register``; ``run`` reads the CSV files in a background thread
 while the main thread imports the scorer (numpy releases the GIL while it parses, the imports hold it).
+
+What cannot be scored right is refused before scoring, with the reason and the fix (issue 18): see
+``detector.csvio.check_recording`` and ``check_legs``. Times counted from 0 are scored only with
+``--start`` (the clock time of t = 0): the result is dated, and a date of 1970 would be a wrong one.
+The rules come from ``--rules``, else from ``detector.rules`` of the configuration when one is given
+(``--config``, ``PLM_CONFIG`` or ``PLM_DETECTOR__RULES``), else WASM 2016; the configuration (pydantic)
+is loaded only then, so a plain ``plm score`` still starts in the time of its own imports.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import os
 import statistics
 import sys
 import threading
@@ -30,15 +39,48 @@ def register(subparsers: Any) -> None:
         "score",
         help="score leg movements and PLM from ankle acceleration CSV files",
         description="Score leg movements (LM) and periodic limb movements (PLM) from t,x,y,z CSV files "
-        "(t in seconds, x/y/z in g; .csv.gz accepted). It measures; it does not diagnose.",
+        "(t in Unix seconds, x/y/z in g; .csv.gz accepted; ';' or tab separated files too). Refused, with the "
+        "reason: less than 10 minutes of samples, times in milliseconds or out of range, more than one night, "
+        "legs from different nights or the same leg twice, and times from 0 without --start. "
+        "It measures; it does not diagnose.",
     )
     parser.add_argument("left", help="left-leg CSV (or the only leg)")
     parser.add_argument("--right", help="right-leg CSV")
     parser.add_argument(
-        "--rules", default="wasm2016", choices=sorted(RULESETS), help="scoring rules (default wasm2016)"
+        "--rules",
+        choices=sorted(RULESETS),
+        help="scoring rules (default: detector.rules of the configuration, else wasm2016)",
+    )
+    parser.add_argument(
+        "--start",
+        type=_start_time,
+        metavar="ISO-TIME",
+        help="the clock time of t = 0, for files whose t counts seconds from the recording's start "
+        "(e.g. 2024-02-23T22:30; without an offset, this machine's local time)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     parser.set_defaults(func=run, exit_without_teardown=True)  # see plm.cli: saves ~0.7 s of interpreter teardown
+
+
+def _start_time(text: str) -> float:
+    """``--start``: an ISO 8601 time (local when it has no UTC offset) as Unix seconds."""
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time, e.g. 2024-02-23T22:30") from None
+    return (when if when.tzinfo else when.astimezone()).timestamp()
+
+
+def _rules_name(args: argparse.Namespace) -> str:
+    """``--rules``, else the configured ``detector.rules`` (loading the configuration only when there is one)."""
+    if args.rules:
+        return args.rules
+    configured = getattr(args, "config", None) or os.environ.get("PLM_CONFIG")
+    if not configured and not any(k.upper() == "PLM_DETECTOR__RULES" for k in os.environ):
+        return "wasm2016"
+    from plm.config import load_settings
+
+    return load_settings(getattr(args, "config", None)).detector.rules
 
 
 class _Progress:
@@ -91,14 +133,15 @@ class _LegReader(threading.Thread):
 
 
 def run(args: argparse.Namespace) -> int:
-    rules = get_ruleset(args.rules)
-    reader = _LegReader({"left": args.left, **({"right": args.right} if args.right else {})})
+    paths = {"left": args.left, **({"right": args.right} if args.right else {})}
+    reader = _LegReader(paths)
     reader.start()
+    rules = get_ruleset(_rules_name(args))
     from detector.csvio import CsvError
     from detector.scorer import NightScorer, score_arrays
 
     try:
-        legs = reader.result()
+        legs = _checked(paths, reader.result(), args.start)
     except CsvError as exc:
         print(f"plm score: {exc}", file=sys.stderr)
         return 2
@@ -120,6 +163,34 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_summary(summary))
     return 0
+
+
+def _checked(
+    paths: dict[str, str], legs: dict[str, tuple[np.ndarray, np.ndarray]], start: float | None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The legs if they can be scored right (relative times moved to ``start``); CsvError says why not."""
+    from pathlib import Path
+
+    from detector.csvio import CsvError, check_legs, check_recording, describe_span, is_relative
+
+    for side, (t, _) in legs.items():
+        check_recording(paths[side], t)
+    if len(legs) == 2:
+        check_legs(*((Path(paths[side]), *legs[side]) for side in ("left", "right")))
+    side, (t, _) = next(iter(legs.items()))
+    if start is None and is_relative(t):
+        raise CsvError(
+            f"{paths[side]}: t counts from {float(t[0]):g} s, not a clock time (Unix seconds), so the night "
+            "cannot be dated: give --start ISO-TIME (the clock time of t = 0, e.g. --start 2024-02-23T22:30)"
+        )
+    if start is not None:
+        if not is_relative(t):
+            raise CsvError(
+                f"--start is for times counted from 0, and {paths[side]} has clock times ({describe_span(t)}): "
+                "leave --start out"
+            )
+        legs = {s: (t + start, xyz) for s, (t, xyz) in legs.items()}
+    return legs
 
 
 def _score_in_chunks(scorer: Any, legs: dict[str, Any], start: float, end: float, progress: _Progress) -> NightSummary:

@@ -7,14 +7,24 @@ emit) are parsed by numpy array operations over the file's bytes, ~0.2 s for an 
 pandas' C parser when pandas is installed (the ``fast-csv`` extra), else ``np.loadtxt``. Either
 way the result is checked (field count, every value finite); only when a parse or a check fails is
 the file scanned line by line to name the first bad line, so errors cost time and good files do not.
+
+Spreadsheets in many locales write ``;`` (and ``,`` as the decimal mark) or tabs: such a file is read
+when its header says so and its numbers cannot be misread (see :func:`_other_separator`); otherwise the
+error says which separator it saw. A binary file is named with a short excerpt, not its bytes.
+
+:func:`check_recording` and :func:`check_legs` then judge what was read as a whole: a recording that
+cannot be scored right (too short, relative or out-of-range times, legs from different nights or the
+same leg twice) is refused with the fix, because a confident wrong number is worse than none (issue 18).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import importlib
 import io
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -33,8 +43,25 @@ _POW10_INT = 10 ** np.arange(19, dtype=np.int64)
 _POW10_FLOAT = 10.0 ** np.arange(19)  # exact doubles up to 1e22
 
 
+# what a recording must be to be scored (see check_recording and check_legs)
+MIN_DATA_S = 600.0  # 10 minutes of samples: less gives an index over minutes that reads like a night's
+DATA_GAP_S = 5.0  # a pause between samples longer than this is missing data, not recorded time (series_gap_s)
+MAX_RECORDING_S = 36 * 3600.0  # one night; longer is several nights or a clock error (score one night at a time)
+CLOCK_TIME_FROM_S = 946_684_800.0  # 2000-01-01: earlier t are seconds from the recording's start, not clock times
+MAX_TIME_S = 4_102_444_800.0  # 2100-01-01: no clock time of a recording is later
+MIN_OVERLAP = 0.5  # two legs must be recorded together for at least half of the shorter one
+SAME_SIGNAL_CORRELATION = 0.9  # sample-to-sample changes this alike are one sensor's signal (two legs: ~0)
+_SIMILARITY_SAMPLES = 100_000  # compared at this many points, spread over the overlap
+
+
 class CsvError(ValueError):
     """A bad input file; the message names the file, the line (1-based) and the problem."""
+
+
+def _excerpt(text: str | bytes, limit: int = 40) -> str:
+    """``repr`` of at most ``limit`` characters of ``text``: enough to recognise a file, never its whole body."""
+    cut = text[:limit]
+    return repr(cut) + ("..." if len(text) > limit else "")
 
 
 def _open_bytes(path: Path) -> bytes:
@@ -56,16 +83,26 @@ def read_leg_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     raw = _open_bytes(path)
     if _NON_SPACE.search(raw) is None:
         raise CsvError(f"{path}: file is empty (expected a header line 't,x,y,z' and samples)")
+    if b"\0" in raw[:4096]:
+        raise CsvError(f"{path}: not a text file (it starts with {_excerpt(raw, 16)}); expected CSV lines t,x,y,z")
     newline = raw.find(b"\n")
     header_line = (raw if newline < 0 else raw[:newline]).decode("utf-8", "replace").strip().lstrip("\ufeff")
     names = [h.strip().lower() for h in header_line.split(",")]
     missing = [c for c in COLUMNS if c not in names]
     if missing:
-        raise CsvError(
-            f"{path}: line 1: header {header_line!r} lacks column(s) {', '.join(missing)} (expected t,x,y,z)"
-        )
+        converted = _other_separator(path, raw, header_line)
+        if converted is None:
+            raise CsvError(
+                f"{path}: line 1: header {_excerpt(header_line, 60)} lacks column(s) {', '.join(missing)} "
+                f"(expected t,x,y,z){_separator_hint(header_line)}"
+            )
+        raw = converted
+        newline = raw.find(b"\n")
+        names = [h.strip().lower().lstrip("\ufeff") for h in raw[:newline].decode("utf-8", "replace").split(",")]
     order = [names.index(c) for c in COLUMNS]
     body_start = len(raw) if newline < 0 else newline + 1
+    if not raw[body_start:].strip(b"\r\n"):  # before numpy, which would warn "input contained no data"
+        raise CsvError(f"{path}: no samples after the header")
     parsed = _parse_plain(raw, body_start, len(names), order)
     if parsed is None:
         t, xyz = _parse_general(path, raw[body_start:], len(names), order)
@@ -75,6 +112,39 @@ def read_leg_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return t, xyz
 
 
+_SEPARATORS = {";": "semicolons (;)", "\t": "tabs", "|": "'|'", " ": "spaces"}
+
+
+def _separator_hint(header: str) -> str:
+    for separator, name in _SEPARATORS.items():
+        names = [h.strip().lower() for h in header.split(separator)]
+        if all(c in names for c in COLUMNS):
+            return f"; the header is separated by {name}, not commas: write the file with ',' between values"
+    return ""
+
+
+def _other_separator(path: Path, raw: bytes, header: str) -> bytes | None:
+    """The file with commas between values, if its header uses ``;`` or tabs and its numbers are unambiguous.
+
+    ``;`` comes with either decimal mark: ``.`` (read as is) or ``,`` (read as ``.``, when the file has no
+    ``.`` at all, so a ``,`` cannot be a thousands separator). A tab file must use ``.``. Anything else is
+    refused by the caller with the separator it saw."""
+    for separator in (";", "\t"):
+        names = [h.strip().lower() for h in header.split(separator)]
+        if not all(c in names for c in COLUMNS) or "," in header:
+            continue
+        sep = separator.encode()
+        if b"," in raw:
+            if separator != ";" or b"." in raw:
+                raise CsvError(
+                    f"{path}: values are separated by {_SEPARATORS[separator]} and the numbers mix ',' and '.'; "
+                    "write plain numbers with '.' as the decimal mark"
+                )
+            raw = raw.replace(b",", b".")  # the decimal mark: nothing else in the file can be a comma
+        return raw.replace(sep, b",")
+    return None
+
+
 def _check_samples(path: Path, t: np.ndarray, xyz: np.ndarray) -> None:
     """Strictly increasing time and values in g, not m/s^2: the errors name the first offending line."""
     if t.shape[0] > 1:
@@ -82,7 +152,7 @@ def _check_samples(path: Path, t: np.ndarray, xyz: np.ndarray) -> None:
         if bad.size:
             row = int(bad[0]) + 1
             what = "duplicate" if t[row] == t[row - 1] else "unsorted (earlier than the line before)"
-            raise CsvError(f"{path}: line {row + 2}: {what} timestamp t={t[row]!r}")
+            raise CsvError(f"{path}: line {row + 2}: {what} timestamp t={float(t[row])!r}")
     magnitude = _median_norm(xyz)
     if not 0.5 <= magnitude <= 1.5:
         hint = "values look like m/s^2" if 5 <= magnitude <= 15 else "values are not in g"
@@ -240,6 +310,9 @@ def _parse_general(path: Path, body: bytes, width: int, order: list[int]) -> tup
     """Any CSV numbers (pandas when installed, else numpy), checked; CsvError names the first bad line."""
     data = _parse_pandas(body, width, order)
     if data is None:
+        rows = body.count(b"\n") + (0 if body.endswith(b"\n") else 1)
+        if body.count(b",") != rows * (width - 1):  # np.loadtxt with usecols would drop extra fields silently
+            _raise_first_bad_line(path, body, width, order)
         try:
             data = np.loadtxt(io.BytesIO(body), delimiter=",", dtype=np.float64, ndmin=2, usecols=order)
         except ValueError:
@@ -308,15 +381,135 @@ def _raise_first_bad_line(path: Path, body: bytes, width: int, order: list[int])
             raise CsvError(f"{path}: line {number}: empty line")
         fields = line.split(",")
         if len(fields) != width:
-            raise CsvError(f"{path}: line {number}: expected {width} comma-separated values, found {len(fields)}")
+            hint = " (a decimal comma? write '.' as the decimal mark)" if len(fields) > width else ""
+            raise CsvError(f"{path}: line {number}: expected {width} comma-separated values, found {len(fields)}{hint}")
         for column in order:
             value = fields[column].strip()
             try:
                 number_value = float(value)
             except ValueError:
                 raise CsvError(
-                    f"{path}: line {number}: column {COLUMNS[order.index(column)]} is not a number: {value!r}"
+                    f"{path}: line {number}: column {COLUMNS[order.index(column)]} is not a number: {_excerpt(value)}"
                 ) from None
             if not math.isfinite(number_value):
                 raise CsvError(f"{path}: line {number}: value is NaN or infinite")
     raise CsvError(f"{path}: cannot parse the file as CSV numbers")
+
+
+# --------------------------------------------------------------------------- the recording as a whole
+def clock_time(t: float) -> str:
+    """A Unix time as this machine's local time with its UTC offset, to the minute (``2024-02-23 22:30+01:00``)."""
+    return dt.datetime.fromtimestamp(t).astimezone().isoformat(sep=" ", timespec="minutes")
+
+
+def describe_span(t: np.ndarray) -> str:
+    """When a leg's samples were taken, for messages: clock times, or seconds when the times are relative."""
+    first, last = float(t[0]), float(t[-1])
+    if first >= CLOCK_TIME_FROM_S:
+        return f"{clock_time(first)} to {clock_time(last)}"
+    return f"t = {first:g} to {last:g} s (relative)"
+
+
+def is_relative(t: np.ndarray) -> bool:
+    """True when ``t`` counts seconds from the recording's start rather than clock (Unix) time."""
+    return float(t[0]) < CLOCK_TIME_FROM_S
+
+
+def check_recording(path: str | Path, t: np.ndarray) -> None:
+    """Refuse one leg's timestamps when no night can be scored right from them; CsvError says why and the fix.
+
+    Refused: times before 0 or after 2100 (by value), milliseconds, a span longer than one night, and less
+    than :data:`MIN_DATA_S` of samples (a 2-sample file once printed a full summary with "PLM index 0.0").
+    Relative times (from 0) pass: the caller decides, as they need a start time to be dated."""
+    first, last = float(t[0]), float(t[-1])
+    if first < 0:
+        raise CsvError(
+            f"{path}: timestamps start at t={first:g}, before 0: t must be Unix seconds or seconds from the "
+            "recording's start"
+        )
+    if last > MAX_TIME_S:
+        hint = (
+            "t looks like Unix time in milliseconds: write it in seconds (divide by 1000)"
+            if 1e11 <= last <= 1e14
+            else "t must be Unix seconds or seconds from the recording's start"
+        )
+        raise CsvError(f"{path}: timestamp t={last:g} is out of range (after the year 2100); {hint}")
+    steps = np.diff(t)
+    if steps.shape[0]:
+        step = float(np.median(steps))
+        if 5.0 <= step <= 200.0:  # 5-200 Hz in ms; in seconds a sample every 5-200 s is no accelerometer file
+            raise CsvError(
+                f"{path}: timestamps look like milliseconds (median step {step:g} between samples): write t in "
+                "seconds (divide by 1000)"
+            )
+    if last - first > MAX_RECORDING_S:
+        raise CsvError(
+            f"{path}: the samples span {(last - first) / 3600:,.1f} h ({describe_span(t)}), more than one night "
+            f"({MAX_RECORDING_S / 3600:g} h at most): score one night at a time"
+        )
+    data_s = float(steps[steps <= DATA_GAP_S].sum())
+    if data_s < MIN_DATA_S:
+        raise CsvError(
+            f"{path}: only {data_s / 60:.1f} min of samples ({t.shape[0]} sample{'s' if t.shape[0] != 1 else ''}); "
+            "a recording needs at least "
+            f"{MIN_DATA_S / 60:g} minutes to be scored"
+        )
+
+
+def check_legs(left: tuple[Path, np.ndarray, np.ndarray], right: tuple[Path, np.ndarray, np.ndarray]) -> None:
+    """Refuse two legs that cannot be one night of two legs: CsvError naming both files and the fix.
+
+    Refused: the same file twice; one file with clock times and one with relative times; legs recorded
+    together for less than :data:`MIN_OVERLAP` of the shorter one (different nights once gave "recording
+    146 h, missing 98.6 %, PLM index 0.0/h"); and the same signal twice (a copy, or a copy with a little
+    noise: scored as two legs it turned every movement bilateral and raised the index)."""
+    (left_path, lt, lx), (right_path, rt, rx) = left, right
+    try:
+        same_file = os.path.samefile(left_path, right_path)
+    except OSError:
+        same_file = False
+    if same_file:
+        raise CsvError(f"{left_path} is given for both legs: give each leg's own recording, or score one leg alone")
+    if is_relative(lt) != is_relative(rt):
+        raise CsvError(
+            f"the legs' time bases differ: {left_path} covers {describe_span(lt)}, {right_path} covers "
+            f"{describe_span(rt)}: write both with Unix times, or both from the recording's start"
+        )
+    lo, hi = max(float(lt[0]), float(rt[0])), min(float(lt[-1]), float(rt[-1]))
+    shorter = min(float(lt[-1] - lt[0]), float(rt[-1] - rt[0]))
+    if hi - lo < MIN_OVERLAP * shorter:
+        raise CsvError(
+            f"the legs were not recorded together: {left_path} covers {describe_span(lt)}, {right_path} covers "
+            f"{describe_span(rt)} (together {max(hi - lo, 0) / 60:.0f} min): give two recordings of the same "
+            "night, or score each leg alone"
+        )
+    alike = _signal_similarity(lt, lx, rt, rx, lo, hi)
+    if alike >= SAME_SIGNAL_CORRELATION:
+        raise CsvError(
+            f"{left_path} and {right_path} hold the same signal (their sample-to-sample changes correlate "
+            f"{alike:.2f}; two legs' sensors move and are read apart, ~0): give each leg's own recording, "
+            "or score one leg alone"
+        )
+
+
+def _signal_similarity(lt: np.ndarray, lx: np.ndarray, rt: np.ndarray, rx: np.ndarray, lo: float, hi: float) -> float:
+    """Correlation of the two legs' sample-to-sample changes over their common time (1.0: identical).
+
+    Changes, not values: both legs lie in bed much alike, but each sensor's noise is its own, so two
+    legs' changes correlate near 0 and only a copy of one signal (even with a little noise added) near 1.
+    The right leg is interpolated at the left's sample times, at up to 100,000 points of the overlap."""
+    if lt.shape == rt.shape and np.array_equal(lt, rt) and np.array_equal(lx, rx):
+        return 1.0
+    first, last = np.searchsorted(lt, [lo, hi], side="left")
+    last = min(int(last), lt.shape[0] - 1)
+    if last - first < 2:
+        return 0.0
+    at = np.unique(np.linspace(first, last - 1, min(_SIMILARITY_SAMPLES, last - first)).astype(np.int64))
+    ours = (lx[at + 1] - lx[at]).ravel()
+    theirs = np.column_stack(
+        [np.interp(lt[at + 1], rt, rx[:, k]) - np.interp(lt[at], rt, rx[:, k]) for k in range(3)]
+    ).ravel()
+    if not (ours.std() > 0 and theirs.std() > 0):  # a still, noiseless signal (synthetic): compare the values
+        values = np.column_stack([np.interp(lt[at], rt, rx[:, k]) for k in range(3)])
+        return 1.0 if np.array_equal(lx[at], values) else 0.0
+    return float(np.corrcoef(ours, theirs)[0, 1])

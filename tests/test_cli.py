@@ -82,7 +82,8 @@ def test_building_the_parser_imports_no_stage_dependencies():
     assert imported & (HEAVY_FOR_EVERYONE | {"scipy", "pandas", "numba", "asyncio"}) == set()
 
 
-def _write_leg(path: Path, seconds: int = 30) -> Path:
+def _write_leg(path: Path, seconds: int = 660) -> Path:
+    """A still leg, long enough to be scored (`plm score` refuses less than 10 minutes of samples)."""
     t = [1_700_000_000 + i / 52 for i in range(52 * seconds)]
     path.write_text("t,x,y,z\n" + "".join(f"{v:.3f},0.010,-0.020,0.998\n" for v in t))
     return path
@@ -139,9 +140,7 @@ def test_a_closed_output_pipe_ends_quietly(tmp_path) -> None:
     import subprocess
     import sys
 
-    csv = tmp_path / "leg.csv"
-    rows = [f"{k / 52:.4f},0.0,0.0,1.0" for k in range(52 * 30)]
-    csv.write_text("t,x,y,z\n" + "\n".join(rows) + "\n")
+    csv = _write_leg(tmp_path / "leg.csv")
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader is already gone: the first write fails with EPIPE
     try:

@@ -182,9 +182,13 @@ def test_bad_csv_names_file_line_and_problem(tmp_path, content: str, message: st
     assert str(path) in str(err.value) and message in str(err.value)
 
 
-def test_cli_json_and_text(tmp_path, two_legs, capsys) -> None:
-    left = write_csv(tmp_path / "l.csv", *two_legs["left"])
-    right = write_csv(tmp_path / "r.csv.gz", *two_legs["right"], gz=True)
+def test_cli_json_and_text(tmp_path, capsys) -> None:
+    # the two_legs night, recorded for 11 minutes: `plm score` refuses less than 10 minutes of samples
+    left_leg = leg_recording(periodic_night(), 660.0, rate_hz=52.0, seed=1, t0=T0, jitter=0.2)
+    right_moves = [SyntheticMovement(m.onset + 0.3, 1.5, 6.0) for m in periodic_night()[::2]]
+    right_moves.append(SyntheticMovement(185.0, 0.2, 3.0))
+    left = write_csv(tmp_path / "l.csv", *left_leg)
+    right = write_csv(tmp_path / "r.csv.gz", *leg_recording(right_moves, 660.0, rate_hz=52.0, seed=2, t0=T0), gz=True)
     assert main(["score", left, "--right", right, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     for key in (
