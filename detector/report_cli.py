@@ -41,7 +41,9 @@ def register(subparsers: Any) -> None:
         "the last 14 nights, the diary, and signals worth discussing with a doctor. It measures; it does not diagnose.",
     )
     report.add_argument("--subject", required=True, help="subject id")
-    report.add_argument("--night", help="date the night starts (YYYY-MM-DD; default: the latest night)")
+    report.add_argument(
+        "--night", type=_night_date, help="date the night starts (YYYY-MM-DD; default: the latest night)"
+    )
     report.add_argument("--from-file", help="a `plm score --json` output instead of InfluxDB")
     report.add_argument(
         "--out",
@@ -51,6 +53,43 @@ def register(subparsers: Any) -> None:
     )
     report.add_argument("--tz", help="IANA time zone (default: this machine's)")
     report.set_defaults(func=run_report)
+
+
+def _night_date(text: str) -> dt.date:
+    """``--night``: a calendar date; the message names the option (``date`` alone says "month must be in 1..12")."""
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD ({exc})") from None
+
+
+def _check_scored_night(summary: dict[str, Any], night: dt.date | None, zone: dt.tzinfo, path: str) -> None:
+    """Refuse a scored file whose night cannot be dated right, or that is not the night ``--night`` names.
+
+    A report's title is the first thing read: "Night of Tuesday 20 February" over a recording of 23 February,
+    or "night of 1969-12-31" over times counted from 0, are plausible wrong answers (issue 18)."""
+    from detector.csvio import CLOCK_TIME_FROM_S
+    from detector.diary import night_date
+    from detector.report_data import ReportDataError
+
+    start, end = summary.get("start"), summary.get("end")
+    if not isinstance(start, int | float) or not isinstance(end, int | float):
+        return  # no times to check (an older or hand-made file): the report dates it as before
+    if start < CLOCK_TIME_FROM_S:
+        raise ReportDataError(
+            f"{path}: the recording's times count from 0 (t = {start:g} s), so its night is unknown: "
+            "score it again with `plm score --start ISO-TIME` (the clock time of t = 0)"
+        )
+    first, last = night_date(start, zone), night_date(end, zone)
+    if night is not None and not first <= night <= last:
+
+        def local(t: float) -> str:
+            return dt.datetime.fromtimestamp(t, zone).isoformat(sep=" ", timespec="minutes")
+
+        raise ReportDataError(
+            f"--night {night} does not match {path}: it was recorded {local(start)} to {local(end)}, the night of "
+            f"{first}: leave --night out, or give --night {first}"
+        )
 
 
 def _settings(args: argparse.Namespace):
@@ -127,7 +166,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     try:
         zone = zone_of(args.tz)
-        night = dt.date.fromisoformat(args.night) if args.night else None
+        night = args.night
         out = Path(args.out)
         fmt = out.suffix.lower().lstrip(".")
         if fmt not in ("html", "htm", *FORMATS):
@@ -136,6 +175,7 @@ def run_report(args: argparse.Namespace) -> int:
             ensure_available()  # before a possibly slow InfluxDB read
         if args.from_file:
             data = load_scored_file(Path(args.from_file))
+            _check_scored_night(data["summary"], night, zone, args.from_file)
             data["night"] = night
         else:
             data = load_from_influx(InfluxQL(_settings(args).influx), args.subject, night, zone)
