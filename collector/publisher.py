@@ -26,7 +26,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from plm.config import MqttSettings
-from plm.mqtt import make_client
+from plm.mqtt import forget_unacknowledged, make_client
 from plm.wire import (
     MAX_FUTURE_NS,
     SampleBatch,
@@ -106,7 +106,7 @@ class SensorPublisher:
     # ------------------------------------------------------------------ callbacks (paho thread)
     def _on_connect(self, client: mqtt.Client) -> None:
         # before anything goes out on the new connection: the queue's worker alone resends batches
-        _forget_unacknowledged(client, self.topic)
+        forget_unacknowledged(client, self.topic)
         if self.ack_mode != "broker":
             client.subscribe(self.ack_topic, qos=1)
         self._connections += 1  # before _connected is set: the worker reads them in the opposite order
@@ -264,24 +264,3 @@ class SensorPublisher:
 
 def now_ns() -> int:
     return time.time_ns()
-
-
-def _forget_unacknowledged(client: mqtt.Client, topic: str) -> None:
-    """Drop paho's own copies of the batches on ``topic`` it sent and got no PUBACK for.
-
-    Why: on a reconnect paho re-sends those by itself, right after the CONNACK -- and they are the *newest*
-    batches, while the broker may have lost older ones it had acknowledged but not yet saved (mosquitto saves
-    every autosave; a SIGKILL loses the rest). A detector that got the newest first moves its reorder window
-    past the older ones, which the worker republishes just after, and refuses them as late: a hole in the
-    night although every batch was kept until the detector's ack. The worker republishes all of them from
-    the durable queue, oldest first, so nothing is lost by forgetting paho's copies. paho has no public call
-    for this; its outgoing-message table is read under its own lock (paho-mqtt 2.x), and
-    tests/test_publisher_order.py fails if that ever stops working."""
-    lock = getattr(client, "_out_message_mutex", None)
-    messages = getattr(client, "_out_messages", None)
-    if lock is None or messages is None:
-        log.warning("%s: cannot drop the client's unacknowledged batches (paho changed?): order may suffer", topic)
-        return
-    with lock:
-        for mid in [mid for mid, m in messages.items() if m.topic == topic]:
-            del messages[mid]

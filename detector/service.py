@@ -41,8 +41,6 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from detector import schema
@@ -220,24 +218,6 @@ def next_local_time(after_s: float, hour: int, minute: int) -> float:
     if candidate.timestamp() <= after_s:
         candidate = (start + timedelta(days=1)).replace(hour=hour, minute=minute, second=0, microsecond=0)
     return candidate.timestamp()
-
-
-def _ask_for_receive_maximum(client: mqtt.Client, receive_maximum: int) -> None:
-    """Send MQTT 5 Receive Maximum in every CONNECT of ``client`` (first connect and reconnects).
-
-    Why: the service acknowledges a batch only after its journal commit, so the broker's limit on
-    unacknowledged QoS 1 messages in flight to us is the whole pipeline's window. Without this property
-    mosquitto uses its ``max_inflight_messages`` (20): the worker then sees groups of a few dozen
-    messages -- one fsync and one scorer call per leg for each -- and a backlog never shows as one.
-    """
-    original = client.connect
-
-    def connect(*args: Any, properties: Properties | None = None, **kwargs: Any) -> Any:
-        properties = properties if properties is not None else Properties(PacketTypes.CONNECT)
-        properties.ReceiveMaximum = receive_maximum
-        return original(*args, properties=properties, **kwargs)
-
-    client.connect = connect  # type: ignore[method-assign]
 
 
 def _timestamps_s(batches: list[wire.SampleBatch]) -> np.ndarray:
@@ -430,11 +410,14 @@ class LiveDetector:
             manual_ack=True,
             protocol=self.settings.detector.mqtt_protocol,
             persistent=True,
+            # the service acknowledges a batch only after its journal commit, so the broker's limit on unacknowledged
+            # QoS 1 messages in flight to us is the whole pipeline's window: without this mosquitto uses its
+            # max_inflight_messages (20), the worker sees groups of a few dozen messages -- one fsync and one
+            # scorer call per leg each -- and a backlog never shows as one (3.1.1: the broker's setting decides)
+            receive_maximum=RECEIVE_MAXIMUM,
         )
         self._client.on_received = self._received.append  # inside client.loop(), on the worker thread
         self._client.on_subscribe = lambda *_args: self._subscribed.set()
-        if self.settings.detector.mqtt_protocol == "5":
-            _ask_for_receive_maximum(self._client, RECEIVE_MAXIMUM)
         # one thread reads the socket *and* does the work (see _work): paho's own network thread would fight
         # the worker for the GIL on every packet. So no paho thread at all, even for the handshake
         connect(self._client, self.settings.mqtt, persistent=True, network_thread=False)

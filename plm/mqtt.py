@@ -2,6 +2,11 @@
 
 Why one place: authentication, TLS, MQTT 5, the Last Will and reconnect back-off must be identical
 for the collector, the simulator and the detector, and each is easy to get subtly wrong.
+
+This is also the only module that touches paho's private names (:data:`PAHO_PRIVATE_NAMES`): the detector's
+read path and the collector's reconnect order need what paho has no public call for. ``pyproject.toml`` pins
+paho-mqtt to the minor release CI tests (2.2.x: 2.0 and 2.1 lack ``paho.mqtt._packet``), and
+``tests/test_paho_private_api.py`` has one test per name that fails with the name and what it is used for.
 """
 
 from __future__ import annotations
@@ -27,6 +32,23 @@ SESSION_EXPIRY_S = 24 * 3600  # a persistent consumer keeps its queued messages 
 _PUBACK = struct.Struct("!BBH")  # fixed header (paho's PUBACK), remaining length 2, packet id
 READ_CHUNK = 65536  # bytes taken from the socket per recv: a few hundred sample batches
 _U16 = struct.Struct("!H")
+
+PAHO_PRIVATE_NAMES: dict[str, str] = {
+    "paho.mqtt._packet.decode_publish": "decode an MQTT 5 PUBLISH (properties) on the lean read path",
+    "Client._handle_publish": "overridden: a PUBLISH becomes a Received tuple, not an MQTTMessage",
+    "Client._in_packet": "the packet being parsed (command byte and body) inside _handle_publish",
+    "Client._sock_recv": "overridden: one 64-kB recv per readable socket instead of 3-4 small ones",
+    "Client._sock_close": "overridden: forget read-ahead bytes of a dead connection",
+    "Client._sock": "the socket, to tell whether read-ahead may still be parsed",
+    "Client._send_puback": "acknowledge a QoS 1 PUBLISH on the lean path (auto-ack clients)",
+    "Client._packet_queue": "queue pre-built bytes: many PUBACKs or QoS 0 PUBLISHes as one write",
+    "Client._manual_ack": "whether the consumer acknowledges itself (ack_many)",
+    "Client._protocol": "MQTT 3.1.1 or 5 (packet layout)",
+    "Client._easy_log": "log a malformed PUBLISH as paho does",
+    "Client._out_messages": "outgoing QoS > 0 messages not yet acknowledged (unacknowledged, forget_unacknowledged)",
+    "Client._out_message_mutex": "the lock paho holds while it changes _out_messages",
+}
+"""Every private name of paho used here, and why; nowhere else in the project uses one."""
 
 
 class Received(NamedTuple):
@@ -66,6 +88,8 @@ class BufferedReadClient(mqtt.Client):
     # a quarter of the detector's time when it drained a backlog (py-spy). Filtered callbacks
     # (``message_callback_add``) are not consulted; QoS 2 still goes through paho
     on_received: Callable[[Received], None] | None = None
+    # MQTT 5 Receive Maximum asked for in every CONNECT (None: the broker's default; see make_client)
+    receive_maximum: int | None = None
 
     def _handle_publish(self) -> mqtt.MQTTErrorCode:
         """paho's PUBLISH handler (private), cut down to what ``on_received`` needs when it is set."""
@@ -162,6 +186,23 @@ class BufferedReadClient(mqtt.Client):
         super()._sock_close()
 
 
+def forget_unacknowledged(client: mqtt.Client, topic: str) -> int:
+    """Drop paho's own copies of the messages on ``topic`` it sent and got no PUBACK for; return how many.
+
+    Why (the collector, on every reconnect): paho re-sends those by itself right after the CONNACK -- and they
+    are the *newest* batches, while the broker may have lost older ones it had acknowledged but not yet saved
+    (mosquitto saves every autosave; a SIGKILL loses the rest). A detector that got the newest first moves its
+    reorder window past the older ones, which the collector republishes from its durable queue just after,
+    and refuses them as late: a hole in the night although every batch was kept until the detector's ack.
+    The durable queue republishes all of them, oldest first, so nothing is lost by forgetting paho's copies.
+    paho has no public call for this; its outgoing-message table is changed under its own lock."""
+    with client._out_message_mutex:
+        mids = [mid for mid, message in client._out_messages.items() if message.topic == topic]
+        for mid in mids:
+            del client._out_messages[mid]
+    return len(mids)
+
+
 def _remaining_length(n: int) -> bytes:
     """MQTT's variable-length encoding of a packet's remaining length."""
     out = bytearray()
@@ -181,13 +222,15 @@ def make_client(
     manual_ack: bool = False,
     protocol: MqttProtocol = "5",
     persistent: bool = False,
+    receive_maximum: int | None = None,
 ) -> BufferedReadClient:
     """Create (not connect) an MQTT client with auth, TLS and an optional retained Last Will.
 
     ``on_connect(client)`` runs after every successful (re)connect: subscribe there, so
     subscriptions come back after the broker restarts. MQTT 5 unless a high-rate consumer asks for 3.1.1
     (see ``plm.config.MqttProtocol``); ``persistent`` matters only for 3.1.1, where the session kind is fixed here
-    (``clean_session``) rather than at connect.
+    (``clean_session``) rather than at connect. ``receive_maximum`` (MQTT 5): how many unacknowledged QoS 1
+    messages the broker may send ahead -- for a consumer that acknowledges only after storing, its window.
     """
     v5 = protocol == "5"
     client = BufferedReadClient(
@@ -198,6 +241,7 @@ def make_client(
         reconnect_on_failure=True,
         manual_ack=manual_ack,  # consumers that must not lose data ack only once it is stored
     )
+    client.receive_maximum = receive_maximum if v5 else None
     if settings.username is not None:
         password = settings.password.get_secret_value() if settings.password else None
         client.username_pw_set(settings.username, password)
@@ -229,12 +273,16 @@ def make_client(
     return client
 
 
-def connect_properties(persistent: bool) -> Properties | None:
-    """MQTT 5 CONNECT properties: a session that outlives short disconnects for persistent consumers."""
-    if not persistent:
+def connect_properties(persistent: bool, receive_maximum: int | None = None) -> Properties | None:
+    """MQTT 5 CONNECT properties: a session that outlives short disconnects for persistent consumers, and the
+    Receive Maximum asked for. paho keeps them for its reconnects."""
+    if not persistent and receive_maximum is None:
         return None
     props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = SESSION_EXPIRY_S
+    if persistent:
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+    if receive_maximum is not None:
+        props.ReceiveMaximum = receive_maximum
     return props
 
 
@@ -279,7 +327,7 @@ def connect(
             settings.port,
             keepalive=settings.keepalive_s,
             clean_start=not persistent,
-            properties=connect_properties(persistent),
+            properties=connect_properties(persistent, getattr(client, "receive_maximum", None)),
         )
     else:  # 3.1.1: the session kind was fixed when the client was made (make_client(persistent=...))
         client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)

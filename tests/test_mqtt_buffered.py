@@ -371,3 +371,33 @@ def test_publishes_sent_together_arrive_as_sent(mosquitto: Mosquitto, protocol: 
     publisher.loop_stop()
     later.disconnect()
     later.loop_stop()
+
+
+@pytest.mark.parametrize("reconnect", [False, True])
+def test_receive_maximum_is_asked_for_in_every_connect(mosquitto: Mosquitto, reconnect: bool) -> None:
+    """The detector's window: with manual acks and Receive Maximum 5, the broker sends 5 messages ahead and
+    waits for acks -- also after a reconnect, which paho makes with the properties of the first CONNECT."""
+    settings_ = _settings(mosquitto)
+    got: list[plm_mqtt.Received] = []
+    consumer = _subscriber(
+        settings_, f"rm-consumer-{reconnect}", "rm/#", on_received=got.append, persistent=True, manual_ack=True,
+        receive_maximum=5,
+    )  # fmt: skip
+    publisher = make_client(settings_, f"rm-publisher-{reconnect}")
+    connect(publisher, settings_)
+    try:
+        if reconnect:
+            consumer.loop_stop()
+            consumer.reconnect()
+            consumer.loop_start()
+            time.sleep(0.5)
+        for i in range(40):
+            publisher.publish(f"rm/{i}", b"x", qos=1).wait_for_publish(5)
+        time.sleep(1.0)
+        # without the property mosquitto sends max_inflight_messages (20) ahead
+        assert len(got) == 5, f"the broker sent {len(got)} unacknowledged messages, not Receive Maximum 5"
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
+        consumer.disconnect()
+        consumer.loop_stop()
