@@ -341,17 +341,3 @@ def onset_floor(fast: np.ndarray, level: np.ndarray, lag: int, avg: int, first_s
         if ok:
             return m
     return base
-
-
-def warm_up() -> None:
-    """Compile (or load from the on-disk cache) every loop with the argument types the detector uses.
-
-    The first use on a machine compiles for several seconds; a test session or a service calls this once
-    up front so that the cost is not paid inside the first timed request or a child process's deadline."""
-    from detector.scorer import score_arrays  # here, not at the top: scorer imports this module
-
-    t = np.arange(0.0, 90.0, 1 / 52)
-    rng = np.random.default_rng(0)
-    xyz = np.array([0.0, 0.0, 1.0]) + rng.normal(0, 0.002, (t.shape[0], 3))
-    xyz[1500:1560] += 0.3  # one movement, so the scan runs too
-    score_arrays((t, xyz), (t, xyz.copy()))

@@ -412,3 +412,15 @@ def score_arrays(
     scorer = NightScorer(rules, params, sides)
     scorer.feed_legs({"left": left} if right is None else {"left": left, "right": right})
     return scorer.finish()
+
+
+def warm_up() -> None:
+    """Compile (or load from the on-disk cache) every loop with the argument types the detector uses.
+
+    The first use on a machine compiles for several seconds; a test session or a service calls this once
+    up front so that the cost is not paid inside the first timed request or a child process's deadline."""
+    t = np.arange(0.0, 90.0, 1 / 52)
+    rng = np.random.default_rng(0)
+    xyz = np.array([0.0, 0.0, 1.0]) + rng.normal(0, 0.002, (t.shape[0], 3))
+    xyz[1500:1560] += 0.3  # one movement, so the scan runs too
+    score_arrays((t, xyz), (t, xyz.copy()))

@@ -49,11 +49,10 @@ from detector.diary import DiaryError, DiaryNote, diary_lines, merge_notes, nigh
 from detector.influx import InfluxSink
 from detector.ingest import SensorInbox
 from detector.journal import Journal, JournalError
-from detector.kernels import warm_up
 from detector.lm import STAT_SCALE
 from detector.night_points import summary_lines
 from detector.outbox import OutboxError
-from detector.scorer import MovementEvent, NightScorer, NightSummary
+from detector.scorer import MovementEvent, NightScorer, NightSummary, warm_up
 from plm import wire
 from plm.config import Settings, SubjectSettings
 from plm.logs import RateLimitedLog
@@ -303,18 +302,8 @@ class SubjectState:
     last_wall_by_side: dict[str, float] = field(default_factory=dict)
     offline_sides: set[str] = field(default_factory=set)  # sensors that said a clean goodbye
     nights_finished: int = 0
-    minutes: MinuteState | None = None  # None in checkpoints written before per-minute activity existed
-    held: dict[str, list[wire.SampleBatch]] | None = None  # released by the reorder buffer, not yet scored
-
-    def held_batches(self) -> dict[str, list[wire.SampleBatch]]:
-        if self.held is None:
-            self.held = {}
-        return self.held
-
-    def minute_state(self) -> MinuteState:
-        if self.minutes is None:
-            self.minutes = MinuteState()
-        return self.minutes
+    minutes: MinuteState = field(default_factory=MinuteState)
+    held: dict[str, list[wire.SampleBatch]] = field(default_factory=dict)  # released, not yet scored (per side)
 
 
 @dataclass
@@ -517,9 +506,6 @@ class LiveDetector:
     def backlog(self) -> int:
         """Messages read from the broker and not yet journaled (at most one group)."""
         return len(self._received)
-
-    def _owned(self, topic: str) -> bool:
-        return self._route(topic).owned
 
     def _route(self, topic: str) -> Route:
         """Shard, topic parse and leg of a topic; cached, since a sensor sends thousands of batches to one
@@ -815,7 +801,7 @@ class LiveDetector:
             batches = pending.pop(key)
             state = self.subjects.get(key[0])
             if state is not None:
-                held = state.held_batches()
+                held = state.held
                 leg = held.get(key[1])
                 if leg:
                     leg.extend(batches)
@@ -1104,7 +1090,7 @@ class LiveDetector:
     def _emit(self, state: SubjectState, events: list[MovementEvent]) -> None:
         if not events:
             return
-        state.minute_state().count(events)
+        state.minutes.count(events)
         lines: list[str] = []
         for e in events:
             lines.append(schema.movement_from(state.subject, e))
@@ -1122,7 +1108,7 @@ class LiveDetector:
         (:meth:`_rewrite_minutes`)."""
         if state.night_start_s is None:
             return
-        minutes = state.minute_state()
+        minutes = state.minutes
         if minutes.next_minute is None:
             minutes.next_minute = math.floor(state.night_start_s / MINUTE_S)
         watermark = state.scorer.watermark
@@ -1321,8 +1307,8 @@ class LiveDetector:
             self._applied_id, state = saved
             self.subjects = state["subjects"]
             self.stats = state["stats"]
-            self.diary = state.get("diary", {})
-            self.acks = state.get("acks") or AckTracker()
+            self.diary = state["diary"]
+            self.acks = state["acks"]
             self.acks.last_publish.clear()  # monotonic times of the previous process
             self.acks.resend_all()
             # a leg is lost after leg_lost_after_s of *this* process hearing nothing from it: the journal rows

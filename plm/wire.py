@@ -136,9 +136,8 @@ class SampleBatch:
     def __getstate__(self) -> tuple[int, float, np.ndarray, int]:
         return (self.start_ns, self.rate_hz, self.xyz, self.seq)
 
-    def __setstate__(self, state: tuple[Any, ...] | list[Any]) -> None:
-        # also reads checkpoints written before end_ns was stored (four values)
-        for name, value in zip(("start_ns", "rate_hz", "xyz", "seq"), state, strict=False):
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for name, value in zip(("start_ns", "rate_hz", "xyz", "seq"), state, strict=True):
             object.__setattr__(self, name, value)
         self.__post_init__()
 

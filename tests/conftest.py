@@ -20,7 +20,7 @@ REQUIRE_SERVICES = os.environ.get("PLM_REQUIRE_SERVICES") == "1"
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Compile the detector's numba loops once (cached on disk) before any test: on a fresh checkout the
     first compilation takes seconds, which must not land inside one test's timeout or a child process."""
-    from detector.kernels import warm_up
+    from detector.scorer import warm_up
 
     warm_up()
 
