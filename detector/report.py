@@ -40,15 +40,38 @@ DOCTOR_REASONS = (
     "can show some of these; it cannot tell their cause."
 )
 NO_SIGNALS = "None of the signals below showed up in the recorded nights."
-LEGEND = (  # (label, colour) of the timeline, shared by the HTML and the PNG/PDF renderings
-    ("PLM", "#d32f2f"),
-    ("leg movement", "#ef8a17"),
-    ("long movement", "#7b1fa2"),
-    ("twitch", "#c9a400"),
-    ("PLM series", "rgba(211,47,47,.25)"),
+NO_DIARY = "No diary notes in the last 14 nights. Add one with the command {command}."
+"""``{command}`` is ``plm note``: the HTML sets it as code, the PNG/PDF as plain words (no markup)."""
+
+# The timeline's colours, shared by the HTML and the PNG/PDF renderings. From Okabe & Ito's palette for
+# colour-blind readers: vermillion, blue, black and sky blue stay apart under simulated deuteranopia,
+# protanopia and tritanopia (tests/test_report_timeline.py checks that with Machado et al. 2009). Each kind
+# also has its own lane in a leg's row, so the position tells the kind even where colours fail.
+KIND_COLOURS = {"plm": "#d55e00", "lm": "#0072b2", "long": "#000000", "twitch": "#56b4e9"}
+SERIES_COLOUR = "#f0b890"  # a light vermillion: the PLM series strip above the legs
+LANE_COLOUR = "#eef0f4"  # the background of an empty lane
+LEGEND = (  # (label, colour) of the timeline
+    ("PLM", KIND_COLOURS["plm"]),
+    ("leg movement", KIND_COLOURS["lm"]),
+    ("long movement", KIND_COLOURS["long"]),
+    ("twitch", KIND_COLOURS["twitch"]),
+    ("PLM series", SERIES_COLOUR),
 )
+NAVY = "#1b2a6b"  # the 7-night median line
 OUT_OF_BED = ("out of bed (leg upright)", "#c3c8d2")
 OUT_OF_BED_FILL = OUT_OF_BED[1]
+LANES = ("plm", "lm", "twitch")
+"""A leg's row, top to bottom: PLMs, other leg movements (long ones included), twitches."""
+LANE_LABELS = {"plm": "PLM", "lm": "LM", "twitch": "twitch"}
+_LANE_OF = {"plm": "plm", "lm": "lm", "long": "lm", "twitch": "twitch"}
+TIMELINE_WIDTH = 840.0
+"""The plot width (HTML px) at which both renderings decide whether marks overlap, so they decide alike."""
+MIN_MARK_PX = 1.5
+DENSE_OVERLAP = 0.15
+"""Per-minute density instead of one mark per movement once this share of neighbouring marks in a lane
+would touch at :data:`TIMELINE_WIDTH`."""
+DENSITY_FULL = 3
+"""In a per-minute density lane a column is full height at this many movements started in the minute."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +130,114 @@ class NightReport:
     out_of_bed: tuple[tuple[float, float], ...] = field(default=())  # spans with the legs upright
 
 
+@dataclass(frozen=True)
+class Mark:
+    """One drawn item of a timeline lane: a movement (``count`` 1), or in a dense night one minute
+    holding ``count`` movement onsets, drawn :func:`density_height` tall."""
+
+    start: float
+    end: float
+    colour: str
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class Timeline:
+    dense: bool
+    lanes: dict[tuple[str, str], tuple[Mark, ...]]  # (side, lane) -> marks
+    series: tuple[tuple[float, float, int], ...]
+
+
+def density_height(count: int) -> float:
+    """The share of a lane's height a per-minute column takes: 1/3 for one movement, full at three or more."""
+    return min(count, DENSITY_FULL) / DENSITY_FULL
+
+
+def timeline_of(report: NightReport) -> Timeline:
+    """What both renderings draw on the timeline: per leg and lane, one mark per movement, or -- when marks
+    would overlap at :data:`TIMELINE_WIDTH` (a dense night on a long line) -- one column per minute whose
+    height says how many movements started in it. A movement of both legs is drawn on both."""
+    per_lane: dict[tuple[str, str], list[Movement]] = {(side, lane): [] for side in ("left", "right") for lane in LANES}
+    for m in report.movements:
+        lane = "plm" if m.plm else _LANE_OF.get(m.kind)
+        if lane is None:
+            continue
+        for side in ("left", "right") if m.side == "bilateral" else (m.side,):
+            if (side, lane) in per_lane:
+                per_lane[(side, lane)].append(m)
+    start, end = report.start_s, report.end_s
+    span = (end - start) if start is not None and end is not None and end > start else None
+
+    def colour(m: Movement) -> str:
+        return KIND_COLOURS["plm"] if m.plm else KIND_COLOURS.get(m.kind, "#666666")
+
+    dense = span is not None and _overlap_share(per_lane.values(), span) > DENSE_OVERLAP
+    lanes: dict[tuple[str, str], tuple[Mark, ...]] = {}
+    for key, moves in per_lane.items():
+        if not dense:
+            lanes[key] = tuple(Mark(m.onset, m.onset + m.duration, colour(m)) for m in moves)
+            continue
+        minutes: dict[int, list[Movement]] = {}
+        for m in moves:
+            minutes.setdefault(int((m.onset - start) // 60), []).append(m)
+        lanes[key] = tuple(
+            Mark(
+                start + 60.0 * k,
+                min(start + 60.0 * (k + 1), end),
+                KIND_COLOURS["long"] if any(m.kind == "long" and not m.plm for m in ms) else colour(ms[0]),
+                len(ms),
+            )
+            for k, ms in sorted(minutes.items())
+        )
+    return Timeline(dense, lanes, report.series)
+
+
+def _overlap_share(lanes: Any, span: float) -> float:
+    """The share of neighbouring marks (in any one lane) that would touch or overlap when the night is
+    drawn :data:`TIMELINE_WIDTH` px wide with marks at least :data:`MIN_MARK_PX` wide."""
+    scale = TIMELINE_WIDTH / span
+    pairs = touching = 0
+    for moves in lanes:
+        last_end = None
+        for m in sorted(moves, key=lambda m: m.onset):
+            x0 = m.onset * scale
+            if last_end is not None:
+                pairs += 1
+                touching += x0 < last_end + 1.0
+            last_end = max(x0 + max(m.duration * scale, MIN_MARK_PX), last_end or -math.inf)
+    return touching / pairs if pairs else 0.0
+
+
+def history_caption(report: NightReport) -> str:
+    """The caption of the last-14-nights chart, with the only count of nights above the threshold."""
+    recorded = [h for h in report.history if h.plm_index is not None]
+    above = sum(1 for h in recorded if h.above)
+    line = (
+        "line: median of the last 7 recorded nights"
+        if any(h.median7 is not None for h in report.history)
+        else "a line of the 7-night median appears from the third recorded night"
+    )
+    return f"PLM index per night; red above {PLM_THRESHOLD:g}/h; {line}. {nights_above(above, len(recorded))}"
+
+
+def nights_above(above: int, recorded: int) -> str:
+    """How many of the recorded nights were above the threshold, as a person would say it."""
+    t = f"{PLM_THRESHOLD:g}/h"
+    if recorded == 0:
+        return "No night of the last 14 has a PLM index."
+    if recorded == 1:
+        return f"One night recorded so far; it was {'above' if above else 'not above'} {t}."
+    if above == 0:
+        return f"Neither recorded night was above {t}." if recorded == 2 else f"No recorded night was above {t}."
+    if above == recorded:
+        return (
+            f"Both recorded nights were above {t}."
+            if recorded == 2
+            else f"All {recorded} recorded nights were above {t}."
+        )
+    return f"Above {t} on {above} of the {recorded} recorded nights."
+
+
 def _fmt(value: Any, digits: int | None = 1, unit: str = "") -> str:
     """``digits=None``: a count. InfluxDB's JSON turns 0.0 into 0, so the kind comes from the caller."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -138,17 +269,17 @@ def _signals(
     above = [h for h in recorded if h.above]
     if recorded:
         span_days = (recorded[-1].date - recorded[0].date).days + 1
+        # the count itself is said once, under the last-14-nights chart (history_caption)
         if above and span_days >= 14 and len(above) * 2 >= len(recorded):
             out.append(
-                f"The PLM index was above {PLM_THRESHOLD:g}/h on {len(above)} of {len(recorded)} recorded nights "
-                f"over {span_days} days. Movements that persist for more than two weeks are one of the reasons "
-                "people are advised to talk to a doctor."
+                f"The PLM index was above {PLM_THRESHOLD:g}/h on most recorded nights over {span_days} days. "
+                "Movements that persist for more than two weeks are one of the reasons people are advised to "
+                "talk to a doctor."
             )
-        elif above:
+        elif above and span_days < 14:
             out.append(
-                f"The PLM index was above {PLM_THRESHOLD:g}/h on {len(above)} of {len(recorded)} recorded nights "
-                f"in the last {HISTORY_NIGHTS} nights. Keep recording: a pattern over two weeks says more than "
-                "single nights."
+                "Fewer than two weeks are recorded so far. Keep recording: a pattern over two weeks says more "
+                "than single nights."
             )
     plmw = summary.get("plmw_index")
     wake_h = summary.get("wake_in_bed_h")
@@ -258,15 +389,12 @@ def build_report(
         Stat("Time in bed", _fmt(summary.get("time_in_bed_h"), 1, " h"), "estimated from posture"),
         Stat("Twitches", _fmt(summary.get("twitch_count"), None), "shorter than 0.5 s, counted apart"),
     )
-    recorded = [h for h in hist if h.plm_index is not None]
-    above = sum(1 for h in recorded if h.above)
     if plm_index is None:
         headline = "No PLM index for this night (not enough data)."
-    else:
+    else:  # how many recent nights were above the threshold: said once, under the 14-night chart
         headline = (
             f"{_fmt(summary.get('plm_count'), None)} periodic leg movements, {plm_index:.1f} per hour in bed "
-            f"({'above' if high else 'at or below'} {PLM_THRESHOLD:g}/h). "
-            f"{above} of the last {len(recorded)} recorded nights were above {PLM_THRESHOLD:g}/h."
+            f"({'above' if high else 'at or below'} {PLM_THRESHOLD:g}/h)."
         )
     data_notes = []
     missing = summary.get("missing_fraction")
@@ -295,8 +423,7 @@ def build_report(
 # ----------------------------------------------------------------------------------------- HTML
 
 _CSS = """
-:root{--red:#c62828;--ink:#1d2330;--muted:#5b6475;--line:#d8dce4;--plm:#d32f2f;--lm:#ef8a17;--long:#7b1fa2;
---tw:#c9a400;--series:rgba(211,47,47,.13)}
+:root{--red:#c62828;--ink:#1d2330;--muted:#5b6475;--line:#d8dce4}
 *{box-sizing:border-box}body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--ink);
 margin:0;background:#fff}main{max-width:960px;margin:0 auto;padding:16px}
 h1{font-size:1.35rem;margin:0 0 2px}h2{font-size:1.02rem;margin:18px 0 6px;border-bottom:1px solid var(--line);
@@ -307,6 +434,7 @@ padding-bottom:3px}p{margin:4px 0}.muted{color:var(--muted);font-size:.88rem}
 .stat{border:1px solid var(--line);border-radius:6px;padding:6px 8px}.stat b{display:block;font-size:1.3rem}
 .stat.high{border-color:var(--red)}.stat.high b{color:var(--red)}.stat span{font-size:.78rem;color:var(--muted)}
 svg{width:100%;height:auto;display:block}svg text{font:11px system-ui,sans-serif;fill:#333}
+svg text.lane{font-size:9px;fill:#5b6475}
 ul{margin:4px 0;padding-left:20px}li{margin:3px 0}
 table{border-collapse:collapse;width:100%;font-size:.88rem}td,th{border-bottom:1px solid var(--line);padding:3px 6px;
 text-align:left}.legend span{display:inline-block;margin-right:12px;font-size:.8rem}
@@ -314,8 +442,6 @@ text-align:left}.legend span{display:inline-block;margin-right:12px;font-size:.8
 @media print{@page{size:A4;margin:12mm}body{font-size:10.5pt}main{max-width:none;padding:0}
 section{break-inside:avoid}.notice{background:none}}
 """
-
-_KIND_COLOUR = {"plm": "#d32f2f", "lm": "#ef8a17", "long": "#7b1fa2", "twitch": "#c9a400"}
 
 
 def _e(text: Any) -> str:
@@ -332,53 +458,90 @@ def legend_of(report: NightReport) -> tuple[tuple[str, str], ...]:
     return (*LEGEND, OUT_OF_BED) if report.out_of_bed else LEGEND
 
 
-def timeline_svg(report: NightReport, width: int = 900) -> str:
-    """Movements per leg (both-leg movements on both rows), PLM series shaded, hourly ticks."""
+def timeline_note(timeline: Timeline) -> str:
+    """How to read the timeline's rows (and its per-minute columns in a dense night)."""
+    text = "Each leg's row: PLMs on top, other leg movements in the middle, twitches at the bottom."
+    if timeline.dense:
+        text += (
+            " Too many movements for one mark each: every column is one minute, one third tall for one movement "
+            f"started in it, full for {DENSITY_FULL} or more."
+        )
+    return text
+
+
+LANE_PX = {"plm": 12, "lm": 12, "twitch": 8}
+"""Lane heights of the HTML timeline; the PNG keeps the same proportions."""
+
+
+def timeline_svg(report: NightReport, width: int = 900, timeline: Timeline | None = None) -> str:
+    """Per leg three lanes (PLM, LM, twitch; both-leg movements on both legs), the PLM series strip on top,
+    out-of-bed spans shaded, hourly ticks; per-minute density columns when single marks would overlap."""
     if report.start_s is None or report.end_s is None or report.end_s <= report.start_s:
         return '<p class="muted">No recording times for a timeline.</p>'
-    left_pad, top, row_h, gap = 54, 18, 26, 8
+    tl = timeline or timeline_of(report)
+    left_pad, top, series_h, leg_gap, lane_gap = 82, 4, 7, 9, 2
     span = report.end_s - report.start_s
     plot_w = width - left_pad - 8
-    height = top + 2 * row_h + gap + 24
 
     def x(ts: float) -> float:
         return left_pad + (ts - report.start_s) / span * plot_w
 
+    lane_y: dict[tuple[str, str], float] = {}
+    y = top + series_h
+    for side in ("left", "right"):
+        y += leg_gap
+        for lane in LANES:
+            lane_y[(side, lane)] = y
+            y += LANE_PX[lane] + lane_gap
+    base = y - lane_gap
+    height = base + 22
     parts = [f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="Timeline of leg movements">']
-    for s0, s1, count in report.series:
+    parts.append(f'<text class="lane" x="{left_pad - 4}" y="{top + series_h}" text-anchor="end">PLM series</text>')
+    for s0, s1, count in tl.series:
         parts.append(
-            f'<rect x="{x(s0):.1f}" y="{top - 4}" width="{max(x(s1) - x(s0), 1):.1f}" height="{2 * row_h + gap + 8}" '
-            f'fill="rgba(211,47,47,.13)"><title>PLM series: {count} movements</title></rect>'
-        )
-    rows = {"left": top, "right": top + row_h + gap}
-    for side, y in rows.items():
-        parts.append(f'<text x="4" y="{y + row_h / 2 + 4}">{side}</text>')
-        parts.append(f'<rect x="{left_pad}" y="{y}" width="{plot_w}" height="{row_h}" fill="#f6f7f9"/>')
-    for s0, s1 in report.out_of_bed:  # movements there are shown, not counted as LMs of the night
-        parts.append(
-            f'<rect x="{x(s0):.1f}" y="{top}" width="{max(x(s1) - x(s0), 1):.1f}" height="{2 * row_h + gap}" '
-            f'fill="{OUT_OF_BED_FILL}" fill-opacity=".55"><title>out of bed (leg upright): {_clock(s0, report.tz)}'
+            f'<rect x="{x(s0):.1f}" y="{top}" width="{max(x(s1) - x(s0), 1):.1f}" height="{series_h}" '
+            f'fill="{SERIES_COLOUR}"><title>PLM series: {count} movements, {_clock(s0, report.tz)}'
             f"-{_clock(s1, report.tz)}</title></rect>"
         )
-    for m in report.movements:
-        state = "plm" if m.plm else m.kind
-        colour = _KIND_COLOUR.get(state, "#666")
-        sides = ("left", "right") if m.side == "bilateral" else (m.side,)
-        for side in sides:
-            if side not in rows:
-                continue
-            y = rows[side]
-            w = max(x(m.onset + m.duration) - x(m.onset), 1.2)
+    for side in ("left", "right"):
+        y0 = lane_y[(side, LANES[0])]
+        y1 = lane_y[(side, LANES[-1])] + LANE_PX[LANES[-1]]
+        parts.append(f'<text x="4" y="{(y0 + y1) / 2 + 4:.1f}" font-weight="600">{side}</text>')
+        for lane in LANES:
+            ly = lane_y[(side, lane)]
             parts.append(
-                f'<rect x="{x(m.onset):.1f}" y="{y + 3}" width="{w:.1f}" height="{row_h - 6}" fill="{colour}"/>'
+                f'<text class="lane" x="{left_pad - 4}" y="{ly + LANE_PX[lane] - 2}" text-anchor="end">'
+                f"{LANE_LABELS[lane]}</text>"
+                f'<rect x="{left_pad}" y="{ly}" width="{plot_w}" height="{LANE_PX[lane]}" fill="{LANE_COLOUR}"/>'
             )
-    base = top + 2 * row_h + gap
+    lanes_top = top + series_h + leg_gap
+    for s0, s1 in report.out_of_bed:  # movements there are shown, not counted as LMs of the night
+        parts.append(
+            f'<rect x="{x(s0):.1f}" y="{lanes_top}" width="{max(x(s1) - x(s0), 1):.1f}" '
+            f'height="{base - lanes_top}" fill="{OUT_OF_BED_FILL}" fill-opacity=".55"><title>out of bed (leg '
+            f"upright): {_clock(s0, report.tz)}-{_clock(s1, report.tz)}</title></rect>"
+        )
+    for key, marks in tl.lanes.items():
+        ly, lh = lane_y[key], LANE_PX[key[1]]
+        for m in marks:
+            if tl.dense:  # a column per minute, as tall as the movements started in it
+                h = lh * density_height(m.count)
+                w = max(x(m.end) - x(m.start), 1.0)
+                parts.append(
+                    f'<rect x="{x(m.start):.1f}" y="{ly + lh - h:.1f}" width="{w:.1f}" height="{h:.1f}" '
+                    f'fill="{m.colour}"/>'
+                )
+            else:
+                w = max(x(m.end) - x(m.start), MIN_MARK_PX)
+                parts.append(
+                    f'<rect x="{x(m.start):.1f}" y="{ly + 1}" width="{w:.1f}" height="{lh - 2}" fill="{m.colour}"/>'
+                )
     first_hour = math.ceil(report.start_s / 3600) * 3600
     for ts in range(int(first_hour), int(report.end_s) + 1, 3600):
         parts.append(
-            f'<line x1="{x(ts):.1f}" x2="{x(ts):.1f}" y1="{top}" y2="{base + 4}" stroke="#aab" stroke-width=".5"/>'
+            f'<line x1="{x(ts):.1f}" x2="{x(ts):.1f}" y1="{top}" y2="{base + 4}" stroke="#99a" stroke-width=".5"/>'
         )
-        parts.append(f'<text x="{x(ts):.1f}" y="{base + 18}" text-anchor="middle">{_clock(ts, report.tz)}</text>')
+        parts.append(f'<text x="{x(ts):.1f}" y="{base + 17}" text-anchor="middle">{_clock(ts, report.tz)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -393,22 +556,25 @@ def bars_svg(
     height: int = 170,
     title: str = "",
 ) -> str:
-    """A small bar chart; bars above ``threshold`` red, an optional line (e.g. the 7-night median)."""
+    """A small bar chart; bars above ``threshold`` red, an optional line (e.g. the 7-night median). The
+    threshold's label sits in a margin right of the last bar, where no bar can cover it."""
     known = [v for v in values if v is not None] + [v for v in (line or []) if v is not None]
     top_value = max([*known, threshold or 0, 1.0]) * 1.15
     left_pad, bottom, top = 34, 34, 10
+    right = width - (44 if threshold is not None else 6)  # the plot's right edge
     plot_h = height - bottom - top
     n = max(len(values), 1)
-    slot = (width - left_pad - 6) / n
+    slot = (right - left_pad) / n
 
     def y(v: float) -> float:
         return top + plot_h - v / top_value * plot_h
 
     parts = [f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">']
-    parts.append(f'<line x1="{left_pad}" x2="{width - 6}" y1="{y(0):.1f}" y2="{y(0):.1f}" stroke="#999"/>')
+    parts.append(f'<line x1="{left_pad}" x2="{right}" y1="{y(0):.1f}" y2="{y(0):.1f}" stroke="#999"/>')
     parts.append(
         f'<text x="{left_pad - 4}" y="{y(top_value / 1.15):.1f}" text-anchor="end">{top_value / 1.15:.0f}</text>'
     )
+    values_text: list[str] = []
     for i, (label, v) in enumerate(zip(labels, values, strict=True)):
         cx = left_pad + slot * i + slot * 0.15
         if v is None:
@@ -421,20 +587,32 @@ def bars_svg(
                 f'<rect x="{cx:.1f}" y="{y(v):.1f}" width="{slot * 0.7:.1f}" height="{max(y(0) - y(v), 0.5):.1f}" '
                 f'fill="{"#d32f2f" if red else "#5c7cfa"}"><title>{_e(label)}: {v:.1f}</title></rect>'
             )
-            parts.append(f'<text x="{cx + slot * 0.35:.1f}" y="{y(v) - 3:.1f}" text-anchor="middle">{v:.0f}</text>')
+            values_text.append(  # drawn last, haloed: a line across the bars never hides a number
+                f'<text x="{cx + slot * 0.35:.1f}" y="{y(v) - 3:.1f}" text-anchor="middle" stroke="#fff" '
+                f'stroke-width="3" paint-order="stroke">{v:.0f}</text>'
+            )
         parts.append(
             f'<text x="{cx + slot * 0.35:.1f}" y="{height - bottom + 14}" text-anchor="middle">{_e(label)}</text>'
         )
     if threshold is not None:
         parts.append(
-            f'<line x1="{left_pad}" x2="{width - 6}" y1="{y(threshold):.1f}" y2="{y(threshold):.1f}" stroke="#d32f2f" '
-            f'stroke-dasharray="5 4"/><text x="{width - 8}" y="{y(threshold) - 3:.1f}" text-anchor="end" '
-            f'fill="#d32f2f">{threshold:g}/h</text>'
+            f'<line x1="{left_pad}" x2="{right}" y1="{y(threshold):.1f}" y2="{y(threshold):.1f}" stroke="#d32f2f" '
+            f'stroke-dasharray="5 4"/><text class="threshold" x="{right + 4}" y="{y(threshold) + 4:.1f}" '
+            f'text-anchor="start" fill="#d32f2f">{threshold:g}/h</text>'
         )
-    if line:
-        pts = [f"{left_pad + slot * i + slot * 0.5:.1f},{y(v):.1f}" for i, v in enumerate(line) if v is not None]
-        if len(pts) > 1:
-            parts.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="#1b2a6b" stroke-width="2"/>')
+    pts = [(left_pad + slot * i + slot * 0.5, y(v)) for i, v in enumerate(line or []) if v is not None]
+    if pts:  # a white casing keeps the line visible across red and blue bars; a dot marks every night of it
+        coords = " ".join(f"{px:.1f},{py:.1f}" for px, py in pts)
+        if len(pts) == 1:
+            coords = f"{pts[0][0] - slot * 0.4:.1f},{pts[0][1]:.1f} {pts[0][0] + slot * 0.4:.1f},{pts[0][1]:.1f}"
+        parts.append(
+            f'<g class="median"><title>median of the last 7 recorded nights</title>'
+            f'<polyline points="{coords}" fill="none" stroke="#fff" stroke-width="4.5"/>'
+            f'<polyline points="{coords}" fill="none" stroke="{NAVY}" stroke-width="2"/>'
+            + "".join(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3" fill="{NAVY}" stroke="#fff"/>' for px, py in pts)
+            + "</g>"
+        )
+    parts.extend(values_text)
     parts.append("</svg>")
     return "".join(parts)
 
@@ -463,8 +641,6 @@ def render_html(report: NightReport) -> str:
         line=[h.median7 for h in r.history],
         title="PLM index, last 14 nights",
     )
-    recorded = [h for h in r.history if h.plm_index is not None]
-    above = sum(1 for h in recorded if h.above)
     diary = (
         "<table><tr><th>night of</th><th>note</th><th>tags</th></tr>"
         + "".join(
@@ -472,7 +648,7 @@ def render_html(report: NightReport) -> str:
         )
         + "</table>"
         if r.diary
-        else '<p class="muted">No diary notes in the last 14 nights. Add one with <code>plm note</code>.</p>'
+        else f'<p class="muted">{NO_DIARY.format(command="<code>plm note</code>")}</p>'
     )
     signals = (
         "<ul>" + "".join(f"<li>{_e(s)}</li>" for s in r.signals) + "</ul>"
@@ -481,6 +657,7 @@ def render_html(report: NightReport) -> str:
     )
     data_notes = "".join(f'<p class="muted">{_e(n)}</p>' for n in r.data_notes)
     legend = "".join(f'<span><i style="background:{c}"></i>{label}</span>' for label, c in legend_of(r))
+    timeline = timeline_of(r)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -493,11 +670,11 @@ def render_html(report: NightReport) -> str:
 <p class="headline">{_e(r.headline)}</p>
 {data_notes}
 <section><h2>Indices</h2><div class="stats">{stats}</div></section>
-<section><h2>Timeline</h2>{timeline_svg(r)}<p class="legend">{legend}</p></section>
+<section><h2>Timeline</h2>{timeline_svg(r, timeline=timeline)}<p class="legend">{legend}</p>
+<p class="muted">{_e(timeline_note(timeline))}</p></section>
 <section><h2>PLMs per hour</h2>{hourly}</section>
 <section><h2>Last 14 nights</h2>{history}
-<p class="muted">PLM index per night; red above {PLM_THRESHOLD:g}/h; line: median of the last 7 nights.
-{above} of {len(recorded)} recorded nights above {PLM_THRESHOLD:g}/h.</p></section>
+<p class="muted">{_e(history_caption(r))}</p></section>
 <section><h2>Sleep diary</h2>{diary}</section>
 <section><h2>Worth knowing before a doctor's visit</h2>{signals}
 <p class="muted">{_e(DOCTOR_REASONS)} {_e(MEDICATION_NOTE)}</p></section>

@@ -26,25 +26,35 @@ from typing import Any
 
 from detector.report import (
     DOCTOR_REASONS,
-    LEGEND,
+    LANE_COLOUR,
+    LANE_LABELS,
+    LANE_PX,
+    LANES,
     MEDICATION_NOTE,
+    MIN_MARK_PX,
+    NAVY,
+    NO_DIARY,
     NO_SIGNALS,
     NOTICE,
     OUT_OF_BED_FILL,
     PLM_THRESHOLD,
+    SERIES_COLOUR,
+    TIMELINE_WIDTH,
     NightReport,
+    density_height,
+    history_caption,
     legend_of,
+    timeline_note,
+    timeline_of,
 )
 
 FORMATS = ("png", "pdf")
 A4_IN = (8.27, 11.69)
 PHONE_WIDTH_IN = 5.6
 PHONE_DPI = 200  # 1120 px wide: a phone screen's width in device pixels
-INK, MUTED, LINE, RED, BLUE, NAVY = "#1d2330", "#5b6475", "#d8dce4", "#d32f2f", "#5c7cfa", "#1b2a6b"
-KIND_COLOUR = {label: colour for label, colour in LEGEND if not colour.startswith("rgba")}
+INK, MUTED, LINE, RED, BLUE = "#1d2330", "#5b6475", "#d8dce4", "#d32f2f", "#5c7cfa"
 FONT = "DejaVu Sans"  # ships with matplotlib: the same glyphs (– ≥ · “”) everywhere
 NO_LIGATURES = ("-liga",)  # "affect" stays six searchable characters in the PDF, not a-ff-ect
-SERIES_FILL = (211 / 255, 47 / 255, 47 / 255, 0.16)
 
 RC = {  # TrueType text in PDFs (searchable, copyable); unhinted glyphs so measured widths hold at any dpi
     "pdf.fonttype": 42,
@@ -297,43 +307,76 @@ def _timeline(page: _Page, r: NightReport) -> None:
     if r.start_s is None or r.end_s is None or r.end_s <= r.start_s:
         page.text("No recording times for a timeline.", 0.9, colour=MUTED)
         return
-    ax = page.axes(1.15, pad_left=0.45)
+    tl = timeline_of(r)
+    # the HTML's lanes in its proportions (px there, data units here; y grows downwards like the page)
+    series_h, leg_gap, lane_gap = 7, 9, 2
+    lane_y: dict[tuple[str, str], float] = {}
+    y = series_h
+    for side in ("left", "right"):
+        y += leg_gap
+        for lane in LANES:
+            lane_y[(side, lane)] = y
+            y += LANE_PX[lane] + lane_gap
+    base = y - lane_gap
+    pad_left = 0.62  # inches for the leg and lane names
+    ax = page.axes(1.55, pad_left=pad_left)
     if ax is not None:
+        from matplotlib.patches import Rectangle
+
         span = r.end_s - r.start_s
-        rows = {"left": 1.0, "right": 0.0}
-        for s0, s1, _count in r.series:
-            ax.axvspan(s0, s1, ymin=0.0, ymax=1.0, color=SERIES_FILL, lw=0)
-        for y in rows.values():
-            ax.axhspan(y - 0.38, y + 0.38, color="#f3f4f7", lw=0, zorder=0)
+        px = span / TIMELINE_WIDTH  # seconds per HTML pixel: marks keep the HTML's minimum widths
+        ax.set_xlim(r.start_s, r.end_s)
+        ax.set_ylim(base + 1, -1)
+        for s0, s1, _count in tl.series:
+            ax.add_patch(Rectangle((s0, 0), max(s1 - s0, px), series_h, color=SERIES_COLOUR, lw=0))
+        for (_side, lane), ly in lane_y.items():
+            ax.add_patch(Rectangle((r.start_s, ly), span, LANE_PX[lane], color=LANE_COLOUR, lw=0, zorder=0))
         for s0, s1 in r.out_of_bed:  # movements there are shown, not counted as LMs of the night
-            ax.axvspan(s0, s1, ymin=0.0, ymax=1.0, color=OUT_OF_BED_FILL, alpha=0.55, lw=0, zorder=1)
-        min_w = span * 0.0012  # a 2-second movement stays visible on an 8-hour line
-        bars: dict[tuple[str, float], list[tuple[float, float]]] = {}
-        for m in r.movements:
-            colour = KIND_COLOUR["PLM"] if m.plm else _kind_colour(m.kind)
-            for side in ("left", "right") if m.side == "bilateral" else (m.side,):
-                if side in rows:
-                    bars.setdefault((colour, rows[side]), []).append((m.onset, max(m.duration, min_w)))
-        for (colour, y), spans in bars.items():
-            ax.broken_barh(spans, (y - 0.3, 0.6), facecolors=colour, lw=0, zorder=3)
+            top = series_h + leg_gap
+            ax.add_patch(Rectangle((s0, top), s1 - s0, base - top, color=OUT_OF_BED_FILL, alpha=0.55, lw=0, zorder=1))
+        bars: dict[str, list[tuple[float, float, float, float]]] = {}
+        for key, marks in tl.lanes.items():
+            ly, lh = lane_y[key], LANE_PX[key[1]]
+            for m in marks:
+                if tl.dense:  # a column per minute, as tall as the movements started in it
+                    h = lh * density_height(m.count)
+                    bars.setdefault(m.colour, []).append((m.start, max(m.end - m.start, px), ly + lh - h, h))
+                else:
+                    bars.setdefault(m.colour, []).append(
+                        (m.start, max(m.end - m.start, MIN_MARK_PX * px), ly + 1, lh - 2)
+                    )
+        for colour, rects in bars.items():
+            from matplotlib.collections import PolyCollection
+
+            verts = [[(x0, y0), (x0 + w, y0), (x0 + w, y0 + h), (x0, y0 + h)] for x0, w, y0, h in rects]
+            ax.add_collection(PolyCollection(verts, facecolors=colour, edgecolors="none", zorder=3))
         first = math.ceil(r.start_s / 3600) * 3600
         ticks = list(range(int(first), int(r.end_s) + 1, 3600))
         ax.set_xticks(ticks, [_clock(t, r.tz) for t in ticks])
-        ax.grid(axis="x", color="#aab", lw=0.5)
-        ax.set_xlim(r.start_s, r.end_s)
-        ax.set_ylim(-0.5, 1.5)
-        ax.set_yticks(list(rows.values()), list(rows))
-        ax.tick_params(axis="y", length=0, labelsize=page.pt(0.85))
+        ax.grid(axis="x", color="#99a", lw=0.5)
+        ax.set_axisbelow(False)
+        labels = {series_h / 2: "PLM series"}
+        for (_side, lane), ly in lane_y.items():
+            labels[ly + LANE_PX[lane] / 2] = LANE_LABELS[lane]
+        ax.set_yticks(list(labels), list(labels.values()))
+        ax.tick_params(axis="y", length=0, labelsize=page.pt(0.62), labelcolor=MUTED, pad=1)
+        for side in ("left", "right"):
+            mid = (lane_y[(side, LANES[0])] + lane_y[(side, LANES[-1])] + LANE_PX[LANES[-1]]) / 2
+            ax.annotate(  # at the page's left margin, whatever the page's width
+                side,
+                (0, mid),
+                xycoords=ax.get_yaxis_transform(),
+                xytext=(-pad_left * page.scale * 72, 0),
+                textcoords="offset points",
+                ha="left",
+                va="center",
+                fontsize=page.pt(0.85),
+                fontweight="bold",
+                color=INK,
+            )
         ax.spines["left"].set_visible(False)
     _legend(page, r)
-
-
-def _kind_colour(kind: str) -> str:
-    return {
-        "lm": KIND_COLOUR["leg movement"],
-        "long": KIND_COLOUR["long movement"],
-        "twitch": KIND_COLOUR["twitch"],
-    }.get(kind, "#666666")
+    page.text(timeline_note(tl), 0.78, colour=MUTED)
 
 
 def _legend(page: _Page, r: NightReport) -> None:
@@ -348,8 +391,7 @@ def _legend(page: _Page, r: NightReport) -> None:
         if page.draw:
             from matplotlib.patches import Rectangle
 
-            face = SERIES_FILL if colour.startswith("rgba") else colour
-            page.page_ax.add_patch(Rectangle((x, page.y + 0.01), box, box, color=face, lw=0))
+            page.page_ax.add_patch(Rectangle((x, page.y + 0.01), box, box, color=colour, lw=0))
             page.page_ax.text(
                 x + box + 0.05, page.y, label, fontsize=size, va="top", color=INK, fontfeatures=NO_LIGATURES
             )
@@ -387,7 +429,7 @@ def _bars(
             va="bottom",
             fontsize=page.pt(0.72),
             color=INK,
-            zorder=5,
+            zorder=9,  # above the median line: a line across the bars never hides a number
             bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
         )
     if threshold is not None:
@@ -402,10 +444,13 @@ def _bars(
             fontsize=page.pt(0.78),
             clip_on=False,
         )
-    if line:
-        pts = [(x, v) for x, v in zip(xs, line, strict=True) if v is not None]
-        if len(pts) > 1:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=NAVY, lw=1.8)
+    pts = [(x, v) for x, v in zip(xs, line or [], strict=False) if v is not None]
+    if pts:  # a white casing keeps the line visible across red and blue bars; a dot marks every night of it
+        px = [p[0] for p in pts] if len(pts) > 1 else [pts[0][0] - 0.4, pts[0][0] + 0.4]
+        py = [p[1] for p in pts] if len(pts) > 1 else [pts[0][1]] * 2
+        ax.plot(px, py, color="white", lw=3.6, zorder=6, solid_capstyle="round")
+        ax.plot(px, py, color=NAVY, lw=1.8, zorder=7)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", ms=3.2, color=NAVY, mec="white", mew=0.6, zorder=8)
     ax.set_xticks(xs, list(labels), rotation=90 if rotate else 0)
     room = page.width_of("15/h ", page.pt(0.78)) / (page.inner / max(len(values), 1)) if threshold else 0.0
     ax.set_xlim(-0.6, len(values) - 0.4 + room)  # the threshold's label sits right of the last bar
@@ -445,20 +490,13 @@ def _history(page: _Page, r: NightReport) -> None:
         height_in=1.35 if narrow else 1.25,
         rotate=narrow,
     )
-    recorded = [h for h in r.history if h.plm_index is not None]
-    above = sum(1 for h in recorded if h.above)
-    page.text(
-        f"PLM index per night; red above {PLM_THRESHOLD:g}/h; line: median of the last 7 nights. "
-        f"{above} of {len(recorded)} recorded nights above {PLM_THRESHOLD:g}/h.",
-        0.82,
-        colour=MUTED,
-    )
+    page.text(history_caption(r), 0.82, colour=MUTED)
 
 
 def _diary(page: _Page, r: NightReport, keep: int | None) -> None:
     page.heading("Sleep diary")
     if not r.diary:
-        page.text("No diary notes in the last 14 nights. Add one with `plm note`.", 0.9, colour=MUTED)
+        page.text(NO_DIARY.format(command="plm note"), 0.9, colour=MUTED)
         return
     entries = r.diary if keep is None else r.diary[len(r.diary) - keep :]
     if len(entries) < len(r.diary):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.report import PLM_THRESHOLD, build_report, render_html, rolling_median
+from detector.report import KIND_COLOURS, PLM_THRESHOLD, build_report, render_html, rolling_median
 from detector.scorer import score_arrays
 from plm.cli import main
 from simulator import simulate_night
@@ -69,7 +69,10 @@ def test_signals_are_information_not_diagnosis(scored: dict) -> None:
     diary = [(NIGHT - dt.timedelta(days=6), "started a new medication", ("medication",))]
     report = build_report("alice", summary, events, weeks, diary, tz=dt.UTC)
     text = " ".join(report.signals)
-    assert "more than two weeks" in text and "on 12 of 13 recorded nights" in text
+    assert "more than two weeks" in text and "above 15/h on most recorded nights over 14 days" in text
+    page = render_html(report)
+    assert len(re.findall(r"\b12 of\b", page)) == 1, "the count of nights above 15/h is said once"
+    assert "Above 15/h on 12 of the 13 recorded nights." in page
     assert "medication" in text and "discuss them with the doctor" in text
     assert "both legs" in text
     lowered = text.lower()
@@ -90,8 +93,8 @@ def test_html_is_self_contained_and_readable_on_phone_and_paper(scored: dict) ->
     assert "coffee &lt;after&gt; 18:00 &amp; &quot;wine&quot;" in page, "diary text is escaped"
     assert "does not diagnose" in page
     assert f"{summary['plm_index']:.1f}/h" in page
-    plm_bars = page.count('fill="#d32f2f"/>')
-    assert plm_bars >= summary["plm_count"], "every PLM is drawn on the timeline"
+    plm_bars = page.count(f'fill="{KIND_COLOURS["plm"]}"/>')
+    assert plm_bars >= summary["plm_count"], "one hour is not dense: every PLM is drawn on the timeline"
     assert "Night of Friday 01 March 2024" in page
 
 

@@ -167,3 +167,13 @@ def test_pdf_report_prints_one_line_not_the_font_subsetters_log(scored: dict, tm
     assert "fontTools" not in run.stderr and "pruned" not in run.stderr, run.stderr[:500]
     assert run.stdout.startswith(f"wrote {out}") and len((run.stdout + run.stderr).splitlines()) == 1
     assert out.read_bytes().startswith(b"%PDF-")
+
+
+def test_png_and_pdf_show_no_markup_around_plm_note(report) -> None:
+    """The empty-diary hint names the command; the HTML sets it as code, the drawn page as plain words."""
+    import dataclasses
+
+    bare = dataclasses.replace(report, diary=())
+    flat = " ".join(pdf_text(render_bytes(bare, "pdf")).split())
+    assert "Add one with the command plm note." in flat and "`" not in flat
+    assert "<code>plm note</code>" in render_html(bare)
