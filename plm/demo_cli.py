@@ -1,4 +1,8 @@
-"""`plm demo`: a simulated night through mosquitto, the detector and influxd, in under a minute."""
+"""`plm demo`: a simulated night through mosquitto, the detector and influxd, in under a minute.
+
+Every option is checked where it is parsed and ``--out`` is made before the servers start, so a slip
+(``--speed 0``, a file given as ``--out``) is one line and exit code 2, not a traceback (issue 18).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,10 @@ import signal
 import sys
 import threading
 from pathlib import Path
+
+from plm.cli import make_output_dir, number
+
+MAX_SPEED = 1000.0  # simulator.stream.MAX_SPEED (not imported here: the parser stays light)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,10 +28,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Measures; does not diagnose."
         ),
     )
-    parser.add_argument("--hours", type=float, default=4.0, help="length of the night (0.25-16, default 4)")
-    parser.add_argument("--speed", type=float, default=1000.0, help="times real time (max 1000, default 1000)")
+    parser.add_argument(
+        "--hours", type=number(float, 0.25, 16), default=4.0, help="length of the night (0.25-16, default 4)"
+    )
+    parser.add_argument(
+        "--speed",
+        type=number(float, above=0, high=MAX_SPEED),
+        default=MAX_SPEED,
+        help="times real time (> 0, max 1000, default 1000)",
+    )
     parser.add_argument("--profile", default="rls-severe", help="simulator profile (default rls-severe)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=number(int, 0), default=0, help="random seed of the night (default 0)")
     parser.add_argument("--out", type=Path, default=None, help="keep state and report here (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the servers running until Ctrl-C (for Grafana)")
     parser.set_defaults(func=run)
@@ -46,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
         print(grafana_hint(result))
         print(f"servers running: MQTT {result.mqtt_url}, InfluxDB {result.influx_url}; Ctrl-C stops them")
 
+    if args.out is not None and (problem := make_output_dir(args.out)):
+        print(f"plm demo: {problem}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="plm-demo-") as tmp:
         out = args.out or Path(tmp)
         print(f"plm demo: {args.hours:g} h {args.profile} night at {args.speed:g}x (servers in {out}/services) ...")
