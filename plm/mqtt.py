@@ -321,16 +321,23 @@ def connect(
             previous(c, userdata, flags, reason, props)
 
     client.on_connect = _first
-    if client.protocol == mqtt.MQTTv5:
-        client.connect(
-            settings.host,
-            settings.port,
-            keepalive=settings.keepalive_s,
-            clean_start=not persistent,
-            properties=connect_properties(persistent, getattr(client, "receive_maximum", None)),
-        )
-    else:  # 3.1.1: the session kind was fixed when the client was made (make_client(persistent=...))
-        client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
+    try:
+        if client.protocol == mqtt.MQTTv5:
+            client.connect(
+                settings.host,
+                settings.port,
+                keepalive=settings.keepalive_s,
+                clean_start=not persistent,
+                properties=connect_properties(persistent, getattr(client, "receive_maximum", None)),
+            )
+        else:  # 3.1.1: the session kind was fixed when the client was made (make_client(persistent=...))
+            client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
+    except OSError as exc:  # refused, unreachable, unknown host, TLS: "[Errno 111] Connection refused" named no address
+        client.on_connect = previous
+        raise ConnectionError(
+            f"cannot reach the MQTT broker at {settings.host}:{settings.port} ({exc.strerror or exc}): is it running, "
+            "and is mqtt.url (PLM_MQTT__URL) right?"
+        ) from None
     if network_thread:
         client.loop_start()
     if not (done.wait(timeout_s) if network_thread else run_until(client, done.is_set, timeout_s)):
