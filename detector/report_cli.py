@@ -112,7 +112,16 @@ def note_outbox(settings: Any) -> Path:
 # The handlers import the diary, report and InfluxDB modules when they run: `plm --help` and other
 # commands do not pay for them.
 def run_note(args: argparse.Namespace) -> int:
-    from detector.diary import DiaryError, diary_lines, make_note, merge_notes, night_date, night_start_for, zone_of
+    from detector.diary import (
+        DiaryError,
+        diary_lines,
+        make_note,
+        merge_notes,
+        night_date,
+        night_start_for,
+        read_back,
+        zone_of,
+    )
     from detector.report_data import InfluxQL, ReportDataError, existing_note
 
     try:
@@ -132,10 +141,15 @@ def run_note(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     anchor = night_start_for(when, zone)
+    earlier = None
     try:
-        note = merge_notes(existing_note(InfluxQL(settings.influx), args.subject, anchor), note)
+        stored = existing_note(InfluxQL(settings.influx), args.subject, anchor)
+        earlier = None if stored is None else read_back(stored)  # its note count and "not kept" marker
     except ReportDataError as exc:
         log.warning("could not read earlier notes of that night (%s); writing this one alone", exc)
+    merged = merge_notes(earlier, note)
+    refused = earlier is not None and merged.not_kept > earlier.not_kept
+    note = merged
     outbox = note_outbox(settings)
     outbox.parent.mkdir(parents=True, exist_ok=True)
     sink = InfluxSink(settings.influx, outbox)
@@ -151,6 +165,13 @@ def run_note(args: argparse.Namespace) -> int:
         print(
             f"plm note: the note did not reach InfluxDB at {settings.influx.url} ({why}); "
             f"it is kept in {outbox} and sent with the next `plm note`.",
+            file=sys.stderr,
+        )
+        return 1
+    if refused:  # the night is full: the stored marker now counts this note as not kept
+        print(
+            f"plm note: not kept: the night of {day:%a %d %b %Y} is full "
+            f"({note.notes} notes kept; {note.not_kept} not kept, this one included)",
             file=sys.stderr,
         )
         return 1
