@@ -972,13 +972,16 @@ def sensors_dashboard() -> dict[str, Any]:
                     alias="$tag_instance $col",
                 )
             ],
+            description="Messages the detector refused and counted, one line per reason (bad_<reason>, e.g. "
+            "bad_payload, bad_clock, bad_diary; docs/reliability.md lists them). bad_retained: a retained sample "
+            "batch or diary note, ignored because the broker would deliver it again on every reconnect.",
             defaults={"decimals": 0, "custom": {"spanNulls": True}},
         ),
         stat(
             lay,
-            "Detector: dead letters",
+            "Detector: points InfluxDB refused",
             'SELECT last("dead_letters") FROM "detector_health" WHERE $timeFilter',
-            6,
+            4,
             decimals=0,
             steps=thresholds((None, "green"), (1.0, "red")),
             h=6,
@@ -988,9 +991,22 @@ def sensors_dashboard() -> dict[str, Any]:
             lay,
             "Detector: write retries",
             'SELECT last("write_retries") FROM "detector_health" WHERE $timeFilter',
-            6,
+            4,
             decimals=0,
             h=6,
+        ),
+        stat(
+            lay,
+            "Detector: messages dead-lettered",
+            'SELECT max("messages_dead_lettered") FROM "detector_health" WHERE $timeFilter',
+            4,
+            decimals=0,
+            steps=thresholds((None, "green"), (1.0, "red")),
+            h=6,
+            description="A message that could not be applied was set aside in the detector's dead-letter table, and "
+            "processing went on; see docs/reliability.md (`plm detect --dead-letters` lists them). Any non-zero value "
+            "is a bug or an attack worth looking at. Shows the highest total (kept across restarts) any detector "
+            "reported in the time range.",
         ),
     ]
     return dashboard(

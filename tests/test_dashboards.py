@@ -170,6 +170,33 @@ def test_night_picker_shifts_whole_days() -> None:
     assert night["time"] == {"from": "now-1d/d+12h", "to": "now/d+12h"}
 
 
+def sensors_panel(title: str) -> dict[str, Any]:
+    return next(p for p in all_panels(DASHBOARDS["sensors.json"]) if p["title"] == title)
+
+
+DEAD_LETTERED = "Detector: messages dead-lettered"
+BAD_PAYLOADS = "Detector: bad payloads (running count by reason)"
+
+
+def test_sensors_show_dead_lettered_messages_and_retained_payloads() -> None:
+    """Issue 16: a message that raised while being applied is set aside (``messages_dead_lettered``), and
+    retained batches/notes are refused as ``bad_retained``; both must be visible on the Sensors dashboard."""
+    stat = sensors_panel(DEAD_LETTERED)
+    assert stat["type"] == "stat"
+    assert [t["query"] for t in stat["targets"]] == [
+        'SELECT max("messages_dead_lettered") FROM "detector_health" WHERE $timeFilter'
+    ]
+    assert {"value": 1.0, "color": "red"} in stat["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert "docs/reliability.md" in stat["description"] and "non-zero" in stat["description"]
+    refused = sensors_panel("Detector: points InfluxDB refused")  # the outbox's dead letters, not messages
+    assert 'last("dead_letters")' in refused["targets"][0]["query"]
+
+    bad = sensors_panel(BAD_PAYLOADS)
+    pattern = re.search(r"max\(/(.+?)/\)", bad["targets"][0]["query"]).group(1)
+    assert re.search(pattern, "bad_retained") and not re.search(pattern, "messages_dead_lettered")
+    assert "bad_retained" in bad["description"], "say what the new reason means"
+
+
 # ------------------------------------------------------------------------ queries against influxd
 
 
@@ -318,3 +345,33 @@ def test_trend_panels_agree_with_the_scored_nights(filled: tuple[Influxd1, FillR
     indices = [n.summary["plm_index"] for n in fill.nights]
     assert statistics.median(indices) in medians, "a window holding all five nights gives their median"
     assert all(min(indices) <= m <= max(indices) for m in medians)
+
+
+@pytest.mark.services
+def test_dead_lettered_stat_reads_zero_on_a_clean_run_and_the_count_when_there_are_some(
+    filled: tuple[Influxd1, FillResult], tmp_path: Path
+) -> None:
+    """The clean pipeline run sets nothing aside (0, green); a detector that reported 3 shows 3 (red),
+    and its bad_retained count appears in the bad-payloads panel."""
+    from detector import schema
+    from detector.influx import InfluxSink
+    from plm.config import InfluxSettings
+
+    server, fill = filled
+    lo, hi = fill.time_range_ms
+    query = sensors_panel(DEAD_LETTERED)["targets"][0]["query"]
+    assert run(server, substitute(query, lo, hi))[0]["values"][0][1] == 0
+
+    later_s = hi / 1000 + 3600  # outside the fill's range: the other tests do not see this point
+    point = schema.detector_health_point(
+        "dashboard-test", later_s, messages_dead_lettered=3, bad_payloads={"retained": 2}
+    )
+    with InfluxSink(InfluxSettings(url=server.url, api=1, bucket="plm"), tmp_path / "outbox.sqlite") as sink:
+        sink.put([point])
+        assert sink.flush(10)
+    window = (int(later_s * 1000) - 1, int(later_s * 1000) + 1)
+    assert run(server, substitute(query, *window))[0]["values"][0][1] == 3
+    bad = run(server, substitute(sensors_panel(BAD_PAYLOADS)["targets"][0]["query"], *window))
+    series = next(s for s in bad if s["tags"]["instance"] == "dashboard-test")
+    column = series["columns"].index("max_bad_retained")
+    assert [row[column] for row in series["values"] if row[column] is not None] == [2]
