@@ -98,7 +98,8 @@ def read_leg_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             )
         raw = converted
         newline = raw.find(b"\n")
-        names = [h.strip().lower().lstrip("\ufeff") for h in raw[:newline].decode("utf-8", "replace").split(",")]
+        header_line = (raw if newline < 0 else raw[:newline]).decode("utf-8", "replace").strip().lstrip("\ufeff")
+        names = [h.strip().lower() for h in header_line.split(",")]
     order = [names.index(c) for c in COLUMNS]
     body_start = len(raw) if newline < 0 else newline + 1
     if not raw[body_start:].strip(b"\r\n"):  # before numpy, which would warn "input contained no data"

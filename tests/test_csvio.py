@@ -209,3 +209,38 @@ def test_fast_path_accepts_and_rejects_like_the_general_parser(tmp_path: Path, m
     fast = outcome()
     monkeypatch.setattr(csvio, "_parse_plain", lambda *_args: None)
     assert fast == outcome()
+
+
+_SEPARATORS = st.sampled_from([",", ";", "\t", "|", " "])
+_CELLS = st.sampled_from(["0", "1", "-1", "0.5", "0,5", "1.708e9", "", "x", "1.2.3", "1,2"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    sep=_SEPARATORS,
+    header=st.permutations(["t", "x", "y", "z"]),
+    rows=st.lists(st.lists(_CELLS, min_size=3, max_size=5), max_size=4),
+    bom=st.booleans(),
+    newline=st.sampled_from(["\n", "\r\n"]),
+    final_newline=st.booleans(),
+)
+def test_any_separator_reads_or_is_a_csv_error(tmp_path: Path, sep, header, rows, bom, newline, final_newline) -> None:
+    """Issue 18: ';'/tab files, decimal commas and headers alone (with or without a final newline, BOM,
+    CRLF) are read or refused with a CsvError, never another exception."""
+    lines = [sep.join(header), *(sep.join(row) for row in rows)]
+    text = ("\ufeff" if bom else "") + newline.join(lines) + (newline if final_newline else "")
+    path = tmp_path / "leg.csv"
+    path.write_bytes(text.encode())
+    try:
+        t, xyz = read_leg_csv(path)
+    except CsvError:
+        return
+    assert t.shape[0] == xyz.shape[0] == len(rows)
+
+
+def test_a_semicolon_header_alone_is_no_samples(tmp_path: Path) -> None:
+    path = tmp_path / "leg.csv"
+    for text in ("t;x;y;z", "\ufefft;x;y;z\r\n"):
+        path.write_bytes(text.encode())
+        with pytest.raises(CsvError, match="no samples after the header"):
+            read_leg_csv(path)
