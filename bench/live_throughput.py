@@ -46,7 +46,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from detector import schema
-from detector.service import LiveDetector
+from detector.live.service import LiveDetector
 from plm import wire
 from plm.config import InfluxSettings, MqttProtocol, MqttSettings, Settings
 from plm.localservices import Influxd1, Mosquitto
@@ -211,7 +211,7 @@ def _drain_detector(settings: Settings, expect: int) -> tuple[float, LiveDetecto
     received_s = time.perf_counter() - t_start
     assert detector._worker is not None and detector._worker.native_id is not None
     cpu_at_end = _thread_cpu_s(detector._worker.native_id)
-    while detector._holding and time.perf_counter() - t_start < 900:
+    while detector.core.holding and time.perf_counter() - t_start < 900:
         time.sleep(0.01)
     held_cpu_s = _thread_cpu_s(detector._worker.native_id) - cpu_at_end
     rate = (detector.stats.received - before) / (received_s + held_cpu_s)
@@ -409,12 +409,15 @@ class _TimedDetector(LiveDetector):
     def __init__(self, *args, **kwargs) -> None:
         self.emitted: dict[tuple[str, str, int], float] = {}
         super().__init__(*args, **kwargs)
+        emit = self.core._emit
 
-    def _emit(self, state, events) -> None:
-        now = time.time()
-        for e in events:
-            self.emitted.setdefault((state.subject, e.side, schema.to_ms(e.onset)), now)
-        super()._emit(state, events)
+        def timed(state, events) -> None:
+            now = time.time()
+            for e in events:
+                self.emitted.setdefault((state.subject, e.side, schema.to_ms(e.onset)), now)
+            emit(state, events)
+
+        self.core._emit = timed
 
 
 def _detector_process(settings: Settings, reports, stop) -> None:

@@ -56,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT; exit non-zero when the worker dies or stalls, so systemd or compose restarts
     the service (a process that stays up and scores nothing is the one failure nobody notices)."""
     from detector.journal import JournalError
+    from detector.live.service import STALLED_AFTER_S, LiveDetector
     from detector.outbox import OutboxError
-    from detector.service import STALLED_AFTER_S, LiveDetector
     from plm.config import load_settings
 
     settings = load_settings(args.config)

@@ -156,7 +156,7 @@ def acl_text(users: Iterable[BrokerUser]) -> str:
                     f"topic read {TOPIC_ROOT}/{s}/_movement",
                     f"topic read {TOPIC_ROOT}/{s}/_night",
                     f"topic write {TOPIC_ROOT}/{s}/_diary",
-                    f"topic read {HA_DISCOVERY_PREFIX}/sensor/plm_{s}/+/config",  # as detector/service.py names them
+                    f"topic read {HA_DISCOVERY_PREFIX}/sensor/plm_{s}/+/config",  # as detector/live/outputs.py names them
                 ]
         lines.append("")
     return "\n".join(lines)

@@ -145,7 +145,7 @@ def run_demo(
     ``keep``: if given, the servers stay up after the night until the event is set (``--keep``);
     ``on_ready(result)`` is called at that point so the caller can print how to connect.
     """
-    from detector.service import LiveDetector
+    from detector.live.service import LiveDetector
     from simulator import prepare_night
     from simulator.stream import StreamConfig, stream_nights
 

@@ -213,14 +213,14 @@ def fill_influx_live(
     seed: int = 11,
 ) -> FillResult:
     """The same nights through the real pipeline: wire batches, sensor status and diary notes published
-    to a real mosquitto, scored by the live detector (detector.service.LiveDetector) into ``influxd``.
+    to a real mosquitto, scored by the live detector (detector.live.service.LiveDetector) into ``influxd``.
 
     The summaries returned for the assertions are `plm score`'s (score_arrays of exactly the samples
     published): the live detector must have stored the same, which the dashboard tests then check."""
     import json
     import time
 
-    from detector.service import LiveDetector
+    from detector.live.service import LiveDetector
     from plm import wire
     from plm.config import MqttSettings, Settings
     from plm.mqtt import connect, make_client

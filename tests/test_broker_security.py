@@ -275,11 +275,10 @@ def test_acl_has_no_anonymous_rules_and_no_wildcard_writes_for_collectors():
 def _send_discovery(detector: Client, subject: str) -> None:
     """The detector's own Home Assistant discovery code (topics and payloads), sent as the detector user, so
     the viewer's ACL is checked against what the detector really publishes, not against a copy of its topics."""
-    from types import SimpleNamespace
+    from detector.live.outputs import discovery_configs
 
-    from detector.service import LiveDetector
-
-    LiveDetector._send_discovery(SimpleNamespace(_discovery_sent=set(), _client=detector.client), subject)
+    for topic, payload in discovery_configs(subject):
+        detector.client.publish(topic, payload, qos=1, retain=True)
 
 
 def _discovery_topics(subject: str) -> list[str]:

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from detector.journal import Journal, JournalError
-from detector.service import LiveDetector
+from detector.journal import Journal
+from detector.live.core import DetectorCore
+from detector.live.service import LiveDetector
+from detector.outbox import OutboxError
 from plm import wire
 from plm.config import InfluxSettings, Settings
 from simulator import simulate_night
@@ -50,7 +52,7 @@ def _close(detector: LiveDetector) -> None:
 
 
 def test_a_message_that_raises_is_dead_lettered_and_the_rest_goes_on(tmp_path, batches, monkeypatch):
-    monkeypatch.setattr(LiveDetector, "_apply_status", _raise_for_poison(LiveDetector._apply_status))
+    monkeypatch.setattr(DetectorCore, "_apply_status", _raise_for_poison(DetectorCore._apply_status))
     detector = LiveDetector(_settings(tmp_path), publish_results=False)
     good = [_acc("healthy", b) for b in batches["left"][:120]]
     detector.apply_many([POISON, *good[:60], POISON, *good[60:]], ids=[1, *range(2, 62), 62, *range(63, 123)])
@@ -76,12 +78,14 @@ def test_a_journal_row_that_raises_cannot_block_a_start(tmp_path, batches, monke
     journal = Journal(tmp_path / "detector-journal.sqlite")
     journal.append([POISON, *(_acc("healthy", b) for b in batches["left"][:30])])
     journal.close()
-    monkeypatch.setattr(LiveDetector, "_apply_status", _raise_for_poison(LiveDetector._apply_status))
-    first = LiveDetector(_settings(tmp_path), publish_results=False)  # replays the journal in __init__
+    monkeypatch.setattr(DetectorCore, "_apply_status", _raise_for_poison(DetectorCore._apply_status))
+    first = LiveDetector(_settings(tmp_path), publish_results=False)
+    first.recover()  # replays the journal, as start() does
     assert first.journal.dead_letter_total == 1
     assert "healthy" in first.subjects
     _close(first)  # no checkpoint: the next start replays the same rows
     second = LiveDetector(_settings(tmp_path), publish_results=False)
+    second.recover()
     assert second.journal.dead_letter_total == 1, "the same row was filed again"
     _close(second)
 
@@ -108,19 +112,19 @@ def test_a_scorer_that_raises_loses_one_subject_not_all(tmp_path, batches):
     _close(detector)
 
 
-def test_storage_failures_are_not_dead_lettered(tmp_path, batches):
-    """A full disk is not one message's fault: dead-lettering it would drop what was accepted. It propagates
-    (the worker then fails loudly, see test_detector_supervision)."""
+def test_storage_failures_are_not_dead_lettered(tmp_path):
+    """A full disk is not one message's fault: dead-lettering it would drop what was accepted. The core does no
+    I/O, so it cannot meet one; the service's write of the core's effects raises (and the worker then fails
+    loudly, see test_detector_supervision)."""
     detector = LiveDetector(_settings(tmp_path), publish_results=False)
-    original = detector._apply_diary
 
-    def broken_diary(*args):
-        original(*args)
-        raise JournalError("database or disk is full")
+    def disk_full(_lines):
+        raise OutboxError("cannot write outbox: database or disk is full")
 
-    detector._apply_diary = broken_diary
-    with pytest.raises(JournalError):
+    detector.sink.put = disk_full
+    with pytest.raises(OutboxError):
         detector.apply_many([(wire.diary_topic("alice"), b"slept badly")])
+    assert detector.journal.dead_letter_total == 0
     _close(detector)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from detector.service import LiveDetector
+from detector.live.service import LiveDetector
 from plm import wire
 from plm.mqtt import connect, make_client
 from plm.stack_cli import detector_health_verdict
@@ -303,7 +303,7 @@ def test_retained_batches_and_notes_are_not_scored(mosquitto, influxd, tmp_path,
             assert wait_for(lambda: detector.stats.bad["retained"] == 2, 10), detector.stats.bad
         else:  # MQTT 5: the broker keeps them from us (retain handling 2)
             assert detector.stats.bad["retained"] == 0
-        assert subject not in detector.subjects and not any(k[0] == subject for k in detector.diary)
+        assert subject not in detector.subjects and not any(k[0] == subject for k in detector.core.diary)
     finally:
         detector.stop()
         _publish_all(publisher, [(topic, b"") for topic, _ in retained], retain=True)  # clear them

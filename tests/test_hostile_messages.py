@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detector.service import LiveDetector
+from detector.live.service import LiveDetector
 from plm import wire
 from plm.config import InfluxSettings, Settings
 

@@ -10,8 +10,9 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
+from detector.live.routing import shard_of
+from detector.live.service import CHECKPOINT_MAX_SHARE, LiveDetector
 from detector.scorer import score_arrays
-from detector.service import CHECKPOINT_MAX_SHARE, LiveDetector, shard_of
 from plm import wire
 from plm.mqtt import connect, make_client
 from simulator import simulate_night
@@ -203,27 +204,23 @@ def test_shards_split_subjects_exactly_once(mosquitto, influxd, tmp_path, batche
         publisher.disconnect()
 
 
-def test_a_lost_leg_does_not_hold_the_other_back(tmp_path, batches):
+def test_a_lost_leg_does_not_hold_the_other_back(batches):
     """Right sensor silent: after leg_lost_after_s of wall time the left leg's movements are final."""
-    from plm.config import InfluxSettings, Settings
+    from detector.live.core import DetectorCore
+    from plm.config import Settings
 
-    settings = Settings(influx=InfluxSettings(url="http://127.0.0.1:9", api=1), detector={"state_dir": tmp_path})
-    detector = LiveDetector(settings, publish_results=False, leg_lost_after_s=30.0)
-    emitted: list = []
-    detector._emit = lambda state, events: emitted.extend(events)  # observe what becomes final
+    def final_movements(core: DetectorCore, messages, wall: float, step_s: float) -> list[str]:
+        points = []
+        for i in range(0, len(messages), 60):  # a minute of data per step
+            points += core.handle(messages[i : i + 60], wall).points
+            wall += step_s
+        return [p for p in points if p.startswith("movement,") and "kind=twitch" not in p]
+
     left = [(wire.acc_topic("onelegged", "left-ankle"), wire.encode_binary(b)) for b in batches["left"][:1200]]
-    wall = 1_000.0
-    for i in range(0, len(left), 60):  # a minute of data per minute of wall time
-        detector.apply_many(left[i : i + 60], wall_s=wall)
-        wall += 60.0
-    assert [e for e in emitted if e.kind != "twitch"], "the left leg's movements were held back"
-    early = LiveDetector(settings, publish_results=False, leg_lost_after_s=1e9, instance="patient")
-    held: list = []
-    early._emit = lambda state, events: held.extend(events)
-    early.apply_many(left, wall_s=1_000.0)
-    assert not [e for e in held if e.kind != "twitch"], "without the lost-leg rule nothing should be final"
-    detector.sink.close()
-    early.sink.close()
+    patient = DetectorCore(Settings(), publish_results=False, leg_lost_after_s=30.0)
+    assert final_movements(patient, left, 1_000.0, 60.0), "the left leg's movements were held back"
+    waiting = DetectorCore(Settings(), publish_results=False, leg_lost_after_s=1e9)
+    assert not final_movements(waiting, left, 1_000.0, 0.0), "without the lost-leg rule nothing should be final"
 
 
 def test_broker_restart_mid_stream_loses_nothing(influxd, tmp_path, batches):
@@ -282,6 +279,7 @@ def test_a_checkpoint_of_another_detector_version_is_set_aside_not_fatal(mosquit
         with sqlite3.connect(tmp_path / "state" / "upgrade-journal.sqlite") as db:
             db.execute("UPDATE checkpoint SET state = ?", (b"\x80\x05not a pickle",))
     detector = LiveDetector(settings)
+    detector.recover()
     try:
         assert detector.subjects == {} and detector.stats.checkpoints_discarded == 1
         assert detector._applied_id == 7  # the rows the checkpoint covered are gone: not replayed
@@ -374,7 +372,8 @@ def test_a_restart_is_not_a_lost_leg(tmp_path, batches):
     first.sink.close()
     first.journal.close()
 
-    second = LiveDetector(settings, publish_results=False, leg_lost_after_s=30.0)  # replays rows[half:]
+    second = LiveDetector(settings, publish_results=False, leg_lost_after_s=30.0)
+    second.recover()  # replays rows[half:]
     try:
         state = second.subjects["replaysubject"]
         assert second.stats.bad.get("samples", 0) == 0, dict(second.stats.bad)

@@ -14,10 +14,12 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from detector import service
-from detector.service import LiveDetector
+from detector.live import chunk_policy as policy_rules
+from detector.live.chunk_policy import ChunkPolicy
+from detector.live.core import DetectorCore
+from detector.live.service import LiveDetector
 from plm import wire
-from plm.config import InfluxSettings, Settings
+from plm.config import Settings
 from plm.mqtt import connect, make_client
 from simulator import simulate_night
 from simulator.stream import NightStreamer, StreamConfig
@@ -30,18 +32,25 @@ class CountingDetector(LiveDetector):
     def __init__(self, *args, **kwargs) -> None:
         self.batches_seen = 0
         super().__init__(*args, **kwargs)
+        accept = self.core._accept_batch
 
-    def _accept_batch(self, parsed, batch, wall, side=None):
-        self.batches_seen += 1
-        return super()._accept_batch(parsed, batch, wall, side)
+        def counting(parsed, batch, wall, side=None):
+            self.batches_seen += 1
+            return accept(parsed, batch, wall, side)
+
+        self.core._accept_batch = counting
 
 
-def _offline_detector(tmp_path, **kwargs) -> tuple[LiveDetector, list[str]]:
-    settings = Settings(influx=InfluxSettings(url="http://127.0.0.1:9", api=1), detector={"state_dir": tmp_path})
-    detector = LiveDetector(settings, publish_results=False, **kwargs)
-    written: list[str] = []
-    detector.sink.put = lambda lines: written.extend(lines) or len(written)  # observe what is written
-    return detector, written
+def _core(**settings) -> DetectorCore:
+    return DetectorCore(Settings(detector=settings), publish_results=False)
+
+
+def _feed(core: DetectorCore, messages, group: int, wall_s: float = 1_700_000_000.0) -> list[str]:
+    """The messages in groups, as the service applies them; the points the core asks to write."""
+    points: list[str] = []
+    for i in range(0, len(messages), group):
+        points += core.handle(messages[i : i + group], wall_s).points
+    return points
 
 
 @pytest.mark.services
@@ -79,7 +88,7 @@ def test_memory_per_subject_stays_flat_over_a_stretch(tmp_path):
     night = simulate_night("rls-severe", seed=11, duration_h=0.25, jitter_ms=0, gap=False)
     legs = {side: leg.xyz for side, leg in night.legs.items()}
     subjects, seconds, per = 4, 900, 52
-    detector, _ = _offline_detector(tmp_path)
+    core = _core()
     topics = [(wire.acc_topic(f"mem{k}", f"{side}-ankle"), side) for k in range(subjects) for side in legs]
     t0 = 1_700_000_000.0
     tracemalloc.start()
@@ -93,14 +102,13 @@ def test_memory_per_subject_stays_flat_over_a_stretch(tmp_path):
                 batch = wire.make_batch(round((t0 + s) * 1e9), 52.0, legs[side][a : a + per], s, now_ns=2**62)
                 group.append((topic, wire.encode_binary(batch)))
             if (s + 1) % 20 == 0:
-                detector.apply_many(group, wall_s=t0 + s)
+                core.handle(group, t0 + s)
                 group = []
             if s + 1 in (seconds // 2, seconds):
                 gc.collect()
                 marks[s + 1] = (tracemalloc.get_traced_memory()[0] - base) / subjects
     finally:
         tracemalloc.stop()
-        detector.sink.close()
     half, end = marks[seconds // 2], marks[seconds]
     assert end < 1_000_000, f"{end / 1e3:.0f} kB per subject"
     # what grows is the per-epoch table the in-bed estimate needs (a few hundred bytes per 30 s per leg)
@@ -110,13 +118,12 @@ def test_memory_per_subject_stays_flat_over_a_stretch(tmp_path):
 def test_activity_minutes_are_written_for_each_leg_with_the_scorers_numbers(tmp_path):
     night = simulate_night("rls-severe", seed=4242, duration_h=0.25, jitter_ms=0, gap=False)
     batches = night_batches(night)
-    detector, written = _offline_detector(tmp_path)
+    core = _core()
     messages = [(wire.acc_topic("act", f"{side}-ankle"), wire.encode_binary(b)) for side, b in interleave(batches)]
-    for i in range(0, len(messages), 120):
-        detector.apply_many(messages[i : i + 120])
+    written = _feed(core, messages, 120)
     live = [line for line in written if line.startswith("activity,") and "activity_g=" in line]
     assert live, "no activity minute while the night is going on"
-    detector._end_night(detector.subjects["act"])
+    written += core.end_all_nights().points
     points = {}
     for line in written:
         if not line.startswith("activity,"):
@@ -152,7 +159,7 @@ def _scored_events(batches):
     return score_arrays(batches_as_arrays(batches["left"]), batches_as_arrays(batches["right"])).events
 
 
-def test_chunk_size_adapts_to_the_backlog_without_changing_results(tmp_path):
+def test_chunk_size_adapts_to_the_backlog_without_changing_results():
     """Held batches (large chunks under load) give the same movements as scoring every batch at once."""
     night = simulate_night("rls-severe", seed=7, duration_h=0.25, jitter_ms=0, gap=False)
     messages = [
@@ -161,112 +168,118 @@ def test_chunk_size_adapts_to_the_backlog_without_changing_results(tmp_path):
     ]
     results = []
     for chunk_s in (0.0, 8.0):
-        detector, written = _offline_detector(tmp_path / f"c{chunk_s:g}", max_chunk_s=8.0)
-        detector.chunk_s = chunk_s
-        for i in range(0, len(messages), 50):
-            detector.apply_many(messages[i : i + 50])
-        detector._end_night(detector.subjects["chunk"])
+        core = _core()
+        core.chunk_s = chunk_s
+        written = _feed(core, messages, 50) + core.end_all_nights().points
         results.append(sorted(line for line in written if line.startswith("movement,")))
-        detector.sink.close()
     assert results[0] and results[0] == results[1]
 
 
-def _window(detector: LiveDetector, share: float) -> None:
-    """Pretend a full CPU-share window has passed in which the worker used ``share`` of a core."""
-    span = service.BUSY_WINDOW_S + 0.5
-    detector._busy_mark = (time.monotonic() - span, time.thread_time() - share * span)
-    detector._last_dry = time.monotonic()  # the socket ran dry: no backlog, only the CPU share speaks
+class Clock:
+    """The two clocks the chunk policy is given: monotonic seconds and the worker thread's CPU seconds."""
+
+    def __init__(self) -> None:
+        self.now, self.cpu = 1000.0, 50.0
+
+    def window(self, policy: ChunkPolicy, share: float) -> None:
+        """A full CPU-share window passes in which the worker used ``share`` of a core, the socket running dry
+        (no backlog: only the CPU share speaks)."""
+        span = policy_rules.BUSY_WINDOW_S + 0.5
+        self.now += span
+        self.cpu += share * span
+        policy.socket_dry(self.now)
+
+    def adapt(self, policy: ChunkPolicy) -> float:
+        policy.adapt(self.now, self.cpu)
+        return policy.chunk_s
 
 
-def test_chunk_follows_the_worker_cpu_share_one_step_per_window(tmp_path):
+def _policy(clock: Clock) -> ChunkPolicy:
+    policy = ChunkPolicy(clock.now, max_chunk_s=16.0)
+    policy.measure(clock.now, clock.cpu)  # the first window starts here
+    return policy
+
+
+def test_chunk_follows_the_worker_cpu_share_one_step_per_window():
     """A load in step (every sensor each second) lets the socket run dry between bursts, so the backlog rule
     never fires; the CPU share does: it lengthens the chunk one step per window while the worker is busy,
     keeps it in the band, and shortens it when the half chunk was measured cheap enough or the share is low."""
-    detector, _ = _offline_detector(tmp_path, max_chunk_s=16.0)
+    clock = Clock()
+    policy = _policy(clock)
     steps = []
     for _ in range(6):
-        _window(detector, 0.9)
-        detector._adapt_chunk()
-        detector._adapt_chunk()  # a second group in the same window: no second step
-        steps.append(detector.chunk_s)
+        clock.window(policy, 0.9)
+        clock.adapt(policy)
+        steps.append(clock.adapt(policy))  # a second group in the same window: no second step
     assert steps == [1.0, 2.0, 4.0, 8.0, 16.0, 16.0]
-    # in the band, the half measured too dear a moment ago: stays (it would otherwise flap)
-    detector._share_at_chunk[8.0] = (service.BUSY_SHORTER_BELOW + 0.03, time.monotonic())
-    _window(detector, 0.6)
-    detector._adapt_chunk()
-    assert detector.chunk_s == 16.0
+    # in the band, the half measured too dear a moment ago (0.9 on the way up): stays (it would otherwise flap)
+    clock.window(policy, 0.6)
+    assert clock.adapt(policy) == 16.0
     # ... measured long ago: tried again (the cost curve is flat at long chunks)
-    detector._share_at_chunk[8.0] = (service.BUSY_SHORTER_BELOW + 0.03, time.monotonic() - 2 * service.BUSY_MEMORY_S)
-    _window(detector, 0.6)
-    detector._adapt_chunk()
-    assert detector.chunk_s == 8.0
+    clock.now += 2 * policy_rules.BUSY_MEMORY_S
+    clock.window(policy, 0.6)
+    assert clock.adapt(policy) == 8.0
     # the half measured cheap enough: back to it
-    detector._share_at_chunk[4.0] = (0.5, time.monotonic())
-    _window(detector, 0.6)
-    detector._adapt_chunk()
-    assert detector.chunk_s == 4.0
+    policy.measured[4.0] = (0.5, clock.now)
+    clock.window(policy, 0.6)
+    assert clock.adapt(policy) == 4.0
     # in the band above the probing limit: stays
-    _window(detector, (service.BUSY_SHORTER_BELOW + service.BUSY_HIGH) / 2)
-    detector._adapt_chunk()
-    assert detector.chunk_s == 4.0
+    clock.window(policy, (policy_rules.BUSY_SHORTER_BELOW + policy_rules.BUSY_HIGH) / 2)
+    assert clock.adapt(policy) == 4.0
     # too dear: doubles back
-    _window(detector, service.BUSY_HIGH + 0.05)
-    detector._adapt_chunk()
-    assert detector.chunk_s == 8.0
+    clock.window(policy, policy_rules.BUSY_HIGH + 0.05)
+    assert clock.adapt(policy) == 8.0
     # a light load: halves once per window down to 0 (each batch scored on arrival)
     lengths = []
     for _ in range(5):
-        _window(detector, 0.1)
-        detector._adapt_chunk()
-        lengths.append(detector.chunk_s)
+        clock.window(policy, 0.1)
+        lengths.append(clock.adapt(policy))
     assert lengths == [4.0, 2.0, 1.0, 0.0, 0.0]
     # a backlog (the socket read full chunks for a second) doubles at once, whatever the share
-    detector._last_dry = detector._last_doubled = time.monotonic() - 1.5 * service.BEHIND_AFTER_S
-    detector._adapt_chunk()
-    assert detector.chunk_s == 1.0
-    detector._adapt_chunk()  # ... at most every DOUBLE_EVERY_S
-    assert detector.chunk_s == 1.0
-    detector._last_doubled -= service.DOUBLE_EVERY_S
-    detector._adapt_chunk()
-    assert detector.chunk_s == 2.0
+    clock.now += 0.1
+    policy.last_dry = policy.last_doubled = clock.now - 1.5 * policy_rules.BEHIND_AFTER_S
+    assert clock.adapt(policy) == 1.0
+    assert clock.adapt(policy) == 1.0  # ... at most every DOUBLE_EVERY_S
+    clock.now += policy_rules.DOUBLE_EVERY_S
+    assert clock.adapt(policy) == 2.0
     # a backlog that has lasted twice as long: fourfold (a restart's backlog reaches long chunks in a few groups)
-    detector._last_dry = detector._last_doubled = time.monotonic() - 3 * service.BEHIND_AFTER_S
-    detector._adapt_chunk()
-    assert detector.chunk_s == 8.0
+    clock.now += policy_rules.DOUBLE_EVERY_S
+    policy.last_dry = clock.now - 3 * policy_rules.BEHIND_AFTER_S
+    assert clock.adapt(policy) == 8.0
 
 
-def test_held_batches_wait_through_gaps_between_bursts_but_not_through_a_real_lull(tmp_path):
+def test_held_batches_wait_through_gaps_between_bursts_but_not_through_a_real_lull():
     night = simulate_night("rls-severe", seed=7, duration_h=0.25, jitter_ms=0, gap=False)
     messages = [
         (wire.acc_topic("lull", f"{side}-ankle"), wire.encode_binary(b)) for side, b in interleave(night_batches(night))
     ]
-    detector, _ = _offline_detector(tmp_path, max_chunk_s=16.0)
-    detector.chunk_s = 16.0
-    detector.apply_many(messages[:40])  # 20 s of each leg: some of it held for the 16-s chunk
-    assert detector._holding
-    held = sum(len(v) for v in detector.subjects["lull"].held.values())
+    core = _core()
+    core.chunk_s = 16.0
+    core.handle(messages[:40], 1_700_000_000.0)  # 20 s of each leg: some of it held for the 16-s chunk
+    assert core.holding
+    held = sum(len(v) for v in core.subjects["lull"].held.values())
     assert held > 0
-    _window(detector, 0.8)  # busy: a quiet moment is only the gap before the next burst
-    detector._score_idle_holds()
-    assert sum(len(v) for v in detector.subjects["lull"].held.values()) == held
-    # the busy window is over and this one was quiet: the lull is real, score what is held
-    detector._busy_mark = (time.monotonic() - service.BUSY_WINDOW_S - 0.5, time.thread_time())
-    detector._score_idle_holds()
-    assert sum(len(v) for v in detector.subjects["lull"].held.values()) == 0
-    assert not detector._holding
+    clock = Clock()
+    policy = _policy(clock)
+    clock.window(policy, 0.8)
+    assert not policy.lull(clock.now, clock.cpu)  # busy: a quiet moment is only the gap before the next burst
+    clock.window(policy, 0.0)
+    assert policy.lull(clock.now, clock.cpu)  # the busy window is over and this one was quiet: a real lull
+    core.flush_holds()
+    assert sum(len(v) for v in core.subjects["lull"].held.values()) == 0
+    assert not core.holding
 
 
-def test_a_checkpoint_does_not_count_as_scoring_load(tmp_path):
+def test_a_checkpoint_does_not_count_as_scoring_load():
     """A checkpoint pickles every subject at once, whatever the chunk: the window's share is judged on the
     rest of its time, so a checkpoint in an otherwise moderate window does not lengthen the chunk."""
-    detector, _ = _offline_detector(tmp_path, max_chunk_s=16.0)
-    _window(detector, 0.8)  # 2.5 s at 0.8 of a core: 2.0 s of CPU ...
-    detector._busy_excluded = (1.2, 1.2)  # ... 1.2 s of it a checkpoint: 0.8 s in the other 1.3 s (0.62)
-    detector._adapt_chunk()
-    assert detector.chunk_s == 0.0 and 0.55 < detector._busy_share < 0.68
-    _window(detector, 0.8)  # the same window without a checkpoint is busy
-    detector._adapt_chunk()
-    assert detector.chunk_s == 1.0
+    clock = Clock()
+    policy = _policy(clock)
+    clock.window(policy, 0.8)  # 2.5 s at 0.8 of a core: 2.0 s of CPU ...
+    policy.paused(1.2, 1.2, clock.now - 1.3)  # ... 1.2 s of it a checkpoint: 0.8 s in the other 1.3 s (0.62)
+    assert clock.adapt(policy) == 0.0 and 0.55 < policy.busy_share < 0.68
+    clock.window(policy, 0.8)  # the same window without a checkpoint is busy
+    assert clock.adapt(policy) == 1.0
 
 
 @pytest.mark.services
@@ -286,7 +299,7 @@ def test_home_assistant_discovery_configs_are_retained_and_render(mosquitto, inf
         ]
         for info in infos:
             info.wait_for_publish(30)
-        assert wait_for(lambda: subject in detector._discovery_sent, 20)
+        assert wait_for(lambda: subject in detector.core._discovery_sent, 20)
     finally:
         publisher.disconnect()
         publisher.loop_stop()
@@ -328,30 +341,24 @@ def test_home_assistant_discovery_configs_are_retained_and_render(mosquitto, inf
     assert np.isfinite(state["night_start"])
 
 
-def test_night_ends_at_the_configured_local_time(tmp_path):
-    from detector.service import next_local_time, parse_local_time
+def test_night_ends_at_the_configured_local_time():
+    from detector.live.night import next_local_time, parse_local_time
 
-    settings = Settings(
-        influx=InfluxSettings(url="http://127.0.0.1:9", api=1),
-        detector={"state_dir": tmp_path, "night_end_local": "07:30"},
-    )
-    detector = LiveDetector(settings, publish_results=False)
-    detector.sink.put = lambda lines: 0
+    core = _core(night_end_local="07:30")
     night = simulate_night("rls-severe", seed=2, duration_h=0.25, jitter_ms=0, gap=False)
     messages = [
         (wire.acc_topic("clock", f"{side}-ankle"), wire.encode_binary(b))
         for side, b in interleave(night_batches(night))
     ]
     first_wall = next_local_time(1_700_000_000.0, 5, 0)  # data starts arriving at 05:00 local
-    detector.apply_many(messages[:200], wall_s=first_wall)
-    detector.subjects["clock"].last_wall = first_wall + 3600  # data keeps flowing (idle rule not met)
-    detector._end_idle_nights(first_wall + 3600 + 60)  # 06:01: still the night
-    assert detector.subjects["clock"].night_start_s is not None
-    detector.subjects["clock"].last_wall = first_wall + 2.5 * 3600
-    detector._end_idle_nights(first_wall + 2.5 * 3600 + 1)  # 07:30:01, data flowing for 2.5 h
-    assert detector.stats.nights_finished == 1
-    assert detector.subjects["clock"].night_start_s is None
-    detector.sink.close()
+    core.handle(messages[:200], first_wall)
+    core.subjects["clock"].last_wall = first_wall + 3600  # data keeps flowing (idle rule not met)
+    core.tick(first_wall + 3600 + 60)  # 06:01: still the night
+    assert core.subjects["clock"].night_start_s is not None
+    core.subjects["clock"].last_wall = first_wall + 2.5 * 3600
+    assert any(p.startswith("night,") for p in core.tick(first_wall + 2.5 * 3600 + 1).points)  # 07:30:01
+    assert core.stats.nights_finished == 1
+    assert core.subjects["clock"].night_start_s is None
     assert parse_local_time("7:05") == (7, 5)
     with pytest.raises(ValueError, match="night_end_local"):
         parse_local_time("25:00")

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from detector.service import LiveDetector
+from detector.live.service import LiveDetector
 from plm import wire
 from plm.mqtt import connect, make_client
 from simulator import simulate_night

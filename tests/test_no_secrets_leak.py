@@ -13,8 +13,8 @@ import urllib.parse
 import pytest
 
 from detector.influx import InfluxSink, V1Writer, WriteError
+from detector.live.service import LiveDetector
 from detector.report_data import InfluxQL, ReportDataError, load_from_influx
-from detector.service import LiveDetector
 from plm import wire
 from plm.config import ConfigError, InfluxSettings, MqttSettings, Settings, load_settings
 from plm.localservices import free_port
