@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -177,6 +178,9 @@ def _start(argv: list[str], cwd: Path, env: dict[str, str], output: Path) -> int
         sys.stdin = open(os.devnull)  # noqa: SIM115
         sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
         sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        root = logging.getLogger()
+        for handler in list(root.handlers):  # bound to this test process's (captured) stderr: log to the child's
+            root.removeHandler(handler)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         code = main(argv)
