@@ -180,11 +180,14 @@ def test_oversized_message_is_refused(broker):
     detector.subscribe("plm/v1/+/+/acc")
     collector = Client(broker.port, "collector-alice", "alice-collector-pw")
     collector.client.publish("plm/v1/alice/left/acc", b"x" * (200 * 1024), qos=1)
-    collector.publish("plm/v1/alice/left/acc", b"small")
+    collector.close()  # mosquitto drops a client that sends an oversized packet: the next one comes anew
+    again = Client(broker.port, "collector-alice", "alice-collector-pw")
+    again.publish("plm/v1/alice/left/acc", b"small")
     got = [payload for _, payload in detector.drain(1.0)]
     assert b"x" * (200 * 1024) not in got
+    assert b"small" in got  # the broker works on: the subscription saw the message after the refused one
     detector.close()
-    collector.close()
+    again.close()
 
 
 def _make_tls(tmp_path: Path) -> TlsFiles:
