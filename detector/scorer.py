@@ -279,8 +279,10 @@ class NightScorer:
         # lights-on), a trip to the bathroom included; movements while up are still not counted as PLMs
         lying = np.flatnonzero(epochs.in_bed)
         bed_period = slice(int(lying[0]), int(lying[-1]) + 1) if lying.size else slice(0, 0)
-        in_bed_s = float(epochs.covered_s[bed_period].sum())
-        sleep_s = float(epochs.covered_s[epochs.asleep].sum())
+        # an epoch covers its samples' n / rate seconds, the recording first to last sample (n - 1) / rate: time in
+        # bed (and asleep) may not exceed the recording, so at most the span (issue 18: 0.02 s over at 52 Hz)
+        in_bed_s = min(float(epochs.covered_s[bed_period].sum()), span)
+        sleep_s = min(float(epochs.covered_s[epochs.asleep].sum()), in_bed_s)
         wake_s = in_bed_s - sleep_s
 
         def state_of(onset: float) -> int:  # 0 out of bed / unknown, 1 wake in bed, 2 asleep

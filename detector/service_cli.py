@@ -22,6 +22,15 @@ def _shard(text: str) -> tuple[int, int]:
     return k, n
 
 
+def _instance(text: str) -> str:
+    from plm import wire
+
+    try:
+        return wire.validate_id(text, "detector instance")
+    except wire.WireFormatError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "detect",
@@ -33,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--shard", type=_shard, default=(0, 1), help="K/N: score only subjects in slot K of N")
-    parser.add_argument("--instance", help="instance name (client id, state files); default from config")
+    parser.add_argument(
+        "--instance", type=_instance, help="instance name (client id, state files); default from config"
+    )
     parser.add_argument(
         "--idle-end-min", type=float, default=30.0, help="end a night after this many minutes without data"
     )
@@ -67,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         detector = LiveDetector(settings, shard=args.shard, instance=args.instance, idle_end_s=args.idle_end_min * 60)
     except (JournalError, OutboxError) as exc:
         print(f"plm detect: {exc}. {_STATE_FIX.format(state_dir=settings.detector.state_dir)}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    except ValueError as exc:  # detector.instance of the configuration is not a usable id
+        print(f"plm detect: {exc}", file=sys.stderr)
         return EXIT_CANNOT_START
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from plm.cli import LazyChoices
+from plm.cli import LazyChoices, number
 
 
 def _showable() -> tuple[str, ...]:
@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     tokens = sub.add_parser("influx-tokens", help="create the detector's write and Grafana's read token if missing")
     tokens.add_argument("--dir", type=Path, default=Path("/secrets"))
-    tokens.add_argument("--url", default=os.environ.get("PLM_INFLUX__URL", "http://influxdb:8086"))
+    tokens.add_argument("--url", type=_http_url, default=os.environ.get("PLM_INFLUX__URL", "http://influxdb:8086"))
     tokens.add_argument("--org", default=os.environ.get("PLM_INFLUX__ORG", "plm"))
     tokens.add_argument("--bucket", default=os.environ.get("PLM_INFLUX__BUCKET", "plm"))
     tokens.add_argument("--wait-s", type=float, default=60.0, help="keep retrying this long while InfluxDB starts")
@@ -74,11 +74,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.set_defaults(func=_show)
 
     sim = sub.add_parser("simulate", help="the stack's simulated sensor: last night fast once, then live nights")
-    sim.add_argument("--subjects", type=int, default=int(os.environ.get("PLM_SIM_SUBJECTS", "1") or 1))
+    sim.add_argument(
+        "--subjects", type=number(int, 1, 10_000), default=int(os.environ.get("PLM_SIM_SUBJECTS", "1") or 1)
+    )
     sim.add_argument("--profile", default=os.environ.get("PLM_SIM_PROFILE", "rls-severe"))
-    sim.add_argument("--speed", type=float, default=float(os.environ.get("PLM_SIM_SPEED", "1") or 1))
-    sim.add_argument("--replay-speed", type=float, default=float(os.environ.get("PLM_SIM_REPLAY_SPEED", "500") or 500))
-    sim.add_argument("--hours", type=float, default=8.0)
+    sim.add_argument(
+        "--speed", type=number(float, high=10_000, above=0), default=float(os.environ.get("PLM_SIM_SPEED", "1") or 1)
+    )
+    sim.add_argument(
+        "--replay-speed",
+        type=number(float, high=10_000, above=0),
+        default=float(os.environ.get("PLM_SIM_REPLAY_SPEED", "500") or 500),
+    )
+    sim.add_argument("--hours", type=number(float, 0.25, 16), default=8.0)
     sim.add_argument("--state-dir", type=Path, default=Path("/var/lib/plm/simulator"))
     sim.set_defaults(func=_simulate)
 
@@ -95,6 +103,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     health.set_defaults(func=_health)
     stack.set_defaults(func=lambda _args: (stack.print_help(), 2)[1])
+
+
+def _http_url(text: str) -> str:
+    """``--url``: InfluxDB's address, checked where it is parsed (urllib would raise 'unknown url type' later)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http(s) URL, e.g. http://influxdb:8086")
+    return text.strip()
 
 
 def _init(args: argparse.Namespace) -> int:

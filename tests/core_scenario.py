@@ -2,8 +2,9 @@
 wall times), with status messages, diary notes, bad input, a leg that goes silent and the nights' ends.
 
 Used by tests/test_detector_core.py to show that the sans-IO core produces exactly (byte for byte) the points
-and MQTT results the service produced before it was split out (tests/data/core_effects.json, recorded from
-the service as it was at commit 58fc4ac).
+and MQTT results the service produced before it was split out (tests/data/core_effects.json, first recorded
+from the service as it was at commit 58fc4ac; re-recorded by ``python -m tests.core_scenario`` only for a
+change meant to change numbers, named in its commit -- so far: time in bed capped at the recording's span).
 """
 
 from __future__ import annotations
@@ -87,3 +88,26 @@ def digest(points: list[str], publishes: list[tuple[str, bytes, bool]]) -> dict[
 
 def dump(result: dict[str, object]) -> str:
     return json.dumps(result, indent=1, sort_keys=True) + "\n"
+
+
+def record() -> dict[str, object]:
+    """The effects of today's core on the scenario (``python -m tests.core_scenario`` rewrites the recording:
+    only for a change that is meant to change numbers, named in its commit)."""
+    from detector.live.core import DetectorCore
+    from plm.config import Settings
+
+    core = DetectorCore(Settings())
+    steps, end_wall = scenario()
+    points: list[str] = []
+    publishes: list[tuple[str, bytes, bool]] = []
+    for step in [*steps, None]:
+        effects = core.tick(end_wall) if step is None else core.handle(step.messages, step.wall_s)
+        points += effects.points
+        publishes += [(p.topic, p.payload, p.retain) for p in effects.publishes]
+    return digest(points, publishes)
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+
+    (Path(__file__).parent / "data" / "core_effects.json").write_text(dump(record()))

@@ -1,8 +1,9 @@
 """The live detector's sans-IO core (detector/live/core.py): messages in, effects out, no broker or database.
 
-The first test replays a recorded stream and compares the effects with those of the service before the core
-was split out of it (tests/data/core_effects.json, recorded at commit 58fc4ac): byte for byte, so the split
-changed no number, no point and no MQTT result."""
+The first test replays a recorded stream and compares the effects with the recording
+(tests/data/core_effects.json): byte for byte. First recorded from the service before the core was split out
+of it (commit 58fc4ac), so the split changed no number, no point and no MQTT result; any later change of a
+number must re-record it on purpose (tests/core_scenario.py)."""
 
 from __future__ import annotations
 

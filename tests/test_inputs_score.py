@@ -312,3 +312,16 @@ def test_two_legs_are_scored_only_when_recorded_together(
     else:
         assert not scorable, err
         assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(duration_s=st.floats(600, 1500), rate=st.sampled_from([25.0, 52.0, 100.0]), seed=st.integers(0, 50))
+def test_time_in_bed_never_exceeds_the_recording(duration_s, rate, seed) -> None:
+    """An epoch covers its samples' n / rate seconds, the recording runs from first to last sample: time in bed
+    was one sample interval longer than the recording (issue 18, item 5)."""
+    from detector.scorer import score_arrays
+
+    t, xyz = leg_recording([], duration_s, rate_hz=rate, seed=seed, t0=1_700_000_000.0)
+    fields = score_arrays((t, xyz)).fields
+    assert fields["time_in_bed_h"] * 3600 <= float(t[-1] - t[0]) + 1e-9
+    assert fields["sleep_h"] <= fields["time_in_bed_h"]

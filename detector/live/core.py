@@ -629,9 +629,9 @@ class DetectorCore:
             self._write_summary(state, summary)
             self.stats.nights_finished += 1
             log.info(
-                "night of %s finished: PLM index %s, %d PLMs",
+                "night of %s finished: PLM index %.1f/h, %d PLMs",
                 state.subject,
-                summary.fields.get("plm_index"),
+                summary.fields.get("plm_index") or 0.0,
                 summary.fields.get("plm_count", 0),
             )
         fresh = SubjectState(state.subject, state.sides, NightScorer(self.rules, sides=state.sides))
