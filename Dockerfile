@@ -13,8 +13,9 @@ COPY plm ./plm
 COPY collector ./collector
 COPY detector ./detector
 COPY simulator ./simulator
-# numpy, scipy, numba/llvmlite and dbus-fast ship manylinux wheels: no compiler in this stage
-RUN /opt/plm/bin/pip install . && /opt/plm/bin/plm --help >/dev/null
+# numpy, scipy, numba/llvmlite and dbus-fast ship manylinux wheels: no compiler in this stage. One image serves
+# every service, so it has the collector's and the detector's extras (pyproject.toml: installable by role)
+RUN /opt/plm/bin/pip install '.[collector,detector]' && /opt/plm/bin/plm --help >/dev/null
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="plm-monitor" \

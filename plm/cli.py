@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
-import importlib.util
 import logging
 import math
 import os
@@ -161,10 +160,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default: $PLM_LOG_LEVEL or INFO)")
     parser.add_argument("--config", help="TOML configuration file (default: $PLM_CONFIG); environment wins")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in STAGE_CLI_MODULES:
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name).register(subparsers)
+    for name in STAGE_CLI_MODULES:  # a module that fails to import is a bug to see, not a command to hide
+        importlib.import_module(name).register(subparsers)
     return parser
+
+
+EXTRA_OF_MODULE = {
+    "bleak": "collector",
+    "scipy": "detector",
+    "numba": "detector",
+    "llvmlite": "detector",
+    "influxdb_client": "detector",
+    "platformdirs": "detector",
+    "matplotlib": "report",
+    "pandas": "fast-csv",
+}
+"""A third-party module a command imports when it runs -> the extra that installs it (pyproject.toml)."""
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The ``pip install`` line for a module of a role this installation lacks, or None (a bug)."""
+    extra = EXTRA_OF_MODULE.get((exc.name or "").partition(".")[0])
+    return None if extra is None else f"pip install 'plm-monitor[{extra}]'"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -186,6 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # at /dev/null so that the interpreter's final flush does not fail on the same pipe again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except ModuleNotFoundError as exc:  # an installation by role (collector only, say) without this command's extra
+        fix = missing_extra(exc)
+        if fix is None:
+            raise
+        print(f"plm {_command(args)}: this installation lacks {exc.name} ({fix} adds it)", file=sys.stderr)
+        return 2
     except OSError as exc:  # a file, directory or connection the environment refused: one line, no traceback
         log.debug("%s failed", args.command, exc_info=True)
         where = f": {exc.filename}" if exc.filename else ""

@@ -20,6 +20,10 @@ REQUIRE_SERVICES = os.environ.get("PLM_REQUIRE_SERVICES") == "1"
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Compile the detector's numba loops once (cached on disk) before any test: on a fresh checkout the
     first compilation takes seconds, which must not land inside one test's timeout or a child process."""
+    import importlib.util
+
+    if importlib.util.find_spec("numba") is None:
+        return  # an installation by role without the detector (tests/test_install_roles.py runs the collector's)
     from detector.scorer import warm_up
 
     warm_up()

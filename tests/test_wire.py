@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -176,7 +176,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=1000)
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])  # generation is slow on a loaded machine
 @given(
     st.fixed_dictionaries(
         {},
