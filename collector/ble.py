@@ -14,6 +14,7 @@ import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from bleak import BleakClient, BleakScanner
 from bleak.backends.client import BaseBleakClient
@@ -57,7 +58,7 @@ class ScanResult:
 
 async def scan(timeout_s: float = 5.0, *, scanner_backend: type[BaseBleakScanner] | None = None) -> list[ScanResult]:
     """Nearby supported devices, strongest signal first (for ``plm collect --scan``)."""
-    kwargs = {"backend": scanner_backend} if scanner_backend else {}
+    kwargs: dict[str, Any] = {"backend": scanner_backend} if scanner_backend else {}
     found = await BleakScanner.discover(timeout_s, return_adv=True, **kwargs)
     out = []
     for device, adv in found.values():
@@ -108,7 +109,7 @@ def bluetooth_problem(exc: BaseException) -> str | None:
 async def check_bluetooth(scanner_backend: type[BaseBleakScanner] | None = None) -> None:
     """Start and stop a scan once: raises :class:`BluetoothUnavailable` with a plain reason when this
     machine cannot scan, so ``plm collect`` says it once instead of retrying every sensor forever."""
-    kwargs = {"backend": scanner_backend} if scanner_backend else {}
+    kwargs: dict[str, Any] = {"backend": scanner_backend} if scanner_backend else {}
     try:
         async with BleakScanner(**kwargs):
             pass
@@ -208,7 +209,7 @@ class SensorSession:
             self.emit(batches)
 
     async def find(self) -> tuple[BLEDevice, AdvertisementData] | None:
-        kwargs = {"backend": self.scanner_backend} if self.scanner_backend else {}
+        kwargs: dict[str, Any] = {"backend": self.scanner_backend} if self.scanner_backend else {}
         async with BleakScanner(**kwargs) as scanner:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.scan_timeout_s):
@@ -245,7 +246,7 @@ class SensorSession:
         device, adv = found
         self.rssi_dbm = adv.rssi
         lost = asyncio.Event()
-        kwargs = {"backend": self.client_backend} if self.client_backend else {}
+        kwargs: dict[str, Any] = {"backend": self.client_backend} if self.client_backend else {}
         client = BleakClient(device, disconnected_callback=lambda _c: lost.set(), **kwargs)
         await client.connect()
         self.counters.connects += 1

@@ -96,6 +96,7 @@ class PolarPmdDriver(Driver):
     model = "Polar PMD"
     service_uuid = pmd.PMD_SERVICE
     samples_per_frame = 71.0
+    timeline: DeviceClockTimeline = field(init=False)
 
     def __post_init__(self) -> None:
         self.timeline = DeviceClockTimeline(self.rate_hz)
@@ -196,6 +197,7 @@ class WitMotionDriver(Driver):
     model = "WitMotion BWT901BLE"
     service_uuid = wit.WIT_SERVICE
     samples_per_frame = 2.0
+    timeline: CounterTimeline = field(init=False)
 
     def __post_init__(self) -> None:
         self.timeline = CounterTimeline(self.rate_hz)

@@ -107,7 +107,7 @@ def _meas_name(measurement: int) -> str:
 # ----------------------------------------------------------------------------- features & commands
 
 
-def parse_features(data: bytes) -> set[str]:
+def parse_features(data: bytes | bytearray) -> set[str]:
     """Decode the control-point read: ``0F <bitmap>`` -> names of the supported measurements."""
     if len(data) < 2 or data[0] != 0x0F:
         raise PmdProtocolError(f"PMD feature read must start with 0x0F and hold a bitmap, got {bytes(data).hex(' ')}")
@@ -256,7 +256,7 @@ class PmdFrame:
 _RAW_BYTES = {0: 1, 1: 2, 2: 3}
 
 
-def decode_frame(data: bytes, *, resolution: int = 16, channels: int = 3, factor: float = 1.0) -> PmdFrame:
+def decode_frame(data: bytes | bytearray, *, resolution: int = 16, channels: int = 3, factor: float = 1.0) -> PmdFrame:
     """Decode one PMD ACC data notification.
 
     ``resolution`` and ``factor`` come from the settings response (factor is only sent by some

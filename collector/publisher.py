@@ -21,6 +21,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -94,7 +95,7 @@ class SensorPublisher:
         )
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
-        previous_disconnect = self.client.on_disconnect
+        previous_disconnect: Callable[..., None] | None = self.client.on_disconnect
 
         def _on_disconnect(c, userdata, flags, reason, props) -> None:
             self._connected.clear()

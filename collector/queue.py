@@ -11,6 +11,7 @@ One connection, used from one thread (the sensor's publisher thread).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from plm.durable import open_durable_db
@@ -44,7 +45,7 @@ class DurableQueue:
     def __len__(self) -> int:
         return self._len
 
-    def put_many(self, items: list[tuple[str, bytes]] | list[tuple[str, bytes, int | None, int | None]]) -> int:
+    def put_many(self, items: Sequence[tuple[str, bytes] | tuple[str, bytes, int | None, int | None]]) -> int:
         """Append ``(topic, payload[, start_ns, end_ns])`` in order; returns how many old items were dropped
         to stay within the bound. Items without times can only be removed by id (:meth:`delete`)."""
         if not items:

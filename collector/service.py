@@ -127,10 +127,7 @@ class Collector:
             loop = asyncio.get_running_loop()
             await asyncio.gather(
                 *(
-                    loop.run_in_executor(
-                        None,
-                        lambda s=s: s.publisher.stop(self.status(s, "offline"), self.flush_timeout_s),
-                    )
+                    loop.run_in_executor(None, s.publisher.stop, self.status(s, "offline"), self.flush_timeout_s)
                     for s in self.sensors
                 )
             )

@@ -17,7 +17,7 @@ import contextlib
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from bleak.backends.characteristic import BleakGATTCharacteristic
@@ -390,7 +390,7 @@ class ScriptedClientBase(BaseBleakClient):
             handle += 1
             for c_uuid, props in chars.items():
                 services.add_characteristic(
-                    BleakGATTCharacteristic(None, handle, c_uuid, props, lambda: p.mtu - 3, service)
+                    BleakGATTCharacteristic(None, handle, c_uuid, cast(Any, props), lambda: p.mtu - 3, service)
                 )
                 handle += 2
         self.services = services

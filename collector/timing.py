@@ -140,7 +140,7 @@ class DeviceClockTimeline:
                 lost = max(0, round(step / nominal) - n) if step > 0 else 0
                 self.gaps += 1
                 self.lost_samples += lost
-        period = nominal if gap else (device_ns - prev) / n
+        period = nominal if gap or prev is None else (device_ns - prev) / n
         self.tracker.observe(device_ns, arrival_ns)
         self._last_device_ns = device_ns
         rel = device_ns - np.round((n - 1 - np.arange(n)) * period).astype(np.int64)

@@ -221,7 +221,6 @@ def _payload_model() -> Any:
 
     from pydantic import ConfigDict, Field, create_model
 
-    seconds = {"ge": EARLIEST_S, "le": LATEST_S}
     tag = Annotated[str, Field(max_length=MAX_TAG_INPUT_CHARS)]
     return create_model(
         "DiaryPayload",
@@ -229,8 +228,8 @@ def _payload_model() -> Any:
         text=(Annotated[str, Field(max_length=MAX_PAYLOAD_BYTES)] | None, None),  # make_note: MAX_TEXT_CHARS
         tags=(Annotated[list[tag], Field(max_length=MAX_TAGS)] | None, None),
         time=(
-            Annotated[int, Field(**seconds)]
-            | Annotated[float, Field(**seconds)]
+            Annotated[int, Field(ge=EARLIEST_S, le=LATEST_S)]
+            | Annotated[float, Field(ge=EARLIEST_S, le=LATEST_S)]
             | Annotated[str, Field(max_length=MAX_TIME_CHARS)]
             | None,
             None,

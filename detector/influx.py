@@ -137,7 +137,11 @@ class V2Writer:
             token = None
             self.secret_setting = "influx.token"
         self._client = InfluxDBClient(
-            url=settings.url, token=token, org=settings.org, timeout=int(settings.timeout_s * 1000), retries=False
+            url=settings.url,
+            token=token,  # type: ignore[arg-type]  # None (no credentials) is what the client's own default is
+            org=settings.org,
+            timeout=int(settings.timeout_s * 1000),
+            retries=False,
         )
         self._api = self._client.write_api(write_options=SYNCHRONOUS)
 
@@ -147,7 +151,10 @@ class V2Writer:
 
         try:
             self._api.write(
-                bucket=self._settings.bucket, org=self._settings.org, record=body, write_precision=WritePrecision.MS
+                bucket=self._settings.bucket,
+                org=self._settings.org,
+                record=body,
+                write_precision=WritePrecision.MS,  # type: ignore[arg-type]  # the client's own constant (a str)
             )
         except ApiException as exc:
             status = int(exc.status or 0)

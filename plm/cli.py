@@ -60,7 +60,7 @@ class LazyChoices(Sequence[str]):
             self._values = tuple(self._load())
         return self._values
 
-    def __getitem__(self, index):  # type: ignore[override]
+    def __getitem__(self, index):
         return self._all()[index]
 
     def __len__(self) -> int:
@@ -79,7 +79,7 @@ class Parser(argparse.ArgumentParser):
     Stock argparse takes ``--shard -1/2`` for a missing value ("expected one argument"); the value's own
     check then says what is wrong with it ("need 0 <= K < N"). Subcommand parsers are of this class too."""
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = re.compile(r"^-\d+(/\d+)?$|^-\d*\.\d+$")
 

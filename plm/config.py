@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -208,8 +209,8 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # PLM_*_FILE variables name secret files; load_settings reads them, the env source must not
-        env_vars = getattr(env_settings, "env_vars", None)
-        if isinstance(env_vars, Mapping):
+        if isinstance(env_settings, EnvSettingsSource):
+            env_vars = env_settings.env_vars
             env_settings.env_vars = {k: v for k, v in env_vars.items() if not k.lower().endswith("_file")}
         # the TOML file (model_config["toml_file"], set by load_settings) ranks below the environment
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, deep_merge=True)

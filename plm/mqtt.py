@@ -101,13 +101,13 @@ class BufferedReadClient(mqtt.Client):
         packet = self._in_packet["packet"]
         if self._protocol == mqtt.MQTTv5:  # properties sit between the packet id and the payload
             result = _packet.decode_publish(command, packet, self._protocol)
-            topic_bytes, mid, payload = result.topic, result.mid, result.payload
+            topic_bytes, mid, payload = result.topic, result.mid, bytes(result.payload)
         else:
             topic_end = 2 + _U16.unpack_from(packet)[0] if len(packet) >= 2 else 0
             if topic_end <= 2 or len(packet) < topic_end + 2 * qos:
                 self._easy_log(mqtt.MQTT_LOG_ERR, "malformed PUBLISH (%d bytes)", len(packet))
                 return mqtt.MQTTErrorCode.MQTT_ERR_PROTOCOL  # paho too drops a connection that sends one
-            topic_bytes = packet[2:topic_end]
+            topic_bytes = bytes(packet[2:topic_end])
             mid = _U16.unpack_from(packet, topic_end)[0] if qos else 0
             payload = bytes(packet[topic_end + 2 * qos :])
         # the broker checks that a topic is UTF-8; if it is not, the consumer sees replacement characters
@@ -168,7 +168,7 @@ class BufferedReadClient(mqtt.Client):
             return
         v5 = self._protocol == mqtt.MQTTv5
         header = bytes([mqtt.PUBLISH | (1 if retain else 0)])  # QoS 0, not a duplicate
-        parts = []
+        parts: list[bytes] = []
         for topic, payload in messages:
             name = topic.encode()
             body = _U16.pack(len(name)) + name + (b"\x00" if v5 else b"") + payload  # v5: no properties
@@ -312,7 +312,7 @@ def connect(
     waits for that thread's ``select`` (1-s timeout) to return."""
     done = threading.Event()
     outcome: dict[str, object] = {}
-    previous = client.on_connect
+    previous: Callable[..., None] | None = client.on_connect
 
     def _first(c, userdata, flags, reason, props) -> None:
         outcome["reason"] = reason

@@ -78,7 +78,7 @@ def _open_text(path: Path) -> io.TextIOBase:
     with path.open("rb") as raw:
         magic = raw.read(2)
     if magic == b"\x1f\x8b":
-        return gzip.open(path, "rt", newline="", encoding="utf-8-sig")  # type: ignore[return-value]
+        return gzip.open(path, "rt", newline="", encoding="utf-8-sig")
     return path.open(newline="", encoding="utf-8-sig")
 
 
@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``score-events`` subcommand to the ``plm`` CLI."""
     parser = subparsers.add_parser(
         "score-events",

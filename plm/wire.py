@@ -408,7 +408,7 @@ def encode_status(status: SensorStatus) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def decode_status(payload: bytes, *, now_ns: int | None = None) -> SensorStatus:
+def decode_status(payload: bytes | bytearray | memoryview, *, now_ns: int | None = None) -> SensorStatus:
     """Validate a status payload against :class:`StatusPayload`; ``time_ns`` obeys the sample-time rules.
 
     Raises :class:`WireFormatError` -- and nothing else -- for any payload that is not a valid status."""
@@ -417,7 +417,7 @@ def decode_status(payload: bytes, *, now_ns: int | None = None) -> SensorStatus:
     if len(payload) > MAX_STATUS_BYTES:
         raise WireFormatError(f"status payload of {len(payload)} bytes exceeds the {MAX_STATUS_BYTES}-byte limit")
     try:
-        doc = StatusPayload.model_validate_json(payload)
+        doc = StatusPayload.model_validate_json(bytes(payload))
     except ValidationError as exc:
         raise _schema_error("status", exc) from None
     extra = doc.__pydantic_extra__ or {}
@@ -441,13 +441,13 @@ def encode_ack(until_ns: int) -> bytes:
     return json.dumps({"until_ns": int(until_ns)}, separators=(",", ":")).encode()
 
 
-def decode_ack(payload: bytes) -> int:
+def decode_ack(payload: bytes | bytearray | memoryview) -> int:
     """Validate an ack against :class:`AckPayload`; raises :class:`WireFormatError` and nothing else."""
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise WireFormatError(f"payload must be bytes, got {type(payload).__name__}")
     if len(payload) > MAX_ACK_BYTES:
         raise WireFormatError(f"ack payload of {len(payload)} bytes exceeds the {MAX_ACK_BYTES}-byte limit")
     try:
-        return AckPayload.model_validate_json(payload).until_ns
+        return AckPayload.model_validate_json(bytes(payload)).until_ns
     except ValidationError as exc:
         raise _schema_error("ack", exc) from None

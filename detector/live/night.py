@@ -100,6 +100,7 @@ def minute_lines(
             flags = flags_of(keys)
             in_bed = sum(b for b, _ in flags) * 2 >= len(flags) if flags else None
             asleep = sum(a for _, a in flags) * 2 > len(flags) if flags else None
+            posture: str | None
             if up is not None:
                 posture = "lying" if float(unit @ up) < lying_cos else "upright"
             else:

@@ -343,7 +343,11 @@ class LiveDetector:
             # lets the broker keep them from us. Status is retained by design. 3.1.1: see DetectorCore.filter_received
             no_retained = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
             client.subscribe(
-                [(wire.SAMPLES_WILDCARD, no_retained), (wire.STATUS_WILDCARD, 1), (DIARY_WILDCARD, no_retained)]
+                [
+                    (wire.SAMPLES_WILDCARD, no_retained),
+                    (wire.STATUS_WILDCARD, SubscribeOptions(qos=1)),
+                    (DIARY_WILDCARD, no_retained),
+                ]
             )
         else:
             client.subscribe([(wire.SAMPLES_WILDCARD, 1), (wire.STATUS_WILDCARD, 1), (DIARY_WILDCARD, 1)])
