@@ -86,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        detector.start()
+        detector.start()  # replays the journal first: a state file can fail here too
+    except (JournalError, OutboxError) as exc:
+        print(f"plm detect: {exc}. {_STATE_FIX.format(state_dir=settings.detector.state_dir)}", file=sys.stderr)
+        return EXIT_CANNOT_START
     except ConnectionError as exc:
         print(f"plm detect: {exc}", file=sys.stderr)
         detector.stop()
