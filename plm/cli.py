@@ -35,6 +35,7 @@ STAGE_CLI_MODULES = (
     "plm.score_events_cli",
     "simulator.cli",
     "detector.cli",
+    "detector.import_cli",
     "detector.report_cli",
     "detector.service_cli",
     "collector.cli",
