@@ -19,7 +19,13 @@ into the service that needs it, and owned by that service's non-root uid)::
 
 ``ensure_influx_tokens`` then creates, once InfluxDB 2 is up, a write-only token for the detector
 and a read-only token for Grafana, each scoped to the one bucket -- only if the stored one is
-missing or no longer valid.
+missing or no longer valid, which it finds out by using the token (a write of nothing, a read of the
+bucket), never by looking for it in the token listing: InfluxDB 2.9 can store tokens hashed.
+
+Three secrets are read by their service at its *first* start only (``FIRST_START_ONLY``): InfluxDB's
+admin password and operator token (its setup) and Grafana's admin password. Changing their variable
+later would overwrite the file while the service keeps the old value, so ``init_secrets`` refuses
+that with the exact way out, unless ``rotated`` says the operator changed it in the service already.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import secrets
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,11 +73,42 @@ SECRETS: tuple[tuple[str, str], ...] = (
     ("mosquitto/healthcheck-password", "PLM_BROKER_PASSWORD_HEALTHCHECK"),
 )
 MIN_SECRET_CHARS = 12
+
+_SHOW = "docker compose run --rm init stack show"
+_RECORD = "docker compose run --rm init stack init-secrets --rotated"
+#: secrets a service takes at its first start only -> how to change it in the running service
+FIRST_START_ONLY: dict[str, str] = {
+    "influxdb/admin-password": (
+        "change it in InfluxDB first (`docker compose exec influxdb influx user password --name admin`, "
+        "which asks for the new password; the user is PLM_INFLUX_ADMIN_USER), then record it with "
+        f"`{_RECORD} influxdb/admin-password`"
+    ),
+    "influxdb/admin-token": (
+        "InfluxDB cannot change its operator token to a value you choose: only a fresh InfluxDB takes a new one "
+        "(README, Secrets: it deletes every stored night). If this token is the one InfluxDB was set up with "
+        f"(e.g. the volumes were renewed), record it with `{_RECORD} influxdb/admin-token`"
+    ),
+    "grafana/admin-password": (
+        f"change it in Grafana first (log in as admin with the current password, `{_SHOW} grafana/admin-password`, "
+        f"then Profile -> Change password), then record it with `{_RECORD} grafana/admin-password`"
+    ),
+}
 HEALTHCHECK_USER = "healthcheck"  # may connect, may do nothing (no ACL lines): the broker healthcheck
 
 
 class StackError(RuntimeError):
     """The stack cannot be initialised; the message says what to set or fix."""
+
+
+def first_start_only_message(relative: str, variable: str) -> str:
+    """Why a changed first-start-only secret is refused, and the two ways out."""
+    service = relative.split("/", 1)[0]
+    return (
+        f"{variable} in .env differs from the stored {relative}, and {service} reads it at its first start only: "
+        f"the new value would not work while `stack show {relative}` printed it. Nothing was changed. "
+        f"To keep the current value, remove {variable} from .env (`{_SHOW} {relative}` prints it). "
+        f"To change it: {FIRST_START_ONLY[relative]}; then `docker compose up -d` again."
+    )
 
 
 @dataclass
@@ -135,8 +172,12 @@ def init_secrets(
     mqtt_bind: str = "",
     broker_run_as: str | None = None,
     chown: bool | None = None,
+    rotated: Collection[str] = (),
 ) -> InitResult:
     """Create missing secrets and (re)write the mosquitto configuration. Idempotent.
+
+    A variable that differs from a stored ``FIRST_START_ONLY`` secret raises :class:`StackError` (before
+    anything is written) unless that secret is in ``rotated``: the operator changed it in the service.
 
     ``broker_config_dir``/``broker_data_dir`` are the paths as the *broker* sees them (inside its
     container), which differ from where this process writes (``root/mosquitto``). ``chown`` (default:
@@ -144,14 +185,26 @@ def init_secrets(
     """
     env = os.environ if environ is None else environ
     chown = (os.geteuid() == 0) if chown is None else chown
+    unknown = set(rotated) - set(FIRST_START_ONLY)
+    if unknown:
+        raise StackError(f"--rotated takes {', '.join(FIRST_START_ONLY)}, not {', '.join(sorted(unknown))}")
+    for relative, variable in SECRETS:  # check everything before writing anything
+        wanted, path = env.get(variable, ""), root / relative
+        if wanted and len(wanted) < MIN_SECRET_CHARS:
+            raise StackError(f"{variable} is shorter than {MIN_SECRET_CHARS} characters; use a longer secret")
+        if relative in FIRST_START_ONLY and wanted and relative not in rotated and path.exists():
+            stored = read_secret(path)
+            if stored and stored != wanted:
+                raise StackError(first_start_only_message(relative, variable))
+    for relative in rotated:
+        if not env.get(dict(SECRETS)[relative], ""):
+            raise StackError(f"--rotated {relative}: set {dict(SECRETS)[relative]} to the new value in .env")
     result = InitResult()
     values: dict[str, str] = {}
     for relative, variable in SECRETS:
         path = root / relative
         wanted = env.get(variable, "")
         if wanted:
-            if len(wanted) < MIN_SECRET_CHARS:
-                raise StackError(f"{variable} is shorter than {MIN_SECRET_CHARS} characters; use a longer secret")
             if not path.exists() or read_secret(path) != wanted:
                 _write_secret(path, wanted, _owner_for(relative, chown))
             result.from_env.append(relative)
@@ -204,27 +257,62 @@ class _InfluxApi:
         self.token = token
         self.timeout_s = timeout_s
 
-    def call(self, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None) -> Any:
+    def _open(
+        self, method: str, path: str, token: str, data: bytes | None, query: Mapping[str, str] | None
+    ) -> tuple[int, bytes]:
         url = f"{self.url}{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-        data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(url, data=data, method=method)
-        request.add_header("Authorization", f"Token {self.token}")
+        request.add_header("Authorization", f"Token {token}")
         if data is not None:
-            request.add_header("Content-Type", "application/json")
+            request.add_header("Content-Type", "application/json" if path != "/api/v2/write" else "text/plain")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as resp:
-                raw = resp.read()
+                return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")[:300]
-            raise StackError(f"InfluxDB {method} {path}: HTTP {exc.code} {detail}") from None
+            return exc.code, exc.read()
         except OSError as exc:
             raise StackError(f"cannot reach InfluxDB at {self.url}: {exc}") from None
+
+    def call(self, method: str, path: str, body: Any = None, query: Mapping[str, str] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        status, raw = self._open(method, path, self.token, data, query)
+        if status == 401:
+            raise StackError(OPERATOR_TOKEN_REFUSED)
+        if status >= 300:
+            detail = raw.decode(errors="replace")[:300]
+            raise StackError(f"InfluxDB {method} {path}: HTTP {status} {detail}")
         return json.loads(raw) if raw else None
 
-    def token_is_valid(self, token: str) -> bool:
-        """A stored token is still usable: it authenticates against /api/v2/authorizations' own listing."""
-        listing = self.call("GET", "/api/v2/authorizations")
-        return any(a.get("token") == token and a.get("status") == "active" for a in listing.get("authorizations", []))
+    def token_is_valid(self, token: str, action: str, org_id: str, bucket_id: str) -> bool:
+        """Whether a stored bucket token still does its one job, found out by doing it with that token.
+
+        ``write``: a write of no points to the bucket (InfluxDB checks the token and its write permission on
+        the bucket before it parses the body, and stores nothing); ``read``: reading the bucket's record.
+        401/403/404 mean revoked, deleted, inactive or without that permission (a new one is made); any other
+        failure is an error, so a flaky server never mints tokens. Not from the token listing: InfluxDB 2.9
+        may store tokens hashed, and the listing then never shows the stored token.
+        """
+        if action == "write":
+            query = {"orgID": org_id, "bucket": bucket_id, "precision": "s"}
+            status, raw = self._open("POST", "/api/v2/write", token, b"", query)
+        else:
+            status, raw = self._open("GET", f"/api/v2/buckets/{bucket_id}", token, None, None)
+        if 200 <= status < 300:
+            return True
+        if status in (401, 403, 404):
+            return False
+        detail = raw.decode(errors="replace")[:300]
+        raise StackError(f"InfluxDB answered HTTP {status} when the stored {action} token was tried: {detail}")
+
+
+OPERATOR_TOKEN_REFUSED = (
+    "InfluxDB refused the operator token in influxdb/admin-token (HTTP 401). InfluxDB keeps the token it was set "
+    "up with at its first start, so the stored one was changed after that (PLM_INFLUX_ADMIN_TOKEN set later). "
+    "The token InfluxDB was set up with is in its CLI configuration: "
+    "`docker compose exec influxdb cat /etc/influxdb2/influx-configs` (the token = line). Put it in .env as "
+    "PLM_INFLUX_ADMIN_TOKEN, run `docker compose run --rm init stack init-secrets --rotated influxdb/admin-token`, "
+    "then `docker compose up -d`."
+)
 
 
 def ensure_influx_tokens(
@@ -254,7 +342,8 @@ def ensure_influx_tokens(
     )
     for relative, action, description in wanted:
         path = root / relative
-        if path.exists() and read_secret(path) and api.token_is_valid(read_secret(path)):
+        stored = read_secret(path) if path.exists() else ""
+        if stored and api.token_is_valid(stored, action, org_id, bucket_id):
             result.kept.append(relative)
             continue
         created = api.call(

@@ -1,6 +1,7 @@
 """`plm stack ...`: first-start steps of the docker-compose stack (run inside the project image).
 
 plm stack init-secrets --dir /secrets     # every start: make missing secrets, write mosquitto config
+plm stack init-secrets --rotated grafana/admin-password   # after changing that password in Grafana itself
 plm stack influx-tokens --dir /secrets    # once InfluxDB is healthy: detector + Grafana tokens
 plm stack show --dir /secrets viewer      # print one secret (e.g. the viewer's MQTT password)
 plm stack healthcheck-detector            # exit 0 when the detector's retained status is "online"
@@ -24,6 +25,15 @@ def _showable() -> tuple[str, ...]:
 
 
 SHOWABLE = LazyChoices(_showable)
+
+
+def _rotatable() -> tuple[str, ...]:
+    from plm.stack import FIRST_START_ONLY
+
+    return tuple(FIRST_START_ONLY)
+
+
+ROTATABLE = LazyChoices(_rotatable)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,6 +68,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     init.add_argument("--mqtt-port", type=int, default=1883)
     init.add_argument("--mqtt-bind", default="", help="listen address (default: all, inside the container)")
     init.add_argument("--broker-run-as", default=None, help="mosquitto `user` option (default: image's mosquitto)")
+    init.add_argument(
+        "--rotated",
+        action="append",
+        default=[],
+        choices=ROTATABLE,
+        metavar="NAME",
+        help="a first-start-only secret you have changed in its service: store its variable's new value "
+        "(otherwise a changed value is refused). One of: %(choices)s",
+    )
     init.set_defaults(func=_init)
 
     tokens = sub.add_parser("influx-tokens", help="create the detector's write and Grafana's read token if missing")
@@ -129,6 +148,7 @@ def _init(args: argparse.Namespace) -> int:
             mqtt_port=args.mqtt_port,
             mqtt_bind=args.mqtt_bind,
             broker_run_as=args.broker_run_as,
+            rotated=args.rotated,
         )
     except (StackError, ValueError, OSError) as exc:
         print(f"plm stack init-secrets: {exc}", file=sys.stderr)

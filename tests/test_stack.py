@@ -155,11 +155,12 @@ def test_init_is_idempotent_and_takes_env_values(tmp_path):
         assert (tmp_path / rel).stat().st_mode & 0o077 == 0, rel  # nobody else may read a secret
         assert len(before[rel].strip()) >= 32
     assert len(set(before.values())) == len(before)  # every secret is its own
-    second = init_secrets(tmp_path, environ={"PLM_GRAFANA_ADMIN_PASSWORD": "chosen-by-the-operator"}, chown=False)
-    assert second.created == [] and second.from_env == ["grafana/admin-password"]
-    assert (tmp_path / "grafana/admin-password").read_text().strip() == "chosen-by-the-operator"
+    # (a first-start-only secret changed later is refused instead: tests/test_stack_secrets.py)
+    second = init_secrets(tmp_path, environ={"PLM_BROKER_PASSWORD_VIEWER": "chosen-by-the-operator"}, chown=False)
+    assert second.created == [] and second.from_env == ["viewer/mqtt-password"]
+    assert (tmp_path / "viewer/mqtt-password").read_text().strip() == "chosen-by-the-operator"
     for rel, _ in SECRETS:
-        if rel != "grafana/admin-password":
+        if rel != "viewer/mqtt-password":
             assert (tmp_path / rel).read_text() == before[rel], rel  # a restart never rotates a secret
     with pytest.raises(StackError, match="PLM_INFLUX_ADMIN_TOKEN is shorter"):
         init_secrets(tmp_path, environ={"PLM_INFLUX_ADMIN_TOKEN": "short"}, chown=False)
