@@ -1,4 +1,5 @@
-"""``plm score LEFT [--right RIGHT] [--rules wasm2016|aasm] [--json]``: score recorded nights from CSV.
+"""``plm score LEFT [--right RIGHT] [--rules wasm2016|aasm] [--json]``: score recorded nights from files (CSV,
+Polar Sensor Logger, .gt3x, .cwa: detector/recordings).
 
 Start-up is part of the wall time a user waits for (issue 4: an 8-h two-leg night in <= 3 s), so the
 module imports nothing heavy for ``register``; ``run`` reads the CSV files in a background thread
@@ -37,15 +38,22 @@ FEED_CHUNK_S = 600.0  # on a terminal the CLI feeds 10-minute chunks to show pro
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "score",
-        help="score leg movements and PLM from ankle acceleration CSV files",
+        help="score leg movements and PLM from ankle acceleration files (CSV, Polar Sensor Logger, .gt3x, .cwa)",
         description="Score leg movements (LM) and periodic limb movements (PLM) from t,x,y,z CSV files "
-        "(t in Unix seconds, x/y/z in g; .csv.gz accepted; ';' or tab separated files too). Refused, with the "
+        "(t in Unix seconds, x/y/z in g; .csv.gz accepted; ';' or tab separated files too), Polar Sensor Logger "
+        "ACC files, ActiGraph .gt3x (extra [gt3x]) or Axivity .cwa (extra [cwa]) recordings of one night. Refused, with the "
         "reason: less than 10 minutes of samples, times in milliseconds or out of range, more than one night, "
         "legs from different nights or the same leg twice, and times from 0 without --start. "
         "It measures; it does not diagnose.",
     )
-    parser.add_argument("left", help="left-leg CSV (or the only leg)")
-    parser.add_argument("--right", help="right-leg CSV")
+    parser.add_argument("left", help="left-leg recording (or the only leg): CSV, Polar Sensor Logger, .gt3x or .cwa")
+    parser.add_argument("--right", help="right-leg recording")
+    parser.add_argument(
+        "--timezone",
+        metavar="ZONE",
+        help="IANA time zone of devices that keep local time (.cwa; .gt3x without a TimeZone line), "
+        "e.g. Europe/Berlin (default: this machine's)",
+    )
     parser.add_argument(
         "--rules",
         choices=sorted(RULESETS),
@@ -108,20 +116,23 @@ class _Progress:
 
 
 class _LegReader(threading.Thread):
-    """Reads the legs' CSV files off the main thread; ``result()`` gives the arrays or raises the CsvError."""
+    """Reads the legs' files off the main thread (detector/recordings: every format it knows); ``result()``
+    gives the arrays or raises the CsvError (a RecordingError is one)."""
 
-    def __init__(self, paths: dict[str, str]) -> None:
+    def __init__(self, paths: dict[str, str], timezone: str | None = None) -> None:
         super().__init__(name="plm-score-read", daemon=True)
         self.paths = paths
+        self.timezone = timezone
         self.legs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        from detector.csvio import read_leg_csv
+        from detector.recordings import read_recording
 
         try:
             for side, path in self.paths.items():
-                self.legs[side] = read_leg_csv(path)
+                recording = read_recording(path, timezone=self.timezone)
+                self.legs[side] = (recording.t, recording.xyz)
         except BaseException as exc:  # handed to the main thread, which reports or re-raises it
             self.error = exc
 
@@ -134,7 +145,7 @@ class _LegReader(threading.Thread):
 
 def run(args: argparse.Namespace) -> int:
     paths = {"left": args.left, **({"right": args.right} if args.right else {})}
-    reader = _LegReader(paths)
+    reader = _LegReader(paths, args.timezone)
     reader.start()
     rules = get_ruleset(_rules_name(args))
     from detector.csvio import CsvError
@@ -175,6 +186,7 @@ def _checked(
 
     for side, (t, _) in legs.items():
         check_recording(paths[side], t)
+    _one_night(paths, legs)
     if len(legs) == 2:
         check_legs(*((Path(paths[side]), *legs[side]) for side in ("left", "right")))
     side, (t, _) = next(iter(legs.items()))
@@ -191,6 +203,29 @@ def _checked(
             )
         legs = {s: (t + start, xyz) for s, (t, xyz) in legs.items()}
     return legs
+
+
+ONE_NIGHT_S = 16 * 3600.0  # a recording longer than this may hold several nights (an actigraph's days)
+
+
+def _one_night(paths: dict[str, str], legs: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """Refuse a recording that holds more than one night (scored as one, its days would count as time in bed).
+
+    Only recordings longer than :data:`ONE_NIGHT_S` are searched (detector/recordings/nights.py, the
+    scorer's in-bed logic, one extra pass): a night's file costs nothing more."""
+    if max(float(t[-1] - t[0]) for t, _ in legs.values()) <= ONE_NIGHT_S:
+        return
+    from detector.csvio import CsvError
+    from detector.recordings.nights import find_nights
+
+    nights, _ = find_nights(legs, name=paths["left"])
+    if len(nights) > 1:
+        when = ", ".join(dt.datetime.fromtimestamp(n.start).strftime("%m-%d %H:%M") for n in nights[:4])
+        raise CsvError(
+            f"{paths['left']}: holds {len(nights)} nights (from {when}{' ...' if len(nights) > 4 else ''}), scored as "
+            "one they would count the days as time in bed: import them with plm import FILE --subject ID (one "
+            "night each), or cut out one night"
+        )
 
 
 def _score_in_chunks(scorer: Any, legs: dict[str, Any], start: float, end: float, progress: _Progress) -> NightSummary:

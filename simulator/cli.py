@@ -25,9 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     night = sub.add_parser(
         "night",
-        help="write one night as CSV per leg plus truth.json",
+        help="write one night (or --days N) as a file per leg plus truth.json",
         description="Simulate one night of ankle acceleration (t,x,y,z CSV per leg, t in Unix seconds, x/y/z "
-        "in g) with its ground truth (truth.json: every movement and the night's true scores).",
+        "in g; or a Polar Sensor Logger, ActiGraph .gt3x or Axivity .cwa file with --format) with its ground "
+        "truth (truth.json: every movement and the night's true scores).",
     )
     _common(night)
     night.add_argument(
@@ -41,6 +42,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     night.add_argument("--out", required=True, help="output directory (created if missing)")
     night.add_argument("--gzip", action="store_true", help="write <side>.csv.gz instead of <side>.csv")
+    night.add_argument(
+        "--format",
+        choices=("csv", "psl", "gt3x", "cwa"),
+        default="csv",
+        help="file format: csv (default), psl (Polar Sensor Logger ACC text), gt3x (ActiGraph; 30-100 Hz, even), "
+        "cwa (Axivity AX3; 25/50/100/200/400 Hz); default rate 52 Hz, 30 Hz for gt3x, 50 Hz for cwa",
+    )
+    night.add_argument(
+        "--days",
+        type=number(int, 1, 14),
+        default=None,
+        help="a multi-day recording (1-14): that many nights and the days between them in one file per leg, as an "
+        "actigraph worn for a week records (no drops, no drift; truth.json lists each night)",
+    )
     night.add_argument(
         "--gap",
         choices=("auto", "yes", "no"),
@@ -81,7 +96,9 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="the simulated person: %(choices)s (default rls-moderate)",
     )
     p.add_argument("--seed", type=number(int, 0), default=0, help="random seed: the same seed, the same night")
-    p.add_argument("--rate", type=number(float, 10, 500), default=52.0, help="sample rate in Hz, 10-500 (default 52)")
+    p.add_argument(
+        "--rate", type=number(float, 10, 500), default=None, help="sample rate in Hz, 10-500 (default 52; see --format)"
+    )
     p.add_argument(
         "--duration-h",
         type=number(float),  # the range is simulator.api's to check (its message names 0.25-16 h)
@@ -115,8 +132,12 @@ def _night(args: argparse.Namespace) -> int:
     if problem := make_output_dir(args.out):
         print(f"plm simulate night: {problem}", file=sys.stderr)
         return 2
+    if args.days is not None or args.format != "csv":
+        return _night_in_format(args, options, t0)
     try:
-        night = simulate_night(args.profile, args.seed, args.rate, args.legs, args.start, args.duration_h, **options)
+        night = simulate_night(
+            args.profile, args.seed, args.rate or 52.0, args.legs, args.start, args.duration_h, **options
+        )
         paths = night.write(args.out, gzip=args.gzip)
     except (ValueError, TypeError) as exc:
         print(f"plm simulate night: {exc}", file=sys.stderr)
@@ -145,7 +166,7 @@ def _stream(args: argparse.Namespace) -> int:
     config = StreamConfig(
         subjects=args.subjects,
         speed=args.speed,
-        rate_hz=args.rate,
+        rate_hz=args.rate or 52.0,
         profile=args.profile,
         seed=args.seed,
         encoding=args.encoding,
@@ -162,5 +183,50 @@ def _stream(args: argparse.Namespace) -> int:
     print(
         f"published {stats.batches} batches ({stats.samples} samples) for {stats.sensors} sensors "
         f"in {stats.elapsed_s:.1f} s; max lag {stats.max_lag_s:.2f} s"
+    )
+    return 0
+
+
+def _night_in_format(args: argparse.Namespace, options: dict, t0: float) -> int:
+    """``--format psl|gt3x|cwa`` and ``--days N``: the night(s) in a recording file format (simulator/formats.py)."""
+    import json
+    from pathlib import Path
+
+    from simulator import formats
+    from simulator.api import simulate_night
+
+    rate = args.rate or formats.DEFAULT_RATE_HZ[args.format]
+    out = Path(args.out)
+    try:
+        if args.gzip:
+            raise ValueError("--gzip is for CSV files only")
+        if args.days is not None:
+            multi = formats.simulate_days(
+                args.profile, args.seed, args.days, rate, args.legs, args.start, args.duration_h or 8.5
+            )
+            written = {s: formats.write_leg(args.format, out, s, t, xyz, rate) for s, (t, xyz) in multi.legs.items()}
+            truth = {
+                "note": "Simulated data. This product measures leg movements; it does not diagnose.",
+                "days": args.days,
+                "nights": [n.to_dict() for n in multi.nights],
+            }
+            (out / "truth.json").write_text(json.dumps(truth))
+            what = f"{args.days} days and nights, in bed " + ", ".join(
+                f"{(b - a) / 3600:.1f} h" for a, b in multi.in_bed()
+            )
+        else:
+            night = simulate_night(args.profile, args.seed, rate, args.legs, args.start, args.duration_h, **options)
+            written = {}
+            for side, leg in night.legs.items():
+                t = leg.t if args.format == "csv" else formats.device_grid(leg.device_ns, leg.index, rate)
+                written[side] = formats.write_leg(args.format, out, side, t, leg.xyz, rate, leg.device_ns)
+            night.truth.write(out / "truth.json")
+            what = f"{night.truth.hours()['in_bed']:.2f} h in bed"
+    except (ValueError, TypeError) as exc:
+        print(f"plm simulate night: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.profile} seed {args.seed} ({args.format}, {rate:g} Hz): {what} (simulated; measures, does not "
+        f"diagnose) -> {', '.join(str(w.path) for w in written.values())} in {time.perf_counter() - t0:.2f} s"
     )
     return 0

@@ -242,3 +242,122 @@ def _cwa_block(sequence: int, first_s: float, samples: np.ndarray, code: int, se
     words = np.frombuffer(bytes(block[:510]), dtype="<u2")
     block[510:512] = ((-int(words.sum())) & 0xFFFF).to_bytes(2, "little")
     return bytes(block)
+
+
+# ------------------------------------------------------------------------------------- any format
+def write_leg(
+    fmt: str,
+    out_dir: Path,
+    side: str,
+    t: np.ndarray,
+    xyz: np.ndarray,
+    rate_hz: float,
+    device_ns: np.ndarray | None = None,
+) -> Written:
+    """One leg in ``fmt`` (csv, psl, gt3x, cwa) under ``out_dir``. ``device_ns`` (the sensor's clock) is what a
+    Polar file carries; the .gt3x and .cwa writers take ``t`` as the device's grid (see :func:`device_grid`)."""
+    out_dir = Path(out_dir)
+    if fmt == "csv":
+        from simulator.csvio import write_leg_csv
+
+        return Written(write_leg_csv(out_dir / f"{side}.csv", t, xyz), t, xyz, f"{side}-ankle")
+    if fmt == "psl":
+        return write_psl(out_dir, side, device_ns if device_ns is not None else np.rint(t * 1e9).astype(np.int64), xyz)
+    if fmt == "gt3x":
+        return write_gt3x(out_dir / f"{side}.gt3x", t, xyz, int(rate_hz), side=side.capitalize())
+    if fmt == "cwa":
+        device = 43_210 if side == "left" else 43_211
+        return write_cwa(out_dir / f"{side}.cwa", t, xyz, rate_hz, device_id=device)
+    raise ValueError(f"unknown format {fmt!r}; known: csv, {', '.join(FORMATS)}")
+
+
+DEFAULT_RATE_HZ = {"csv": 52.0, "psl": 52.0, "gt3x": 30.0, "cwa": 50.0}
+
+
+# -------------------------------------------------------------------------------------- multi-day
+@dataclass
+class MultiDay:
+    """A recording over several days and nights, one sensor per leg worn throughout (as an actigraph is).
+
+    ``legs``: side -> (t on the device's grid, xyz in g); ``nights``: each night's simulator truth."""
+
+    legs: dict[str, tuple[np.ndarray, np.ndarray]]
+    rate_hz: float
+    nights: list[Any]
+
+    def in_bed(self) -> list[tuple[float, float]]:
+        return [truth.in_bed for truth in self.nights]
+
+
+def simulate_days(
+    profile: str = "rls-moderate",
+    seed: int = 0,
+    days: int = 3,
+    rate_hz: float = 30.0,
+    legs: str = "left",
+    start_unix_s: float | None = None,
+    night_h: float = 8.5,
+) -> MultiDay:
+    """``days`` nights from the simulator (from 22:30 on consecutive evenings), joined by simulated days.
+
+    The sensor stays on the leg: one fixed mounting, no clock drift, no dropped packets (a logging actigraph
+    loses no radio packets). A day is upright (the gravity direction of the next night's first seconds,
+    when the person stands) with sensor noise, and walks of 1-7 min every 10-40 min."""
+    from simulator.api import simulate_night
+
+    if not 1 <= int(days) <= 14:
+        raise ValueError(f"days must be 1-14, got {days!r}")
+    start = 1_709_332_200.0 - 86400.0 * (int(seed) % 365) if start_unix_s is None else float(start_unix_s)
+    start = float(math.floor(start))
+    nights = []
+    pieces: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xDA75]))
+    for k in range(int(days)):
+        night = simulate_night(
+            profile,
+            seed=int(seed) + k,
+            rate_hz=rate_hz,
+            legs=legs,
+            start_unix_s=start + 86400.0 * k,
+            duration_h=night_h,
+            orientation="fixed",
+            drift=False,
+            drops=False,
+            gap=False,
+        )
+        nights.append(night.truth)
+        for side, leg in night.legs.items():
+            t = start + 86400.0 * k + (leg.index - leg.index[0]) / rate_hz
+            got = pieces.setdefault(side, [])
+            if got:
+                up = leg.xyz[: int(2 * rate_hz)].astype(np.float64).mean(axis=0)
+                got.append(_day(rng, float(got[-1][0][-1]) + 1.0 / rate_hz, float(t[0]), rate_hz, up))
+            got.append((t, leg.xyz))
+    joined = {
+        side: (np.concatenate([p[0] for p in ps]), np.concatenate([p[1] for p in ps])) for side, ps in pieces.items()
+    }
+    return MultiDay(joined, float(rate_hz), nights)
+
+
+def _day(
+    rng: np.random.Generator, t0: float, t1: float, rate_hz: float, up: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    n = max(0, int((t1 - t0) * rate_hz))
+    t = t0 + np.arange(n) / rate_hz
+    unit = up / max(float(np.linalg.norm(up)), 1e-9)
+    across = np.cross(unit, [1.0, 0.0, 0.0] if abs(unit[0]) < 0.9 else [0.0, 1.0, 0.0])
+    across /= np.linalg.norm(across)
+    xyz = np.empty((n, 3), dtype=np.float32)
+    xyz[:] = unit.astype(np.float32)
+    xyz += rng.normal(0.0, 0.003, (n, 3)).astype(np.float32)
+    walk = t0 + rng.uniform(60, 600)
+    while walk < t1 - 180:
+        length = rng.uniform(60, 420)
+        a, b = np.searchsorted(t, [walk, min(walk + length, t1 - 60)])
+        phase = 2 * np.pi * rng.uniform(0.8, 1.0) * (t[a:b] - walk)
+        swing = np.sin(phase)
+        strike = np.abs(np.sin(phase)) ** 8
+        xyz[a:b] += (0.45 * swing[:, None] * across + 0.9 * strike[:, None] * unit).astype(np.float32)
+        walk += length + rng.uniform(600, 2400)
+    np.clip(xyz, -8.0, 8.0, out=xyz)
+    return t, np.rint(xyz * 1000.0) / np.float32(1000.0)
