@@ -3,10 +3,15 @@
 `docker-compose config` (Debian package docker-compose) validates the file against the Compose
 specification when it is installed (CI installs it); without it those checks skip with the install
 hint, unless PLM_REQUIRE_SERVICES=1. The structural checks below run everywhere.
+
+Debian's docker-compose is Compose v1 (1.29), which predates `depends_on: {restart: true}` (Compose 2.17;
+`up` restarts on a recreated dependency since 2.29.4): it and its bundled schema check the file with
+those keys taken out, and test_restart_wiring checks them.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -40,6 +45,15 @@ def _variables() -> set[str]:
     return set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)", text))
 
 
+def _without_dependency_restart(compose: dict) -> dict:
+    """The file as Compose v1 can read it: ``depends_on.<service>.restart`` removed (checked separately)."""
+    stripped = copy.deepcopy(compose)
+    for service in stripped["services"].values():
+        for spec in service.get("depends_on", {}).values():
+            spec.pop("restart", None)
+    return stripped
+
+
 def _docker_compose() -> str:
     binary = shutil.which("docker-compose")
     if binary is None:
@@ -49,11 +63,13 @@ def _docker_compose() -> str:
     return binary
 
 
-@pytest.mark.parametrize("profile", [None, "ble"])
-def test_docker_compose_config_accepts_the_file(profile, tmp_path):
+@pytest.mark.parametrize("profile", [None, "sim", "ble"])
+def test_docker_compose_config_accepts_the_file(profile, tmp_path, compose):
     binary = _docker_compose()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLM_")}
-    args = [binary, "-f", str(COMPOSE), "--project-directory", str(ROOT)]
+    readable = tmp_path / "docker-compose.yml"
+    readable.write_text(yaml.safe_dump(_without_dependency_restart(compose), sort_keys=False))
+    args = [binary, "-f", str(readable), "--project-directory", str(ROOT)]
     if profile:
         args += ["--profile", profile]
     done = subprocess.run([*args, "config"], capture_output=True, text=True, env=env, timeout=60)
@@ -61,10 +77,11 @@ def test_docker_compose_config_accepts_the_file(profile, tmp_path):
     resolved = yaml.safe_load(done.stdout)
     services = set(resolved["services"])
     assert resolved["services"]["collector"]["profiles"] == ["ble"]  # v1 `config` lists every profile
+    assert resolved["services"]["simulator"]["profiles"] == ["sim"]
     assert {"init", "mosquitto", "influxdb", "influx-tokens", "grafana", "detector", "simulator"} <= services
     # a broken file is refused: the check can fail
     broken = tmp_path / "broken.yml"
-    broken.write_text(COMPOSE.read_text().replace("condition: service_healthy", "condition: when_it_feels_like_it", 1))
+    broken.write_text(readable.read_text().replace("condition: service_healthy", "condition: when_it_feels_like_it", 1))
     done = subprocess.run(
         [binary, "-f", str(broken), "--project-directory", str(ROOT), "config", "-q"],
         capture_output=True, text=True, env=env, timeout=60,
@@ -78,7 +95,15 @@ def test_compose_file_matches_the_compose_specification_schema(compose):
         pytest.skip(f"Compose specification schema not found at {SPEC_SCHEMA}")
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads(SPEC_SCHEMA.read_text())
+    jsonschema.validate(_without_dependency_restart(compose), schema)
+    # and with `restart` as the current Compose specification defines it (a boolean under depends_on.<service>)
+    dependency = schema["definitions"]["service"]["properties"]["depends_on"]["oneOf"][1]["patternProperties"]
+    next(iter(dependency.values()))["properties"]["restart"] = {"type": "boolean"}
     jsonschema.validate(compose, schema)
+    with pytest.raises(jsonschema.ValidationError):  # the check can fail
+        broken = copy.deepcopy(compose)
+        broken["services"]["mosquitto"]["depends_on"]["init"]["restart"] = "yes please"
+        jsonschema.validate(broken, schema)
 
 
 def test_every_image_is_pinned_to_a_version(compose):
@@ -97,7 +122,8 @@ def test_restart_policies_healthchecks_and_start_order(compose):
     for name in LONG_RUNNING:
         assert services[name]["restart"] in ("unless-stopped", "always"), name
     for name in ONE_SHOT:
-        assert services[name]["restart"] in ("no", "on-failure"), name
+        # `on-failure` would loop a one-shot while `up` already reported its first exit (issue 21 item 3)
+        assert services[name]["restart"] == "no", name
     for name in ("mosquitto", "influxdb", "grafana", "detector"):
         check = services[name]["healthcheck"]
         assert check["test"][0] in ("CMD", "CMD-SHELL") and check["interval"] and check["retries"], name
@@ -224,3 +250,60 @@ def test_dockerfile_is_multistage_non_root_and_runs_plm():
     ignored = (ROOT / ".dockerignore").read_text()
     for source in re.findall(r"^COPY\s+(?!--from)(\S+)", text, flags=re.M):
         assert f"!{source.rstrip('/')}" in ignored.replace("/\n", "\n"), f"{source} is excluded by .dockerignore"
+
+
+#: what init's environment feeds into the broker files (users, subjects, passwords)
+BROKER_INPUTS = ("PLM_SIM_SUBJECTS", "PLM_COLLECTOR_SUBJECTS", "PLM_VIEWER_SUBJECTS")
+
+
+def test_restart_wiring_makes_day_two_changes_take_effect(compose):
+    """Issue 21 item 1: a changed input of init recreates init, which restarts the broker and its clients.
+
+    Compose recreates a service whose configuration changed (its environment after .env interpolation), and
+    since 2.29.4 stops and restarts the services whose `depends_on` on it says `restart: true`. mosquitto reads
+    the password and ACL files only when it starts; each client reads its password file only when it starts.
+    """
+    services = compose["services"]
+    init_env = services["init"]["environment"]
+    for variable in (*BROKER_INPUTS, *(v for _, v in SECRETS if v != "PLM_BROKER_PASSWORD_HEALTHCHECK")):
+        assert init_env.get(variable) == f"${{{variable}:-{'1' if variable == 'PLM_SIM_SUBJECTS' else ''}}}", variable
+    readers = {"mosquitto"} | {n for n, s in services.items() if "PLM_MQTT__PASSWORD_FILE" in s.get("environment", {})}
+    assert readers == {"mosquitto", "detector", "simulator", "collector"}
+    for name in readers:
+        dependency = services[name]["depends_on"].get("init")
+        assert dependency == {"condition": "service_completed_successfully", "restart": True}, name
+    # the InfluxDB tokens: a re-made token reaches the services that read it at start
+    for name in ("detector", "grafana"):
+        assert services[name]["depends_on"]["influx-tokens"].get("restart") is True, name
+
+
+def test_profiles_keep_the_simulator_and_the_collector_apart(compose):
+    """Issue 21 item 4: the simulator runs only with `--profile sim`, the collector only with `--profile ble`."""
+    profiles = {name: s.get("profiles") for name, s in compose["services"].items()}
+    assert profiles.pop("simulator") == ["sim"] and profiles.pop("collector") == ["ble"]
+    assert all(p is None for p in profiles.values()), profiles  # the core stack runs with any profile
+
+
+def _readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:sh|bash)?\n(.*?)```", text, flags=re.S)
+    inline = re.findall(r"`(docker compose [^`]+)`", text)
+    lines = [line.split("#", 1)[0].strip() for block in blocks for line in block.splitlines()]
+    return [c for c in [*lines, *inline] if c.startswith("docker compose ")]
+
+
+def test_readme_down_stops_every_profile_and_up_names_its_profile(compose):
+    """Plain `docker compose down` leaves the services of profiles it was not given running."""
+    every = {p for s in compose["services"].values() for p in s.get("profiles", [])}
+    commands = _readme_commands()
+    downs = [c for c in commands if re.search(r"\bdown\b", c)]
+    assert downs, "the README says how to stop the stack"
+    for command in downs:
+        assert set(re.findall(r"--profile (\S+)", command)) == every, command
+    ups = [c for c in commands if re.search(r"\bup\b", c)]
+    assert any("--profile sim" in c for c in ups), "the quick start starts the simulator"
+    assert any("--profile ble" in c for c in ups), "the real-sensor steps start the collector"
+    # `stop simulator` names the profile, as compose needs for a profiled service on older versions
+    for command in commands:
+        if " stop simulator" in command:
+            assert "--profile sim" in command, command
