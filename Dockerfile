@@ -8,14 +8,18 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/plm
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY plm ./plm
 COPY collector ./collector
 COPY detector ./detector
 COPY simulator ./simulator
 # numpy, scipy, numba/llvmlite and dbus-fast ship manylinux wheels: no compiler in this stage. One image serves
-# every service, so it has the collector's and the detector's extras (pyproject.toml: installable by role)
-RUN /opt/plm/bin/pip install '.[collector,detector]' && /opt/plm/bin/plm --help >/dev/null
+# every service, so it has the collector's and the detector's extras (pyproject.toml: installable by role).
+# Reproducible: every package at the exact version in constraints.txt (committed, refreshed deliberately; CI
+# tests with the same file), so two builds a month apart install the same packages. Not pinned: the build-only
+# setuptools/wheel that package the project itself, and the base image (a tag; pin PYTHON_IMAGE by digest,
+# python:3.11.11-slim-bookworm@sha256:..., for a bit-identical base)
+RUN /opt/plm/bin/pip install -c constraints.txt '.[collector,detector]' && /opt/plm/bin/plm --help >/dev/null
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="plm-monitor" \

@@ -245,7 +245,7 @@ def test_dockerfile_is_multistage_non_root_and_runs_plm():
     assert entry[0] in scripts, f"ENTRYPOINT {entry[0]} is not a console script of the project"
     for source in re.findall(r"^COPY\s+(?!--from)(\S+)", text, flags=re.M):
         assert (ROOT / source).exists(), f"COPY {source}: no such file"
-    install = re.search(r"pip install '?\.\[([a-z,-]+)\]'?", text)
+    install = re.search(r"pip install (?:-c constraints\.txt )?'?\.\[([a-z,-]+)\]'?", text)
     assert install and {"collector", "detector"} <= set(install.group(1).split(",")), "the services' extras"
     ignored = (ROOT / ".dockerignore").read_text()
     for source in re.findall(r"^COPY\s+(?!--from)(\S+)", text, flags=re.M):
