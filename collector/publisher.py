@@ -8,6 +8,12 @@ after the last ack); the detector drops the duplicates. ``ack_mode`` (docs/wire-
 ``detector`` always waits for the detector, ``broker`` forgets on PUBACK (no detector in the
 deployment), ``auto`` behaves like ``broker`` until the sensor's first detector ack, then like ``detector``.
 
+Batches go out once a detector has announced that it receives the subject (retained ``plm/v1/<s>/_owner``,
+docs/wire-format.md), or ``OWNER_WAIT_S`` after connecting without one (a detector of an older version, or
+none): with detector replicas each subscribed to its own subjects only, the broker drops what a subject's
+first batches find no subscriber for. A newer announcement (a replica taking the subject over) republishes
+everything not yet acknowledged, as a reconnect does.
+
 Each sensor has its own MQTT connection because MQTT allows one Last Will per connection and the
 wire format puts the will ("lost") on the sensor's own retained status topic. A worker thread owns
 the SQLite queue: the asyncio side only hands batches over, so disk and network never stall BLE.
@@ -36,8 +42,10 @@ from plm.wire import (
     acc_topic,
     ack_topic,
     decode_ack,
+    decode_owner,
     encode_binary,
     encode_status,
+    owner_topic,
     status_topic,
 )
 
@@ -46,6 +54,8 @@ from .queue import DurableQueue
 log = logging.getLogger(__name__)
 
 IN_FLIGHT = 32  # batches without a PUBACK at a time
+OWNER_WAIT_S = 10.0  # connected this long without a detector's _owner announcement: send anyway (queued batches
+# are kept until a detector acks them, and republished when one announces)
 ACK_MODES = ("auto", "detector", "broker")
 
 
@@ -70,6 +80,9 @@ class SensorPublisher:
         self.topic = acc_topic(subject, sensor)
         self.status_topic = status_topic(subject, sensor)
         self.ack_topic = ack_topic(subject, sensor)
+        self.owner_topic = owner_topic(subject)
+        self._owner_time: int | None = None  # the latest detector announcement heard (time_ns)
+        self._owner_epoch = 0  # announcements so far: the worker republishes what is unacknowledged after each
         self._ack_until = -1  # the highest until_ns heard (paho thread writes, worker reads)
         self._connections = 0  # (re)connects so far: the worker republishes the queue after each
         self.queue_path = Path(queue_dir) / f"{subject}--{sensor}.sqlite"
@@ -109,14 +122,27 @@ class SensorPublisher:
         # before anything goes out on the new connection: the queue's worker alone resends batches
         forget_unacknowledged(client, self.topic)
         if self.ack_mode != "broker":
-            client.subscribe(self.ack_topic, qos=1)
+            client.subscribe([(self.ack_topic, 1), (self.owner_topic, 1)])
         self._connections += 1  # before _connected is set: the worker reads them in the opposite order
         self._connected.set()
-        if self._last_status is not None:
-            client.publish(self.status_topic, encode_status(self._last_status), qos=1, retain=True)
+        # a connected sensor says so before its first batch: a detector replica learns of a new subject from its
+        # status and subscribes to its samples (the Last Will says "lost")
+        status = self._last_status or SensorStatus("online", side=self.side)
+        client.publish(self.status_topic, encode_status(status), qos=1, retain=True)
         self._wake.set()
 
     def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
+        if message.topic == self.owner_topic:
+            try:
+                announced = decode_owner(message.payload).time_ns
+            except WireFormatError as exc:
+                log.warning("%s: ignoring a bad owner announcement: %s", self.owner_topic, exc)
+                return
+            if announced != self._owner_time:
+                self._owner_time = announced
+                self._owner_epoch += 1
+                self._wake.set()
+            return
         try:
             until_ns = decode_ack(message.payload)
         except WireFormatError as exc:
@@ -189,6 +215,8 @@ class SensorPublisher:
         last_sent = 0
         connections = 0
         applied_ack = -1
+        owner_epoch = 0
+        connected_at = time.monotonic()
         waits_for_detector = self.ack_mode == "detector" or (self.ack_mode == "auto" and q.ack_seen)
         try:
             while True:
@@ -241,11 +269,18 @@ class SensorPublisher:
                 connected = self._connected.is_set()
                 if connected and self._connections != connections:
                     connections = self._connections
+                    connected_at = time.monotonic()
                     last_sent = 0  # a (re)connect: republish everything not yet acknowledged, oldest first
                     in_flight.clear()
                 elif not in_flight and not connected:
                     last_sent = 0  # anything unacknowledged gets sent again from the oldest
-                if connected and len(in_flight) < IN_FLIGHT:
+                epoch = self._owner_epoch
+                if connected and epoch != owner_epoch:
+                    owner_epoch = epoch  # a detector (re)subscribed to the subject: republish what is unacknowledged
+                    last_sent = 0
+                    in_flight.clear()
+                received = self.ack_mode == "broker" or epoch > 0 or time.monotonic() - connected_at >= OWNER_WAIT_S
+                if connected and received and len(in_flight) < IN_FLIGHT:
                     for row_id, topic, payload in q.peek(IN_FLIGHT - len(in_flight), last_sent):
                         info = self.client.publish(topic, payload, qos=1)
                         in_flight[info.mid] = row_id

@@ -10,9 +10,9 @@ Roles (least privilege; ``<s>`` is each subject the user serves):
 =========  ============================================================  ======================================
 role       may publish                                                   may read
 =========  ============================================================  ======================================
-collector  ``plm/v1/<s>/+/acc``, ``plm/v1/<s>/+/status``                 ``plm/v1/<s>/+/ack``
+collector  ``plm/v1/<s>/+/acc``, ``plm/v1/<s>/+/status``                 ``plm/v1/<s>/+/ack``, ``plm/v1/<s>/_owner``
 detector   ``plm/v1/+/_movement``, ``plm/v1/+/_night``,                  ``plm/v1/+/+/acc``,
-           ``plm/v1/+/+/ack``, ``plm/v1/_detector/#``,                  ``plm/v1/+/+/status``, ``plm/v1/+/_diary``
+           ``plm/v1/+/+/ack``, ``plm/v1/+/_owner``, ``plm/v1/_detector/#``, ``plm/v1/+/+/status``, ``plm/v1/+/_diary``
            ``homeassistant/sensor/+/+/config``
 viewer     ``plm/v1/<s>/_diary``                                         ``plm/v1/<s>/_movement``,
                                                                          ``plm/v1/<s>/_night``,
@@ -138,6 +138,7 @@ def acl_text(users: Iterable[BrokerUser]) -> str:
                     f"topic write {TOPIC_ROOT}/{s}/+/acc",
                     f"topic write {TOPIC_ROOT}/{s}/+/status",
                     f"topic read {TOPIC_ROOT}/{s}/+/ack",  # the detector's acks of its own sensors only
+                    f"topic read {TOPIC_ROOT}/{s}/_owner",  # a detector receives the subject: batches may go
                 ]
         elif user.role == "detector":
             lines += [
@@ -147,6 +148,7 @@ def acl_text(users: Iterable[BrokerUser]) -> str:
                 f"topic write {TOPIC_ROOT}/+/_movement",
                 f"topic write {TOPIC_ROOT}/+/_night",
                 f"topic write {TOPIC_ROOT}/+/+/ack",
+                f"topic write {TOPIC_ROOT}/+/_owner",
                 f"topic readwrite {TOPIC_ROOT}/_detector/#",
                 f"topic write {HA_DISCOVERY_PREFIX}/sensor/+/+/config",  # only the discovery configs it sends
             ]

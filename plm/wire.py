@@ -12,6 +12,7 @@ Topics (``<subject>`` and ``<sensor>`` are validated ids, see :func:`validate_id
     plm/v1/<subject>/_movement         each scored movement          QoS 1, not retained
     plm/v1/<subject>/_night            night summary                 QoS 1, retained
     plm/v1/<subject>/_diary            sleep-diary notes (inbound)   QoS 1, not retained
+    plm/v1/<subject>/_owner            the detector receiving it     QoS 1, retained
     plm/v1/_detector/<instance>        detector health               QoS 1, retained
 
 Ids cannot start with ``_``, so the reserved ``_name`` levels never collide with a subject or sensor.
@@ -90,6 +91,11 @@ def night_topic(subject: str) -> str:
 
 def diary_topic(subject: str) -> str:
     return f"{TOPIC_ROOT}/{validate_id(subject, 'subject')}/_diary"
+
+
+def owner_topic(subject: str) -> str:
+    """Retained: a detector subscribed to this subject's samples (see :func:`encode_owner`)."""
+    return f"{TOPIC_ROOT}/{validate_id(subject, 'subject')}/_owner"
 
 
 def detector_status_topic(instance: str) -> str:
@@ -451,3 +457,40 @@ def decode_ack(payload: bytes | bytearray | memoryview) -> int:
         return AckPayload.model_validate_json(bytes(payload)).until_ns
     except ValidationError as exc:
         raise _schema_error("ack", exc) from None
+
+
+# ----------------------------------------------------------------------------- owner
+
+
+class OwnerPayload(_Payload):
+    """``plm/v1/<subject>/_owner``: which detector receives the subject's samples, since when."""
+
+    model_config = ConfigDict(extra="ignore")
+    instance: Annotated[str, Field(pattern=rf"^{_ID_RE.pattern}$", max_length=32)]  # anchored: a pattern searches
+    shard: Annotated[str, Field(pattern=r"^\d{1,6}/\d{1,6}$", max_length=13)]
+    time_ns: Annotated[int, Field(ge=0, le=MAX_COUNT)]
+
+
+def encode_owner(instance: str, shard: tuple[int, int], time_ns: int) -> bytes:
+    """A detector has subscribed to the subject's samples: from now on the broker keeps them for it (its
+    session is persistent). A sender should publish a subject's batches only once it has seen this -- for a
+    subject no detector has subscribed to yet, the broker would drop them -- and publish again what is not
+    acknowledged when a newer announcement comes (a replica taking the subject over)."""
+    return json.dumps(
+        {
+            "instance": validate_id(instance, "detector instance"),
+            "shard": f"{shard[0]}/{shard[1]}",
+            "time_ns": int(time_ns),
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode_owner(payload: bytes | bytearray | memoryview) -> OwnerPayload:
+    """Validate an owner announcement; raises :class:`WireFormatError` and nothing else."""
+    if len(payload) > MAX_ACK_BYTES:
+        raise WireFormatError(f"owner payload of {len(payload)} bytes exceeds the {MAX_ACK_BYTES}-byte limit")
+    try:
+        return OwnerPayload.model_validate_json(bytes(payload))
+    except ValidationError as exc:
+        raise _schema_error("owner", exc) from None

@@ -25,6 +25,7 @@ from collector.testing import (
     polar_frames,
     true_times,
 )
+from plm import wire
 from plm.config import MqttSettings, Settings
 from plm.mqtt import connect, make_client
 from plm.wire import decode, decode_status
@@ -37,7 +38,9 @@ ADDRESS = "A0:9E:1A:00:00:01"
 
 
 class Subscriber:
-    """Collects every batch and the latest status per topic; a persistent session survives restarts."""
+    """Collects every batch and the latest status per topic; a persistent session survives restarts. It stands
+    in for the detector, so it announces, as one does, that it receives subject s1 (``_owner``, retained): the
+    collector sends a subject's batches once a receiver has said so."""
 
     def __init__(self, url: str, client_id: str = "", persistent: bool = False) -> None:
         self.settings = MqttSettings(url=url, username="plm", password="plm-test-password")
@@ -47,6 +50,8 @@ class Subscriber:
         self.client = make_client(self.settings, client_id, on_connect=lambda c: c.subscribe("plm/v1/#", qos=1))
         self.client.on_message = self._on_message
         connect(self.client, self.settings, persistent=persistent)
+        owner = wire.encode_owner("e2e-subscriber", (0, 1), time.time_ns())
+        self.client.publish(wire.owner_topic("s1"), owner, qos=1, retain=True).wait_for_publish(5)
 
     def _on_message(self, _c, _u, msg) -> None:
         with self.lock:

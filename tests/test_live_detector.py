@@ -193,6 +193,12 @@ def test_shards_split_subjects_exactly_once(mosquitto, influxd, tmp_path, batche
     publisher = _publisher(replicas[0].settings)
     try:
         few = batches["left"][:3]
+        # a sender says "online" first and waits for a replica's announcement, as the collector does: replicas
+        # subscribe to their own subjects only (tests/test_replica_subscriptions.py)
+        online = wire.encode_status(wire.SensorStatus("online", side="left"))
+        for s in subjects:
+            publisher.publish(wire.status_topic(s, "left-ankle"), online, qos=1, retain=True).wait_for_publish(5)
+        assert wait_for(lambda: sum(len(r._announced) for r in replicas) >= len(subjects), 20)
         for s in subjects:
             _publish(publisher, s, [("left", b) for b in few])
         assert wait_for(lambda: sum(len(r.subjects) for r in replicas) == len(subjects), 20)
@@ -201,6 +207,8 @@ def test_shards_split_subjects_exactly_once(mosquitto, influxd, tmp_path, batche
     finally:
         for r in replicas:
             r.stop()
+        for s in subjects:  # the retained statuses would name these subjects to every later detector
+            publisher.publish(wire.status_topic(s, "left-ankle"), b"", qos=1, retain=True).wait_for_publish(5)
         publisher.disconnect()
 
 

@@ -68,8 +68,11 @@ def test_a_broker_restart_republishes_oldest_first_so_nothing_arrives_late(mosqu
     # the consumer is away (a detector behind on its backlog): the broker queues for its persistent session
     recorder = Recorder(settings)
     recorder.connect()
+    # the recorder stands in for the detector: subscribed, it announces the subject (the publisher waits for this)
+    owner = wire.encode_owner("order-recorder", (0, 1), time.time_ns())
+    recorder.client.publish(wire.owner_topic("order"), owner, qos=1, retain=True).wait_for_publish(5)
     recorder.disconnect()
-    time.sleep(1.5)  # the session and its subscription are in mosquitto's autosave (every 1 s)
+    time.sleep(1.5)  # the session, its subscription and the announcement are in mosquitto's autosave (every 1 s)
 
     start = time.time_ns() - 3600 * NS
     batches = [
@@ -108,3 +111,37 @@ def test_a_broker_restart_republishes_oldest_first_so_nothing_arrives_late(mosqu
     first = [round((b.start_ns - start) / NS) for b in received[:3]]
     assert inbox.counts["late"] == 0, f"first batches after the restart: {first} (oldest unacknowledged: 0)"
     assert [b.start_ns for b in released] == [b.start_ns for b in batches]
+
+
+def test_batches_wait_for_a_detectors_announcement_and_go_again_on_a_newer_one(mosquitto_factory, tmp_path) -> None:
+    """A subject no detector has subscribed to yet: the broker would drop its batches (detector replicas
+    subscribe to their own subjects only). So the publisher holds them until a detector announces the subject
+    (retained ``_owner``), and publishes again everything unacknowledged when a newer announcement comes (a
+    replica taking the subject over, subscribed afresh)."""
+    broker = mosquitto_factory()
+    settings = MqttSettings(url=broker.url, username="plm", password="plm-test-password")
+    recorder = Recorder(settings)
+    recorder.connect()
+    start = time.time_ns() - 3600 * NS
+    batches = [wire.make_batch(start + k * NS, RATE_HZ, np.zeros((52, 3), np.float32), k) for k in range(10)]
+    publisher = SensorPublisher(
+        settings, "waiting", "left-ankle", "left", tmp_path / "queue", 1000, client_id="wait-pub", ack_mode="detector"
+    )
+    publisher.start()
+    try:
+        assert _wait(lambda: publisher.connected, 10)
+        publisher.submit(batches)
+        time.sleep(1.0)
+        assert publisher.published == 0 and recorder.unique() == 0, "sent before any detector announced the subject"
+        announce = wire.encode_owner("replica0", (0, 2), time.time_ns())
+        recorder.client.publish(wire.owner_topic("waiting"), announce, qos=1, retain=True).wait_for_publish(5)
+        assert _wait(lambda: publisher.published >= len(batches), 10), publisher.published
+        assert recorder.unique() == len(batches)
+        # no detector acks them: kept; a newer announcement sends them all again
+        takeover = wire.encode_owner("replica1", (1, 2), time.time_ns() + 1)
+        recorder.client.publish(wire.owner_topic("waiting"), takeover, qos=1, retain=True).wait_for_publish(5)
+        assert _wait(lambda: publisher.published >= 2 * len(batches), 10), publisher.published
+        assert publisher.queue_depth == len(batches)
+    finally:
+        publisher.stop(flush_timeout_s=0.1)
+        recorder.disconnect()

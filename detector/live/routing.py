@@ -50,6 +50,10 @@ class Router:
         self._side_of = side_of
         self._routes: dict[str, Route] = {}
 
+    def owns(self, subject: str) -> bool:
+        """Is the subject in this replica's shard?"""
+        return self.shard[1] == 1 or shard_of(subject, self.shard[1]) == self.shard[0]
+
     def __call__(self, topic: str) -> Route:
         route = self._routes.get(topic)
         if route is not None:

@@ -134,6 +134,13 @@ class LiveDetector:
         self._limited = RateLimitedLog(log)
         self._client: BufferedReadClient | None = None
         self._subscribed = threading.Event()
+        # replicas (shard N > 1) subscribe to the sample topics of their own subjects only: with N replicas each
+        # receives about 1/N of the traffic instead of all of it (docs/deploy-scale.md). One detector keeps the
+        # wildcard. Either way it announces, retained, each subject it receives (plm/v1/<s>/_owner)
+        self.own_subscriptions = shard[1] > 1
+        self._subjects_subscribed: set[str] = set()  # owned subjects whose sample topics are subscribed
+        self._announced: set[str] = set()  # subjects whose _owner this process has published
+        self._announce_on_suback: dict[int, list[str]] = {}  # SUBSCRIBE packet id -> the subjects it covers
         self._resend_acks = False
         self._failure: BaseException | None = None  # what ended the worker thread (see _run_worker)
         self._heartbeat = time.monotonic()  # the worker's last finished loop (see stalled_for)
@@ -211,7 +218,7 @@ class LiveDetector:
             receive_maximum=RECEIVE_MAXIMUM,
         )
         self._client.on_received = self._received.append  # inside client.loop(), on the worker thread
-        self._client.on_subscribe = lambda *_args: self._subscribed.set()
+        self._client.on_subscribe = self._on_subscribe
         # one thread reads the socket *and* does the work (see _work): paho's own network thread would fight
         # the worker for the GIL on every packet. So no paho thread at all, even for the handshake
         connect(self._client, self.settings.mqtt, persistent=True, network_thread=False)
@@ -338,7 +345,14 @@ class LiveDetector:
     # ------------------------------------------------------------------ MQTT side
 
     def _subscribe(self, client: mqtt.Client) -> None:
-        if self.settings.detector.mqtt_protocol == "5":
+        if self.own_subscriptions:
+            # the statuses (small, retained) say which subjects exist; a subject's samples are subscribed when
+            # its first status arrives (_follow_subjects), and after a reconnect again, with those known already
+            client.subscribe([(wire.STATUS_WILDCARD, 1), (DIARY_WILDCARD, self._no_retained(1))])  # both small
+            known = set(self._subjects_subscribed) | {s.id for s in self.settings.subjects} | set(self.subjects)
+            self._subjects_subscribed.clear()
+            self._subscribe_subjects(client, sorted(known))
+        elif self.settings.detector.mqtt_protocol == "5":
             # retained sample batches and diary notes have no meaning (each is one moment, scored once): MQTT 5
             # lets the broker keep them from us. Status is retained by design. 3.1.1: see DetectorCore.filter_received
             no_retained = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
@@ -354,6 +368,52 @@ class LiveDetector:
         self._publish_status("online")
         self._resend_acks = True  # the broker may have lost the retained acks (read by the worker)
         self._reconnect_delay_s = RECONNECT_MIN_S
+
+    def _no_retained(self, qos: int) -> Any:
+        """MQTT 5: the broker keeps retained messages from us (sample batches and notes are one moment each)."""
+        if self.settings.detector.mqtt_protocol == "5":
+            return SubscribeOptions(qos=qos, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+        return qos
+
+    def _subscribe_subjects(self, client: mqtt.Client, subjects: Sequence[str]) -> None:
+        """Subscribe to the samples of these subjects (those of this replica's shard); each is
+        announced as owned once the broker confirms (SUBACK): from then on it keeps their batches for us."""
+        mine = [s for s in subjects if s not in self._subjects_subscribed and self.core.route.owns(s)]
+        for start in range(0, len(mine), 100):  # a SUBSCRIBE of 200 filters stays far below any packet limit
+            part = mine[start : start + 100]
+            result, mid = client.subscribe([(f"{wire.TOPIC_ROOT}/{s}/+/acc", self._no_retained(1)) for s in part])
+            if result == mqtt.MQTT_ERR_SUCCESS:
+                self._subjects_subscribed.update(part)
+                self._announce_on_suback[mid] = part
+
+    def _on_subscribe(self, client: mqtt.Client, _userdata: Any, mid: int, *_rest: Any) -> None:
+        self._subscribed.set()
+        subjects = self._announce_on_suback.pop(mid, None)
+        if subjects:
+            self._announce(client, subjects)
+
+    def _announce(self, client: mqtt.Client, subjects: Sequence[str]) -> None:
+        """Retained ``plm/v1/<subject>/_owner``: a collector sends a subject's batches once it has seen one (the
+        broker drops what nobody has subscribed to), and sends again what is not acknowledged when a newer one
+        comes. Once per subject and process."""
+        now = time.time_ns()
+        for subject in subjects:
+            if subject not in self._announced:
+                self._announced.add(subject)
+                payload = wire.encode_owner(self.instance, self.shard, now)
+                client.publish(wire.owner_topic(subject), payload, qos=1, retain=True)
+
+    def _follow_subjects(self, owned: Sequence[tuple[str, bytes]]) -> None:
+        """A group's statuses name the subjects that exist (a collector says "online" before its first batch):
+        a replica subscribes to its new ones; one detector, subscribed to everything, announces them."""
+        client = self._client
+        if client is None:
+            return
+        named = {topic.split("/")[2] for topic, _ in owned if topic.endswith("/status")}
+        if self.own_subscriptions:
+            self._subscribe_subjects(client, sorted(named - self._subjects_subscribed))
+        elif named - self._announced:
+            self._announce(client, sorted(named - self._announced))
 
     def backlog(self) -> int:
         """Messages read from the broker and not yet journaled (at most one group)."""
@@ -448,6 +508,7 @@ class LiveDetector:
 
     def _handle_messages(self, messages: list[Received]) -> None:
         owned = self.core.filter_received(messages)
+        self._follow_subjects(owned)
         ids = self.journal.append(owned)
         if self._client is not None:  # only now: what is acknowledged is on disk
             # one write for the group's PUBACKs; every subscription is QoS 1, so there is nothing else to settle
