@@ -264,6 +264,15 @@ def format_result(result: DemoResult) -> str:
     return "\n".join(lines)
 
 
+def env_hint(result: DemoResult) -> str:
+    """What a following ``plm note`` / ``plm report`` in another shell needs to reach the demo's InfluxDB (a 1.x
+    server: ``api = 1``; no credentials), as lines to paste (issue 18: nothing said so before)."""
+    return (
+        "For plm note / plm report in another shell while the servers run:\n"
+        f"  export PLM_INFLUX__URL={result.influx_url} PLM_INFLUX__API=1 PLM_INFLUX__BUCKET={result.database}"
+    )
+
+
 def grafana_hint(result: DemoResult) -> str:
     return (
         "To look at it in Grafana (run with --keep so the servers stay up): add a data source\n"

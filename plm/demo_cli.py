@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
-    from plm.demo import DemoError, format_result, grafana_hint, run_demo
+    from plm.demo import DemoError, env_hint, format_result, grafana_hint, run_demo
     from plm.localservices import ServiceError
 
     keep = threading.Event() if args.keep else None
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_result(result))
         _print_report(result)
         print(grafana_hint(result))
+        print(env_hint(result))
         print(f"servers running: MQTT {result.mqtt_url}, InfluxDB {result.influx_url}; Ctrl-C stops them")
 
     if args.out is not None and (problem := make_output_dir(args.out)):

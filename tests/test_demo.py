@@ -46,3 +46,23 @@ def test_demo_cli_prints_the_table_and_the_grafana_hint(tmp_path, capsys):
     assert "InfluxDB" in out and "truth" in out and "plm_count" in out
     assert "does not diagnose" in out
     assert "InfluxQL" in out and "database plm" in out
+
+
+def test_the_environment_hint_points_plm_note_at_the_demos_influxdb(monkeypatch):
+    """`plm demo --keep` prints what a `plm note` / `plm report` in another shell needs: exported, those
+    variables give settings that reach the demo's 1.x InfluxDB (issue 18)."""
+    import shlex
+
+    from plm.config import load_settings
+    from plm.demo import DemoResult, env_hint
+
+    result = DemoResult("demo", {}, {}, {}, influx_url="http://127.0.0.1:48123", database="plmdemo")
+    export = next(line for line in env_hint(result).splitlines() if line.strip().startswith("export "))
+    for k in [k for k in os.environ if k.startswith("PLM_")]:
+        monkeypatch.delenv(k)
+    for assignment in shlex.split(export.strip())[1:]:
+        key, _, value = assignment.partition("=")
+        monkeypatch.setenv(key, value)
+    settings = load_settings(None)
+    assert settings.influx.url == result.influx_url and settings.influx.bucket == result.database
+    assert settings.influx.api == 1
