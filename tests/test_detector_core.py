@@ -113,3 +113,13 @@ def test_a_snapshot_restores_into_a_new_core() -> None:
     alpha = [p for p in tail_whole if "subject=alpha" in p]
     assert alpha and sorted(p for p in tail_second if "subject=alpha" in p) == sorted(alpha)
     assert len(tail_second) == len(tail_whole)
+
+
+def test_a_cleared_retained_status_is_not_a_bad_payload() -> None:
+    """Clearing a retained status (an empty retained message, e.g. a sensor retired) reaches every subscriber
+    as an empty payload: nothing to apply, nothing wrong."""
+    core = DetectorCore(Settings())
+    effects = core.handle([(wire.status_topic("s1", "left-ankle"), b"")], 1.7e9)
+    assert not effects and sum(core.stats.bad.values()) == 0 and core.stats.received == 1
+    core.handle([(wire.status_topic("s1", "left-ankle"), b"{")], 1.7e9)
+    assert core.stats.bad["payload"] == 1  # a non-empty broken one still is

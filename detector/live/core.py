@@ -249,6 +249,8 @@ class DetectorCore:
                             pending[key] = due
                         else:
                             held.extend(due)
+                elif not payload:
+                    continue  # a retained status being cleared (an empty retained message): nothing to apply
                 else:
                     status = wire.decode_status(payload)
                     self._score_pending(pending, parsed.subject, wall)
