@@ -446,7 +446,8 @@ def check_recording(path: str | Path, t: np.ndarray) -> None:
     if last - first > MAX_RECORDING_S:
         raise CsvError(
             f"{path}: the samples span {(last - first) / 3600:,.1f} h ({describe_span(t)}), more than one night "
-            f"({MAX_RECORDING_S / 3600:g} h at most): score one night at a time"
+            f"({MAX_RECORDING_S / 3600:g} h at most): score one night at a time (plm import splits a multi-day "
+            "recording into its nights)"
         )
     data_s = float(steps[steps <= DATA_GAP_S].sum())
     if data_s < MIN_DATA_S:

@@ -102,11 +102,13 @@ def _sensor_times(path: Path, sensor_ns: np.ndarray, mg: np.ndarray) -> tuple[np
                 f"{path}: line {worst + 3}: the sensor time goes back by {-int(steps[worst]) / 1e9:,.1f} s (the sensor "
                 "restarted during the recording): split the file at that line and import the parts"
             )
-        # keep each sample whose time is after every earlier one (a repeated packet edge is dropped)
-        keep = np.ones(sensor_ns.shape[0], dtype=bool)
-        keep[1:] = sensor_ns[1:] > np.maximum.accumulate(sensor_ns)[:-1]
-        sensor_ns, mg = sensor_ns[keep], mg[keep]
     t = (sensor_ns + POLAR_EPOCH_UNIX_NS).astype(np.float64) / 1e9
+    if back.size or np.any(t[1:] <= t[:-1]):
+        # keep each sample whose time (as seconds: ns apart may be one double) is after every earlier one,
+        # so a packet edge that repeats samples keeps its first copy
+        keep = np.ones(t.shape[0], dtype=bool)
+        keep[1:] = t[1:] > np.maximum.accumulate(t)[:-1]
+        t, mg = t[keep], mg[keep]
     if np.abs(mg).max(initial=0) > 32_767:
         raise RecordingError(f"{path}: values beyond +-32.767 g: X/Y/Z must be milli-g as the app writes them")
     return t, mg.astype(np.float64) / 1000.0
