@@ -10,6 +10,7 @@ plm stack healthcheck-detector            # exit 0 when the detector's retained 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "init-secrets",
         help="create missing secrets (random, or from PLM_* variables) and write the mosquitto configuration",
     )
-    init.add_argument("--dir", type=Path, default=Path("/secrets"), help="secrets root (default /secrets)")
+    init.add_argument("--dir", type=Path, default=None, help=DIR_HELP)
     init.add_argument(
         "--sim-subjects",
         type=int,
@@ -80,7 +81,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     init.set_defaults(func=_init)
 
     tokens = sub.add_parser("influx-tokens", help="create the detector's write and Grafana's read token if missing")
-    tokens.add_argument("--dir", type=Path, default=Path("/secrets"))
+    tokens.add_argument("--dir", type=Path, default=None, help=DIR_HELP)
     tokens.add_argument("--url", type=_http_url, default=os.environ.get("PLM_INFLUX__URL", "http://influxdb:8086"))
     tokens.add_argument("--org", default=os.environ.get("PLM_INFLUX__ORG", "plm"))
     tokens.add_argument("--bucket", default=os.environ.get("PLM_INFLUX__BUCKET", "plm"))
@@ -89,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     show = sub.add_parser("show", help="print one generated secret, e.g. `viewer` (the Home Assistant MQTT password)")
     show.add_argument("name", choices=SHOWABLE, metavar="NAME", help="one of: %(choices)s")
-    show.add_argument("--dir", type=Path, default=Path("/secrets"))
+    show.add_argument("--dir", type=Path, default=None, help=DIR_HELP)
     show.set_defaults(func=_show)
 
     sim = sub.add_parser("simulate", help="the stack's simulated sensor: last night fast once, then live nights")
@@ -124,6 +125,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stack.set_defaults(func=lambda _args: (stack.print_help(), 2)[1])
 
 
+DIR_HELP = "secrets root (default /secrets inside the project's container; required elsewhere)"
+CONTAINER_SECRETS = Path("/secrets")
+
+
+def in_container() -> bool:
+    """Docker writes /.dockerenv into every container, Podman /run/.containerenv."""
+    return Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
+
+
+def secrets_dir(args: argparse.Namespace) -> Path | None:
+    """``--dir``, or ``/secrets`` inside a container. On a host the default would create ``/secrets`` at the
+    filesystem root with files for the container's uids (issue 18): there ``--dir`` is required."""
+    if args.dir is not None:
+        return Path(args.dir)
+    if in_container():
+        return CONTAINER_SECRETS
+    print(
+        f"plm stack {args.stack_command}: outside a container give --dir DIR (the compose stack keeps its secrets "
+        "in the init container's /secrets: run `docker compose run --rm init stack ...` to use those)",
+        file=sys.stderr,
+    )
+    return None
+
+
 def _http_url(text: str) -> str:
     """``--url``: InfluxDB's address, checked where it is parsed (urllib would raise 'unknown url type' later)."""
     from urllib.parse import urlsplit
@@ -137,9 +162,13 @@ def _http_url(text: str) -> str:
 def _init(args: argparse.Namespace) -> int:
     from plm.stack import StackError, init_secrets, simulated_subjects
 
+    directory = secrets_dir(args)
+    if directory is None:
+        return 2
+
     try:
         result = init_secrets(
-            args.dir,
+            directory,
             sim_subjects=simulated_subjects(args.sim_subjects),
             collector_subjects=[s.strip() for s in args.collector_subjects.split(",") if s.strip()],
             viewer_subjects=[s.strip() for s in args.viewer_subjects.split(",") if s.strip()],
@@ -169,15 +198,25 @@ def _init(args: argparse.Namespace) -> int:
 def _tokens(args: argparse.Namespace) -> int:
     from plm.stack import StackError, ensure_influx_tokens
 
+    directory = secrets_dir(args)
+    if directory is None:
+        return 2
     deadline = time.monotonic() + args.wait_s
+    said_at = -math.inf
     while True:
         try:
-            result = ensure_influx_tokens(args.dir, url=args.url, org=args.org, bucket=args.bucket)
+            result = ensure_influx_tokens(directory, url=args.url, org=args.org, bucket=args.bucket)
             break
         except StackError as exc:
-            if time.monotonic() > deadline or "cannot reach" not in str(exc):
+            left = deadline - time.monotonic()
+            if left <= 0 or "cannot reach" not in str(exc):
                 print(f"plm stack influx-tokens: {exc}", file=sys.stderr)
                 return 2
+            if time.monotonic() - said_at >= 10:  # say what it waits for, not 30 s of silence (issue 18)
+                said_at = time.monotonic()
+                print(
+                    f"plm stack influx-tokens: waiting for InfluxDB at {args.url} ({left:.0f} s more)", file=sys.stderr
+                )
             time.sleep(2)
     for rel in result.created:
         print(f"created InfluxDB token {rel}")
@@ -190,8 +229,11 @@ def _show(args: argparse.Namespace) -> int:
     from plm.stack import StackError, read_secret
 
     name = "viewer/mqtt-password" if args.name == "viewer" else args.name
+    directory = secrets_dir(args)
+    if directory is None:
+        return 2
     try:
-        print(read_secret(args.dir / name))
+        print(read_secret(directory / name))
     except StackError as exc:
         print(f"plm stack show: {exc}", file=sys.stderr)
         return 2
