@@ -235,6 +235,13 @@ SERIES_ANNOTATION = annotation(
     "rgba(242, 73, 92, 0.25)",
     time_end="end_ms",
 )
+NONWEAR_ANNOTATION = annotation(
+    "Sensor off the ankle",
+    f'SELECT "end_ms", "side" AS "text" FROM "nonwear" WHERE {SUBJ} AND $timeFilter',
+    "rgba(128, 128, 128, 0.35)",
+    time_end="end_ms",
+)
+"""Non-wear spans (detector.nonwear): a leg's sensor was off the ankle; not time in bed, not in the indices."""
 
 
 def dashboard(
@@ -331,6 +338,28 @@ def night_dashboard() -> dict[str, Any]:
             4,
             decimals=0,
             description="Movements shorter than 0.5 s: not leg movements by the rules, counted apart.",
+            time_shift=shift,
+        ),
+        stat(
+            lay,
+            "Sensor off the ankle",
+            f'SELECT last("nonwear_h") {nightq}',
+            6,
+            unit="h",
+            description="Hours with no sensor on an ankle (taken off onto a night stand): not time in bed, not in"
+            " any index. The spans are shaded grey on the timelines (annotation 'Sensor off the ankle').",
+            time_shift=shift,
+        ),
+        stat(
+            lay,
+            "Worn fraction",
+            f'SELECT last("worn_fraction") {nightq}',
+            6,
+            decimals=2,
+            steps=thresholds((None, "red"), (2 / 3, "green")),
+            description="Worn time in bed / (worn time in bed + time off the ankle). Below 2/3 (red) the night is"
+            " marked wear_insufficient and gets no PLM index: a part of a night does not stand for the whole."
+            " A PLM index shown next to a red worn fraction is the value from before the sensor came off.",
             time_shift=shift,
         ),
     ]
@@ -566,7 +595,7 @@ def night_dashboard() -> dict[str, Any]:
         "PLM night",
         panels,
         [subject_variable(), night_var],
-        [SERIES_ANNOTATION, DIARY_ANNOTATION],
+        [SERIES_ANNOTATION, NONWEAR_ANNOTATION, DIARY_ANNOTATION],
         "now-1d/d+12h",
         "now/d+12h",
         "One night: noon to noon. Pick the subject and how many nights back; or set any time range.",

@@ -71,8 +71,12 @@ def classify_epochs(
     rates: dict[str, float],
     long_movement_spans: list[tuple[float, float]],
     params: DetectorParams,
+    nonwear: list[tuple[float, float]] = (),  # type: ignore[assignment]
 ) -> EpochClassification:
-    """In bed and asleep per epoch, from each leg's epoch table (see :class:`detector.lm.LegDetector`)."""
+    """In bed and asleep per epoch, from each leg's epoch table (see :class:`detector.lm.LegDetector`).
+
+    ``nonwear``: spans when no leg's sensor was on the ankle (detector.nonwear); an epoch at least half inside
+    them is neither in bed nor asleep (a sensor on a night stand says nothing about the sleeper)."""
     per_leg = {side: table_rows(table) for side, table in tables.items()}
     epochs = np.unique(np.concatenate([keys for keys, _ in per_leg.values()] or [np.zeros(0, np.int64)]))
     m = epochs.shape[0]
@@ -98,6 +102,12 @@ def classify_epochs(
             angle = np.degrees(np.arccos(np.clip(direction @ up, -1, 1)))
             lying_votes[idx] |= angle > params.lying_angle_deg
     in_bed = lying_votes if any_reference else covered > 0
+    if len(nonwear):
+        lo = epochs * params.epoch_s
+        off = np.zeros(m)
+        for a, b in nonwear:
+            off += np.clip(np.minimum(lo + params.epoch_s, b) - np.maximum(lo, a), 0, None)
+        in_bed = in_bed & (off < 0.5 * params.epoch_s)
     wake_seed = in_bed & (active_fraction > params.wake_active_fraction)
     for start, end in long_movement_spans:
         first, last = int(np.floor(start / params.epoch_s)), int(np.floor(end / params.epoch_s))

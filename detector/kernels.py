@@ -341,3 +341,67 @@ def onset_floor(fast: np.ndarray, level: np.ndarray, lag: int, avg: int, first_s
         if ok:
             return m
     return base
+
+
+@njit(cache=True, nogil=True)
+def wear_sums(
+    t: np.ndarray,
+    xyz: np.ndarray,
+    epoch_s: float,
+    scale: float,
+    last: np.ndarray,
+    has_last: bool,
+    open_key: int,
+    open_count: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per epoch touched by these samples: its index and the non-wear sums of detector.nonwear (columns
+    ``N, S1, S2, ST, D2, ND, MN, MX`` there), every value rounded to 1/scale first so the sums are exact in
+    any chunking. ``last``: the previous sample (rounded; used when ``has_last``) for the first successive
+    difference; ``open_key``/``open_count``: the table's last epoch and its samples so far (the sample
+    number k within an epoch continues there)."""
+    n = t.shape[0]
+    count = 0
+    for i in range(n):
+        if i == 0 or math.floor(t[i] / epoch_s) != math.floor(t[i - 1] / epoch_s):
+            count += 1
+    keys = np.empty(count, dtype=np.int64)
+    sums = np.zeros((count, 20), dtype=np.int64)
+    m = -1
+    k = 0
+    px, py, pz = last[0], last[1], last[2]
+    for i in range(n):
+        epoch = np.int64(math.floor(t[i] / epoch_s))
+        if m < 0 or epoch != keys[m]:
+            m += 1
+            keys[m] = epoch
+            k = open_count if (m == 0 and epoch == open_key) else 0
+            for a in range(3):
+                sums[m, 14 + a] = 9223372036854775807
+                sums[m, 17 + a] = -9223372036854775807
+        q0 = np.int64(np.rint(xyz[i, 0] * scale))
+        q1 = np.int64(np.rint(xyz[i, 1] * scale))
+        q2 = np.int64(np.rint(xyz[i, 2] * scale))
+        sums[m, 0] += 1
+        sums[m, 1] += q0
+        sums[m, 2] += q1
+        sums[m, 3] += q2
+        sums[m, 4] += q0 * q0
+        sums[m, 5] += q1 * q1
+        sums[m, 6] += q2 * q2
+        sums[m, 7] += q0 * k
+        sums[m, 8] += q1 * k
+        sums[m, 9] += q2 * k
+        if i > 0 or has_last:
+            sums[m, 10] += (q0 - px) * (q0 - px)
+            sums[m, 11] += (q1 - py) * (q1 - py)
+            sums[m, 12] += (q2 - pz) * (q2 - pz)
+            sums[m, 13] += 1
+        sums[m, 14] = min(sums[m, 14], q0)
+        sums[m, 15] = min(sums[m, 15], q1)
+        sums[m, 16] = min(sums[m, 16], q2)
+        sums[m, 17] = max(sums[m, 17], q0)
+        sums[m, 18] = max(sums[m, 18], q1)
+        sums[m, 19] = max(sums[m, 19], q2)
+        px, py, pz = q0, q1, q2
+        k += 1
+    return keys, sums

@@ -18,6 +18,7 @@ import numpy as np
 
 from detector.epochs import COLUMNS, EpochTable
 from detector.kernels import epoch_sums, first_bad_sample, hysteresis_levels, onset_floor, sample_steps
+from detector.nonwear import WearTable
 from detector.params import DetectorParams
 from detector.signal import ActivityFilter, NoiseFloor, estimate_rate_hz
 
@@ -144,6 +145,8 @@ class LegDetector:
         # epoch table: epoch index -> [samples, sum x, sum y, sum z (0.1 mg), active samples,
         # sum of the activity envelope (0.1 mg)] -- integers, so exact in any chunking
         self.epochs = EpochTable()
+        # per-epoch integer sums for the non-wear test (detector.nonwear): SD, range, white-noise ratio
+        self.wear = WearTable(self.params.epoch_s)
         self.twitch_count = 0
         self.vibration_count = 0  # bursts rejected as bed vibration (no change across gravity)
 
@@ -799,6 +802,7 @@ class LegDetector:
     def _accumulate_epochs(self, t: np.ndarray, xyz: np.ndarray, active: np.ndarray, env: np.ndarray) -> None:
         keys, sums = epoch_sums(t, xyz, active, env, float(self.params.epoch_s), float(STAT_SCALE))
         self.epochs.add(keys, sums)
+        self.wear.add(t, xyz)
 
 
 def _vector(v: np.ndarray | None) -> tuple[float, float, float] | None:

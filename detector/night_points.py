@@ -49,7 +49,20 @@ def summary_lines(
         return []
     events = list(events)
     end = fields.get("end") or start
-    lines = [schema.night_point(subject, night_start_for(start), night_fields(fields), final)]
+    night_start = night_start_for(start)
+    lines = [schema.night_point(subject, night_start, night_fields(fields), final)]
+    if "wear_insufficient" in fields:
+        lines.append(
+            schema.night_wear_point(
+                subject,
+                night_start,
+                float(fields.get("nonwear_h") or 0.0),
+                fields.get("worn_fraction"),
+                bool(fields["wear_insufficient"]),
+            )
+        )
+    for span in fields.get("nonwear", []):
+        lines.append(schema.nonwear_point(subject, span["side"], span["start"], span["end"], final))
     missing = float(fields.get("missing_fraction") or 0.0)
     for hour in fields.get("per_hour", []):
         lines.append(schema.hourly_point(subject, hour["start"], hourly_counts(hour, events, end, missing)))

@@ -60,6 +60,8 @@ LEGEND = (  # (label, colour) of the timeline
 NAVY = "#1b2a6b"  # the 7-night median line
 OUT_OF_BED = ("out of bed (leg upright)", "#c3c8d2")
 OUT_OF_BED_FILL = OUT_OF_BED[1]
+NONWEAR = ("sensor off the ankle", "#7d8594")
+NONWEAR_FILL = NONWEAR[1]
 LANES = ("plm", "lm", "twitch")
 """A leg's row, top to bottom: PLMs, other leg movements (long ones included), twitches."""
 LANE_LABELS = {"plm": "PLM", "lm": "LM", "twitch": "twitch"}
@@ -128,6 +130,7 @@ class NightReport:
     rules: str = "wasm2016"
     data_notes: tuple[str, ...] = field(default=())
     out_of_bed: tuple[tuple[float, float], ...] = field(default=())  # spans with the legs upright
+    nonwear: tuple[tuple[str, float, float], ...] = field(default=())  # (side, start, end): sensor off the ankle
 
 
 @dataclass(frozen=True)
@@ -351,6 +354,15 @@ def build_report(
         for s in summary.get("out_of_bed") or []
         if s.get("start") is not None and s.get("end") is not None and s["end"] > s["start"]
     )
+    nonwear = tuple(
+        (str(s["side"]), float(s["start"]), float(s["end"]))
+        for s in summary.get("nonwear") or []
+        if s.get("side") in ("left", "right") and s.get("start") is not None and s.get("end") is not None
+    )
+    # too little of the night worn: no index, whatever value a live update wrote before the sensor came off
+    insufficient = bool(summary.get("wear_insufficient"))
+    if insufficient:
+        summary = {**summary, "plm_index": None, "plms_index": None, "plmw_index": None}
     hourly = tuple(
         (float(h["start"]), int(h.get("plm_count") or 0), int(h.get("lm_count") or 0))
         for h in summary.get("per_hour", [])
@@ -389,7 +401,12 @@ def build_report(
         Stat("Time in bed", _fmt(summary.get("time_in_bed_h"), 1, " h"), "estimated from posture"),
         Stat("Twitches", _fmt(summary.get("twitch_count"), None), "shorter than 0.5 s, counted apart"),
     )
-    if plm_index is None:
+    if insufficient:
+        headline = (
+            f"No PLM index for this night: the sensor was off the ankle for {_fmt(summary.get('nonwear_h'), 1, ' h')}"
+            ", too much of the night to stand for all of it."
+        )
+    elif plm_index is None:
         headline = "No PLM index for this night (not enough data)."
     else:  # how many recent nights were above the threshold: said once, under the 14-night chart
         headline = (
@@ -400,6 +417,12 @@ def build_report(
     missing = summary.get("missing_fraction")
     if missing is not None and missing > 0.1:
         data_notes.append(f"{missing * 100:.0f} % of the night has no data from a sensor; counts are lower than real.")
+    if nonwear:
+        off_h = sum(b - a for _, a, b in nonwear) / 3600
+        data_notes.append(
+            f"A sensor was off the ankle for {off_h:.1f} h in all (shaded on its leg's row): time with no sensor on "
+            "an ankle is not time in bed and is in no index."
+        )
     return NightReport(
         subject=subject,
         night=night,
@@ -417,6 +440,7 @@ def build_report(
         rules=str(summary.get("rules") or "wasm2016"),
         data_notes=tuple(data_notes),
         out_of_bed=out_of_bed,
+        nonwear=nonwear,
     )
 
 
@@ -455,7 +479,8 @@ def _clock(ts: float, tz: dt.tzinfo) -> str:
 def legend_of(report: NightReport) -> tuple[tuple[str, str], ...]:
     """The timeline's legend: the out-of-bed shading only when the report has it (a night scored from files;
     the live detector's per-minute posture is not used for it)."""
-    return (*LEGEND, OUT_OF_BED) if report.out_of_bed else LEGEND
+    extra = ((OUT_OF_BED,) if report.out_of_bed else ()) + ((NONWEAR,) if report.nonwear else ())
+    return (*LEGEND, *extra)
 
 
 def timeline_note(timeline: Timeline) -> str:
@@ -520,6 +545,14 @@ def timeline_svg(report: NightReport, width: int = 900, timeline: Timeline | Non
             f'<rect x="{x(s0):.1f}" y="{lanes_top}" width="{max(x(s1) - x(s0), 1):.1f}" '
             f'height="{base - lanes_top}" fill="{OUT_OF_BED_FILL}" fill-opacity=".55"><title>out of bed (leg '
             f"upright): {_clock(s0, report.tz)}-{_clock(s1, report.tz)}</title></rect>"
+        )
+    for side, s0, s1 in report.nonwear:  # that leg's sensor lay on a table: nothing measured there
+        y0 = lane_y[(side, LANES[0])]
+        y1 = lane_y[(side, LANES[-1])] + LANE_PX[LANES[-1]]
+        parts.append(
+            f'<rect x="{x(s0):.1f}" y="{y0}" width="{max(x(s1) - x(s0), 1):.1f}" height="{y1 - y0}" '
+            f'fill="{NONWEAR_FILL}" fill-opacity=".6"><title>{side} sensor off the ankle: {_clock(s0, report.tz)}'
+            f"-{_clock(s1, report.tz)}</title></rect>"
         )
     for key, marks in tl.lanes.items():
         ly, lh = lane_y[key], LANE_PX[key[1]]

@@ -120,6 +120,12 @@ def load_from_influx(
     summary["start"] = summary.get("start") or anchor / 1000
     if "out_of_bed" not in summary:
         summary["out_of_bed"] = out_of_bed_spans(client, subj, span)
+    if "nonwear" not in summary:
+        summary["nonwear"] = [
+            {"side": r["side"], "start": r["time"] / 1000, "end": r["end_ms"] / 1000}
+            for r in _rows(client.query(f'SELECT "end_ms" FROM "nonwear" WHERE {subj} AND {span} GROUP BY "side"'))
+            if r.get("end_ms") is not None
+        ]
     history_span = f"time >= {anchor - 13 * DAY_MS}ms AND time < {anchor + DAY_MS}ms"
     history = [
         (night_date(r["time"] / 1000, tz), r["plm_index"])

@@ -35,6 +35,7 @@ from detector.report import (
     NAVY,
     NO_DIARY,
     NO_SIGNALS,
+    NONWEAR_FILL,
     NOTICE,
     OUT_OF_BED_FILL,
     PLM_THRESHOLD,
@@ -334,6 +335,10 @@ def _timeline(page: _Page, r: NightReport) -> None:
         for s0, s1 in r.out_of_bed:  # movements there are shown, not counted as LMs of the night
             top = series_h + leg_gap
             ax.add_patch(Rectangle((s0, top), s1 - s0, base - top, color=OUT_OF_BED_FILL, alpha=0.55, lw=0, zorder=1))
+        for side, s0, s1 in r.nonwear:  # that leg's sensor lay on a table: nothing measured there
+            y0 = lane_y[(side, LANES[0])]
+            y1 = lane_y[(side, LANES[-1])] + LANE_PX[LANES[-1]]
+            ax.add_patch(Rectangle((s0, y0), s1 - s0, y1 - y0, color=NONWEAR_FILL, alpha=0.6, lw=0, zorder=1))
         bars: dict[str, list[tuple[float, float, float, float]]] = {}
         for key, marks in tl.lanes.items():
             ly, lh = lane_y[key], LANE_PX[key[1]]

@@ -32,6 +32,10 @@ NIGHT = "night"
 DIARY = "diary"
 SENSOR_STATUS = "sensor_status"
 DETECTOR_HEALTH = "detector_health"
+NONWEAR = "nonwear"
+"""A span when a leg's sensor was off the ankle (detector.nonwear), at its start."""
+NIGHT_WEAR_FIELDS = ("nonwear_h", "worn_fraction", "wear_insufficient")
+"""Fields :func:`night_wear_point` adds to the ``night`` point (same series key and time)."""
 
 MOVEMENT_SIDES = ("left", "right", "bilateral")
 SENSOR_SIDES = ("left", "right")
@@ -410,6 +414,30 @@ def night_point(subject: str, night_start_s: float, summary: Mapping[str, Any], 
     if summary.get("rules") is not None:
         fields["rules"] = str(summary["rules"])
     fields["final"] = bool(final)
+    return line(NIGHT, {"subject": subject}, fields, to_ms(night_start_s))
+
+
+def nonwear_point(subject: str, side: str, start_s: float, end_s: float, final: bool) -> str:
+    """One span of one leg's sensor off the ankle, at its start; rewritten while it grows (live, the span of a
+    sensor still on the table ends at its latest sample). ``end_ms`` is the TimeEnd of a Grafana region."""
+    if end_s < start_s:
+        raise ValueError(f"non-wear end {end_s!r} is before its start {start_s!r}")
+    fields = {"end_ms": Int(to_ms(end_s)), "duration_s": Float(end_s - start_s), "final": bool(final)}
+    return line(NONWEAR, {"subject": subject, "side": _choice(side, SENSOR_SIDES, "side")}, fields, to_ms(start_s))
+
+
+def night_wear_point(
+    subject: str, night_start_s: float, nonwear_h: float, worn_fraction: float | None, wear_insufficient: bool
+) -> str:
+    """Wear of the night on the ``night`` point (same series key and time as :func:`night_point`, so InfluxDB
+    keeps one row): hours with no sensor on the ankle, the worn fraction, and whether too little was worn for
+    an index (then the night point carries no ``plm_index``: read ``wear_insufficient`` first, because a value
+    written live before the sensor came off stays on the point)."""
+    fields = {
+        "nonwear_h": Float(nonwear_h),
+        "worn_fraction": _opt_float(worn_fraction, "worn_fraction"),
+        "wear_insufficient": bool(wear_insufficient),
+    }
     return line(NIGHT, {"subject": subject}, fields, to_ms(night_start_s))
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from detector.inbed import EpochClassification, classify_epochs, upright_direction
 from detector.lm import LegDetector, LegGap, RawMovement
+from detector.nonwear import HANDLING_S, MIN_WORN_FRACTION, find_nonwear, intersect, overlap_s
 from detector.params import DetectorParams
 from plm.rules import WASM2016, EventScorer, Gap, LegMovement, RuleSet, ScoredMovement, Series
 
@@ -120,6 +121,9 @@ class NightScorer:
         # a few a night (turning over, lying down, getting up); those between lying and upright are
         # getting into or out of bed (see summary)
         self._posture_changes: list[tuple[str, float, float, np.ndarray, np.ndarray]] = []
+        # every movement each leg reported (twitches too), (onset, offset) in onset order: the non-wear test
+        # needs to know which epochs no movement touched, and where the handling before and after ends
+        self._leg_moves: dict[str, list[tuple[float, float]]] = {side: [] for side in self.sides}
         self._finished = False
 
     # ----------------------------------------------------------------- input
@@ -188,7 +192,18 @@ class NightScorer:
         legs = self._legs
         rates = {side: leg.rate_hz for side, leg in legs.items() if leg.rate_hz}
         longs = [(e.onset, e.onset + e.duration) for e in self._events.values() if e.kind == "long"]
-        return classify_epochs({s: leg.epochs for s, leg in legs.items()}, rates, longs, self.params)
+        off = intersect(self.nonwear().values())
+        return classify_epochs({s: leg.epochs for s, leg in legs.items()}, rates, longs, self.params, off)
+
+    def nonwear(self) -> dict[str, list[tuple[float, float]]]:
+        """Per leg with data: the spans its sensor was off the ankle so far (detector.nonwear)."""
+        out = {}
+        for side, leg in self._legs.items():
+            if leg.first_t is None:
+                continue
+            moves = sorted(self._leg_moves[side])
+            out[side] = [(a, b) for a, b, _ in find_nonwear(leg.wear, moves, leg.last_t)]
+        return out
 
     # ----------------------------------------------------------------- plumbing
     def _leg(self, side: str) -> LegDetector:
@@ -209,6 +224,7 @@ class NightScorer:
             if gap.end > start:
                 self._rules.add_gap(Gap(start, gap.end))
         for move in sorted(moves, key=lambda m: m.onset):
+            self._leg_moves[move.side].append((move.onset, move.offset))
             if move.kind == "twitch":
                 event = MovementEvent(move.onset, move.duration, move.side, "twitch")
                 self._counts["twitch"] += 1
@@ -273,7 +289,9 @@ class NightScorer:
         span = (end - start) if start is not None and end is not None else 0.0
         rates = {side: leg.rate_hz for side, leg in legs.items() if leg.rate_hz}
         longs = [(e.onset, e.onset + e.duration) for e in events if e.kind == "long"]
-        epochs = classify_epochs({s: leg.epochs for s, leg in legs.items()}, rates, longs, p)
+        nonwear = self.nonwear()
+        off = intersect(nonwear.values())  # no leg worn: not time in bed, not in any index
+        epochs = classify_epochs({s: leg.epochs for s, leg in legs.items()}, rates, longs, p, off)
         epoch_s = p.epoch_s
         # time in bed as a sleep lab counts it: from the first to the last lying epoch (lights-off to
         # lights-on), a trip to the bathroom included; movements while up are still not counted as PLMs
@@ -282,6 +300,9 @@ class NightScorer:
         # an epoch covers its samples' n / rate seconds, the recording first to last sample (n - 1) / rate: time in
         # bed (and asleep) may not exceed the recording, so at most the span (issue 18: 0.02 s over at 52 Hz)
         in_bed_s = min(float(epochs.covered_s[bed_period].sum()), span)
+        if off and lying.size:  # the sensors off the ankle inside the bed period are not time in bed
+            bed_lo, bed_hi = float(epochs.epochs[lying[0]] * epoch_s), float((epochs.epochs[lying[-1]] + 1) * epoch_s)
+            in_bed_s = max(0.0, in_bed_s - overlap_s(bed_lo, bed_hi, off))
         sleep_s = min(float(epochs.covered_s[epochs.asleep].sum()), in_bed_s)
         wake_s = in_bed_s - sleep_s
 
@@ -297,13 +318,20 @@ class NightScorer:
         # ``events`` as measured, but are not counted as LMs of the night (``lm_count``, per hour)
         transitions = self._bed_transitions(rates)
 
+        # taking a sensor off and putting it back on is the hand's work, not the leg's
+        handling = [(a - HANDLING_S, a) for spans in nonwear.values() for a, _ in spans]
+        handling += [(b, b + HANDLING_S) for spans in nonwear.values() for _, b in spans]
+        excluded = transitions + handling
+
         def in_bed_lm(e: MovementEvent) -> bool:
             end = e.onset + e.duration
-            return state_of(e.onset) > 0 and not any(a < end and b > e.onset for a, b in transitions)
+            return state_of(e.onset) > 0 and not any(a < end and b > e.onset for a, b in excluded)
 
         lms_in_bed = [e for e in scored if e.kind == "lm" and in_bed_lm(e)]
         plms = [e for e in scored if e.plm]
-        plm_states = [state_of(e.onset) for e in plms]
+        plm_states = [
+            0 if any(a < e.onset + e.duration and b > e.onset for a, b in handling) else state_of(e.onset) for e in plms
+        ]
         plm_in_bed = sum(1 for s in plm_states if s > 0)
         plm_sleep = sum(1 for s in plm_states if s == 2)
         plm_wake = sum(1 for s in plm_states if s == 1)
@@ -338,8 +366,13 @@ class NightScorer:
             key=lambda g: g["start"],
         )
 
+        nonwear_s = sum(b - a for a, b in off)
+        worn_fraction = in_bed_s / (in_bed_s + nonwear_s) if in_bed_s + nonwear_s > 0 else None
+        # too little of the night measured: a PLM index of it would describe part of a night as the whole
+        insufficient = worn_fraction is not None and nonwear_s > 0 and worn_fraction < MIN_WORN_FRACTION
+
         def per_hour_of(count: int, seconds: float) -> float | None:
-            return count / (seconds / 3600) if seconds > 0 else None
+            return count / (seconds / 3600) if seconds > 0 and not insufficient else None
 
         fields = {
             "notice": NOTICE,
@@ -373,6 +406,13 @@ class NightScorer:
             "gaps": gaps,
             "out_of_bed": _out_of_bed_spans(epochs, epoch_s),
             "bed_transitions": [{"start": a, "end": b} for a, b in transitions],
+            "nonwear": sorted(
+                ({"side": side, "start": a, "end": b} for side, spans in nonwear.items() for a, b in spans),
+                key=lambda d: (d["start"], d["side"]),
+            ),
+            "nonwear_h": nonwear_s / 3600,
+            "worn_fraction": worn_fraction,
+            "wear_insufficient": insufficient,
             "rate_hz": {side: rates.get(side) for side in self.sides},
             "posture_reference": epochs.posture_reference,
             "late_movements_dropped": self._counts["late"],

@@ -32,6 +32,7 @@ _OPTIONS = {
     "gap": "sensor off for 2-15 min: None = on 25 % of nights (default), True = always, False = never",
     "partner": "bed-partner vibration: True (default), False, or None = on 60 % of nights",
     "calibration": "per-axis bias (~15 mg) and scale (~1 %) errors (default True)",
+    "taken_off": "sensor taken off the ankle onto a table/floor, sometimes put back: False (default), True, None = 20 %",
 }
 
 

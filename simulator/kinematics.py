@@ -24,6 +24,19 @@ from simulator.night import LM_KINDS, SIDES, NightPlan
 G = 9.81
 _MAX_MOVEMENT_S = 40.0  # longest scored movement the renderer has to look back for
 
+# Cardiorespiratory micro-motion of a worn leg (the ballistocardiogram, BCG). Each heartbeat ejects blood into
+# the aorta and the body recoils along its head-foot axis (Starr et al. 1939, Am J Physiol 127:1; Pinheiro et
+# al. 2010, Open Biomed Eng J 4:201): a damped I-J-K complex of ~0.3 s with most energy at 2-10 Hz, which a
+# bed-mounted or body-worn accelerometer picks up at any site. Seismocardiograms on the chest reach 10-50 mg;
+# the leg is far from the heart and damped by the mattress, so the shank's share is taken as a few mg peak
+# (an assumption, not a measurement: BCG_PEAK_MG below). Breathing rocks the pelvis and with it the legs by a
+# few hundredths of a degree at 0.2-0.3 Hz. Both are what a sensor on a table lacks (docs/scoring.md, non-wear).
+BCG_PEAK_MG = (1.5, 5.0)  # peak of the heartbeat complex at the shank, drawn per leg and night
+BCG_RING_HZ, BCG_DECAY_S = 5.0, 0.08  # the complex: a 5-Hz oscillation decaying in ~0.1 s
+HEART_BPM = (48.0, 72.0)  # sleeping heart rate
+BREATH_PER_MIN = (11.0, 17.0)  # sleeping breathing rate
+BREATH_TILT_DEG = (0.01, 0.05)  # tilt of the shank with each breath
+
 
 @dataclass
 class _SideIndex:
@@ -104,6 +117,7 @@ def leg_acceleration(plan: NightPlan, side: str, t: np.ndarray, *, partner: bool
         if i1 <= i0:
             continue
         _add_leg_movement(m, t[i0:i1] - m.onset, roll[i0:i1], pitch[i0:i1], dyn[i0:i1])
+    _add_physiology(plan, side, t, pitch, dyn)
     pr, pp = np.radians(roll), np.radians(pitch)
     cp = np.cos(pp)
     up = np.empty((n, 3), dtype=np.float32)
@@ -126,6 +140,36 @@ def leg_acceleration(plan: NightPlan, side: str, t: np.ndarray, *, partner: bool
         up *= (1.0 + vib)[:, None]  # the mattress moves vertically: the vibration is along "up"
     up += dyn
     return up
+
+
+def _physiology_params(plan: NightPlan, side: str) -> dict[str, float]:
+    cache = plan.__dict__.setdefault("_physiology", {})
+    if side not in cache:
+        rng = np.random.default_rng(np.random.SeedSequence([int(plan.seed), 0x424347, SIDES.index(side)]))
+        cache[side] = {
+            "bcg_g": rng.uniform(*BCG_PEAK_MG) / 1000.0,
+            "heart_hz": rng.uniform(*HEART_BPM) / 60.0,
+            "hrv_hz": rng.uniform(0.05, 0.15),  # slow heart-rate modulation (~5 %)
+            "hrv_phase": rng.uniform(0, 2 * math.pi),
+            "breath_hz": rng.uniform(*BREATH_PER_MIN) / 60.0,
+            "breath_phase": rng.uniform(0, 2 * math.pi),
+            "breath_deg": rng.uniform(*BREATH_TILT_DEG),
+        }
+    return cache[side]
+
+
+def _add_physiology(plan: NightPlan, side: str, t: np.ndarray, pitch: np.ndarray, dyn: np.ndarray) -> None:
+    """Heartbeat (BCG along the shank, some across it) and breathing (a tiny tilt), a function of time only,
+    so any window renders the same samples."""
+    p = _physiology_params(plan, side)
+    tt = t - plan.start
+    f = p["heart_hz"]
+    beats = f * tt + 0.05 * f / p["hrv_hz"] * np.sin(2 * math.pi * p["hrv_hz"] * tt + p["hrv_phase"])
+    since = (beats % 1.0) / f  # seconds since the last beat
+    bcg = p["bcg_g"] * np.exp(-since / BCG_DECAY_S) * np.sin(2 * math.pi * BCG_RING_HZ * since)
+    dyn[:, 0] += bcg
+    dyn[:, 2] += 0.4 * bcg
+    pitch += p["breath_deg"] * np.sin(2 * math.pi * p["breath_hz"] * tt + p["breath_phase"])
 
 
 def _add_leg_movement(m, tau: np.ndarray, roll: np.ndarray, pitch: np.ndarray, dyn: np.ndarray) -> None:

@@ -19,6 +19,15 @@ import numpy as np
 from simulator.kinematics import leg_acceleration
 from simulator.night import SIDES, NightPlan
 
+# "Taken off" (issue 19): the sensor is unstrapped, handled and left on a table or the floor at any orientation;
+# sometimes it is put back on. Handling is a few seconds of hand motion; on the table the sensor reads gravity
+# and its own noise only, plus the slow drift of its zero-g offset as it cools from skin to room temperature
+# (MEMS offset tempco of a few 0.1 mg/K, ~12 K, time constant minutes).
+TAKEN_OFF_MIN_S = 20 * 60.0  # shortest time off the ankle the simulator draws
+HANDLING_S = (4.0, 20.0)  # unstrapping/strapping and carrying the sensor
+THERMAL_DRIFT_MG = 3.0  # SD per axis of the offset drift after removal
+THERMAL_TAU_S = 600.0
+
 NOISE_BLOCK = 1024  # samples per independently seeded noise block (rendering any window is reproducible)
 RANGE_G = 8.0  # Polar Verity Sense ACC range
 
@@ -54,6 +63,9 @@ class SensorModel:
     seed: int
     gaps: list[tuple[float, float]] = field(default_factory=list)
     drops: list[tuple[float, float]] = field(default_factory=list)
+    # taken off the ankle: {"start", "end", "put_back", "handling_s": (off, on), "up" (sensor frame unit
+    # vector while lying on the table), "drift_g" (3,), "shake": list of (amp g, hz, phase, dir (3,))}
+    off: list[dict] = field(default_factory=list)
 
     @property
     def packet_len(self) -> int:
@@ -79,6 +91,8 @@ class SensorModel:
         """Samples i0..i1-1 -> (collector time s, xyz float32 g quantised to 1 mg, device ns, kept mask)."""
         t_wall = self.wall_times(i0, i1)
         leg = leg_acceleration(plan, self.side, t_wall, partner=self.partner)
+        for ev in self.off:
+            _take_off(self.mount, ev, t_wall, leg)
         xyz = leg @ (self.mount * self.scale[:, None]).T.astype(np.float32)
         xyz += self.bias_g.astype(np.float32)
         noise, jitter = self._noise(i0, i1)
@@ -110,6 +124,63 @@ class SensorModel:
         return noise, jitter[off : off + i1 - i0]
 
 
+def _take_off(mount: np.ndarray, ev: dict, t: np.ndarray, leg: np.ndarray) -> None:
+    """Replace the leg's acceleration (leg frame, in place) by the sensor's while it is off the ankle."""
+    s, e = ev["start"], ev["end"]
+    i0, i1 = np.searchsorted(t, (s, e))
+    if i1 <= i0:
+        return
+    tt = t[i0:i1]
+    h_off, h_on = ev["handling_s"]
+    up_leg = (mount.T @ np.asarray(ev["up"])).astype(np.float32)  # the table's up, in the leg frame
+    w = np.clip((tt - s) / h_off, 0, 1)
+    if ev["put_back"]:
+        w = np.minimum(w, np.clip((e - tt) / h_on, 0, 1))
+    w = (w * w * w * (10 - 15 * w + 6 * w * w)).astype(np.float32)[:, None]
+    vec = (1 - w) * leg[i0:i1] + w * up_leg
+    vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-6)
+    handling = (w > 0) & (w < 1)
+    env = np.sin(np.pi * w[:, 0]) * handling[:, 0]
+    for amp, hz, ph, d in ev["shake"]:
+        vec += np.outer(amp * env * np.sin(2 * math.pi * hz * (tt - s) + ph), d).astype(np.float32)
+    on_table = tt - (s + h_off)
+    drift = 1 - np.exp(-np.clip(on_table, 0, None) / THERMAL_TAU_S)
+    vec += np.outer(drift * w[:, 0], mount.T @ np.asarray(ev["drift_g"])).astype(np.float32)
+    leg[i0:i1] = vec
+
+
+def draw_taken_off(rng: np.random.Generator, plan: NightPlan) -> dict:
+    """One removal during the night: when, for how long, put back or not, and how it lies on the table."""
+    lo, hi = plan.lights_off + 0.1 * (plan.lights_on - plan.lights_off), plan.lights_on - TAKEN_OFF_MIN_S - 60
+    start = float(rng.uniform(lo, max(lo, hi)))
+    put_back = bool(rng.random() < 0.5)
+    end = float(min(plan.end, start + rng.uniform(TAKEN_OFF_MIN_S, 3 * 3600))) if put_back else float(plan.end)
+    if put_back and end >= plan.lights_on - 60:
+        put_back, end = False, float(plan.end)
+    up = rng.normal(size=3)  # any orientation: a table or the floor, face up, down or on an edge
+    if rng.random() < 0.5:  # often flat on one face
+        up = np.zeros(3)
+        up[rng.integers(3)] = rng.choice([-1.0, 1.0])
+    shake = [
+        (float(rng.uniform(0.05, 0.4)), float(rng.uniform(1, 6)), float(rng.uniform(0, 2 * math.pi)), _unit(rng))
+        for _ in range(3)
+    ]
+    return {
+        "start": start,
+        "end": end,
+        "put_back": put_back,
+        "handling_s": (float(rng.uniform(*HANDLING_S)), float(rng.uniform(*HANDLING_S))),
+        "up": (up / np.linalg.norm(up)).tolist(),
+        "drift_g": (rng.normal(0, THERMAL_DRIFT_MG, 3) / 1000.0).tolist(),
+        "shake": shake,
+    }
+
+
+def _unit(rng: np.random.Generator) -> np.ndarray:
+    v = rng.normal(size=3)
+    return v / np.linalg.norm(v)
+
+
 def make_sensors(
     plan: NightPlan,
     rate_hz: float,
@@ -124,8 +195,23 @@ def make_sensors(
     gap: bool | None = None,
     partner: bool | None = True,
     calibration: bool = True,
+    taken_off: bool | None = False,
 ) -> dict[str, SensorModel]:
-    """Draw tonight's sensors. ``gap=None`` gives a sensor-off gap on 25 % of nights; True forces one."""
+    """Draw tonight's sensors. ``gap=None`` gives a sensor-off gap on 25 % of nights; True forces one.
+    ``taken_off``: True = a sensor is taken off the ankle once tonight (both legs' sensors on 60 % of two-leg
+    nights), None = on 20 % of nights, False = never (default)."""
+    off_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x4F4646]))  # own stream: other draws keep
+    want_off = (off_rng.random() < 0.2) if taken_off is None else bool(taken_off)
+    off_legs: tuple[str, ...] = ()
+    off_events: dict[str, dict] = {}
+    if want_off:
+        off_legs = legs if (len(legs) == 2 and off_rng.random() < 0.6) else (str(off_rng.choice(legs)),)
+        first = draw_taken_off(off_rng, plan)
+        for side in off_legs:  # both legs: taken off within a minute of each other, put back together
+            ev = draw_taken_off(off_rng, plan)
+            shift = float(off_rng.uniform(0, 60)) if side != off_legs[0] else 0.0
+            ev.update(start=first["start"] + shift, end=first["end"], put_back=first["put_back"])
+            off_events[side] = ev
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x53454E]))
     start = plan.start + rng.uniform(0, 1 / rate_hz)
     in_bed = plan.lights_on - plan.lights_off
@@ -157,6 +243,8 @@ def make_sensors(
             partner=with_partner,
             seed=int(rng.integers(2**62)),
         )
+        if side in off_events:
+            model.off.append(off_events[side])
         if gap_span and side in gap_legs:
             model.gaps.append(gap_span)
         if drops:

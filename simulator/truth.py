@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from plm.rules import AASM, WASM2016, EventScore, Gap, LegMovement, RuleSet, score_events
-from simulator.night import SCORED_KINDS, Movement, NightPlan
+from simulator.night import EPOCH_S, SCORED_KINDS, Movement, NightPlan
 from simulator.sensor import SensorModel
 
 TRUTH_FORMAT = "plm-sim-truth/1"
@@ -62,9 +64,44 @@ class Truth:
         return [Gap(a, b) for a, b in sorted(spans)]
 
     def recorded(self, m: Movement) -> bool:
-        """True when the movement's leg was recorded and its sensor was on for the whole movement."""
+        """True when the movement's leg was recorded and its sensor was on, and on the ankle, for all of it."""
         s = self.sensors.get(m.side)
-        return s is not None and not _overlaps(m.onset, m.offset, s.gaps)
+        return s is not None and not _overlaps(m.onset, m.offset, s.gaps + self.nonwear_of(m.side))
+
+    def nonwear_of(self, side: str) -> list[tuple[float, float]]:
+        """When the ``side`` sensor was off the ankle (taken off until put back, or to the end)."""
+        s = self.sensors.get(side)
+        return [(ev["start"], ev["end"]) for ev in s.off] if s is not None else []
+
+    @property
+    def nonwear(self) -> list[tuple[float, float]]:
+        """When every recorded leg's sensor was off the ankle: no leg is measured (not time in bed)."""
+        spans: list[tuple[float, float]] | None = None
+        for side in self.legs:
+            own = self.nonwear_of(side)
+            spans = (
+                own if spans is None else [(max(a, c), min(b, d)) for a, b in spans for c, d in own if a < d and c < b]
+            )
+        return sorted(spans or [])
+
+    def worn_hours(self) -> dict[str, float]:
+        """:meth:`hours` without the time every sensor was off the ankle (what the indices divide by)."""
+        hours = dict(self.plan.hours())
+        off = self.nonwear
+        if not off:
+            return hours
+        lights_off, lights_on = self.in_bed
+        codes = self.plan.epochs
+        grid = lights_off + EPOCH_S * np.arange(codes.shape[0])
+        worn = np.ones(codes.shape[0])
+        for a, b in off:  # fraction of each epoch the sensors were on
+            worn -= np.clip(np.minimum(grid + EPOCH_S, b) - np.maximum(grid, a), 0, None) / EPOCH_S
+        worn = np.clip(worn, 0, 1)
+        in_bed_off = sum(max(0.0, min(b, lights_on) - max(a, lights_off)) for a, b in off)
+        hours["in_bed"] -= in_bed_off / 3600
+        hours["sleep"] = float(worn[codes > 0].sum()) * EPOCH_S / 3600
+        hours["wake_in_bed"] = float(worn[codes == 0].sum()) * EPOCH_S / 3600
+        return hours
 
     def in_bed_at(self, t: float) -> bool:
         """True between lights-off and lights-on and outside every out-of-bed span (compared on the
@@ -100,7 +137,7 @@ class Truth:
     def indices(self, rules: RuleSet = WASM2016) -> dict[str, Any]:
         """PLM index per hour in bed, PLMS index per hour of sleep, PLMW index per hour of wake in bed."""
         score = self.score(rules)
-        hours = self.hours()
+        hours = self.worn_hours()
         stages = [self.plan.stage_at(m.onset) for m in score.movements if m.plm]
         plms = sum(1 for s in stages if s in SLEEP_STAGES)
         plmw = sum(1 for s in stages if s == "wake")
@@ -115,7 +152,7 @@ class Truth:
     # -- JSON
     def to_dict(self) -> dict[str, Any]:
         plan = self.plan
-        hours = self.hours()
+        hours = self.worn_hours()
         scores = {}
         for rules in (WASM2016, AASM):
             doc = self.score(rules).to_dict(hours["in_bed"])
@@ -144,6 +181,7 @@ class Truth:
             "hours": hours,
             "stages": [{"start": round(a, 3), "end": round(b, 3), "stage": s} for a, b, s in plan.stages],
             "out_of_bed": [{"start": round(a, 3), "end": round(b, 3)} for a, b in plan.out_of_bed],
+            "nonwear": [{"start": round(a, 3), "end": round(b, 3)} for a, b in self.nonwear],
             "movements": [
                 {
                     **m.to_dict(),
@@ -168,6 +206,10 @@ class Truth:
                     "bias_mg": [round(v * 1000, 2) for v in s.bias_g],
                     "mount_matrix": [[round(v, 6) for v in row] for row in s.mount],
                     "gaps": [{"start": round(a, 3), "end": round(b, 3)} for a, b in s.gaps],
+                    "taken_off": [
+                        {"start": round(ev["start"], 3), "end": round(ev["end"], 3), "put_back": ev["put_back"]}
+                        for ev in s.off
+                    ],
                     "drops": [{"start": round(a, 3), "end": round(b, 3)} for a, b in s.drops],
                 }
                 for side, s in self.sensors.items()

@@ -242,7 +242,10 @@ def fill_influx_live(
             day = last - dt.timedelta(days=nights - 1 - n)
             start = dt.datetime.combine(day, dt.time(22, 30)).astimezone().timestamp()
             profile = profiles[n % len(profiles)]
-            night = simulate_night(profile, seed=seed + n, rate_hz=25.0, duration_h=duration_h, start_unix_s=start)
+            # the third night: the right sensor is taken off after ~10 min (non-wear spans on the dashboards)
+            night = simulate_night(
+                profile, seed=seed + n, rate_hz=25.0, duration_h=duration_h, start_unix_s=start, taken_off=n == 2
+            )
             per_side = night_batches(night)
             infos = []
             text = NOTES[n % len(NOTES)]
