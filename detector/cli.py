@@ -205,14 +205,13 @@ def _checked(
     return legs
 
 
-ONE_NIGHT_S = 16 * 3600.0  # a recording longer than this may hold several nights (an actigraph's days)
-
-
 def _one_night(paths: dict[str, str], legs: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
     """Refuse a recording that holds more than one night (scored as one, its days would count as time in bed).
 
     Only recordings longer than :data:`ONE_NIGHT_S` are searched (detector/recordings/nights.py, the
     scorer's in-bed logic, one extra pass): a night's file costs nothing more."""
+    from detector.recordings.nights import ONE_NIGHT_S
+
     if max(float(t[-1] - t[0]) for t, _ in legs.values()) <= ONE_NIGHT_S:
         return
     from detector.csvio import CsvError

@@ -159,6 +159,9 @@ def _read_legs(args: argparse.Namespace, settings: Any, subject: str) -> tuple[d
             "paths": [r.path for r in recs],
         }
         models[side] = FORMAT_NAMES[first.format]
+    if len(legs) == 2 and legs["left"]["sensor_id"] == legs["right"]["sensor_id"]:
+        for side, leg in legs.items():  # one id for two legs (files that do not tell devices apart)
+            leg["sensor_id"] = f"{leg['sensor_id'][: 31 - len(side)]}-{side}"
     return legs, models
 
 

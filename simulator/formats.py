@@ -264,7 +264,8 @@ def write_leg(
     if fmt == "psl":
         return write_psl(out_dir, side, device_ns if device_ns is not None else np.rint(t * 1e9).astype(np.int64), xyz)
     if fmt == "gt3x":
-        return write_gt3x(out_dir / f"{side}.gt3x", t, xyz, int(rate_hz), side=side.capitalize())
+        serial = "MOS2E21234567" if side == "left" else "MOS2E21234568"
+        return write_gt3x(out_dir / f"{side}.gt3x", t, xyz, int(rate_hz), serial=serial, side=side.capitalize())
     if fmt == "cwa":
         device = 43_210 if side == "left" else 43_211
         return write_cwa(out_dir / f"{side}.cwa", t, xyz, rate_hz, device_id=device)

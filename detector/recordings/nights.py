@@ -12,7 +12,8 @@
    such night is kept whole (even with a shorter time in bed): scored as ``plm score`` would score the file.
    A night crossing midnight is one night.
 
-A part where no walking is seen (no upright direction) cannot be split: it is one night when it is no longer
+A part of at most :data:`ONE_NIGHT_S` is one night without a search (``plm score`` searches only longer
+recordings too). A part where no walking is seen (no upright direction) cannot be split: it is one night when it is no longer
 than 36 h, else refused (:class:`RecordingError`) with the fix.
 """
 
@@ -30,13 +31,14 @@ MERGE_GAP_S = 90 * 60.0  # out of bed for less than this inside a night (bathroo
 MIN_NIGHT_IN_BED_S = 2 * 3600.0  # less time in bed is a nap or a rest, not a night
 MARGIN_S = 30 * 60.0  # kept before and after a night's time in bed (getting into and out of bed)
 FEED_S = 3600.0  # the split scorer is fed an hour at a time (bounded temporaries on a 7-day file)
+ONE_NIGHT_S = 16 * 3600.0  # a part no longer than this is one night's recording: not searched (saves a pass)
 
 
 @dataclass(frozen=True)
 class Night:
     start: float  # Unix s: the window of samples that is this night
     end: float
-    in_bed_s: float  # time in bed found (the whole window when no walking was seen)
+    in_bed_s: float  # time in bed found (the whole window when not searched or no walking was seen)
     split: bool  # True: cut out of a longer part by time in bed
 
 
@@ -84,6 +86,8 @@ def _nights_in_part(
 ) -> tuple[list[Night], list[Skipped]]:
     from detector.scorer import NightScorer
 
+    if hi - lo <= ONE_NIGHT_S:  # too short for two nights and the day between: scored whole, no extra pass
+        return [Night(lo, hi, hi - lo, split=False)], []
     window = {}
     for side, (t, xyz) in legs.items():
         a, b = np.searchsorted(t, [lo, hi], side="left")

@@ -10,9 +10,10 @@ trends read it like a streamed one. Every point is keyed by subject, series and 
 file again writes the same points over themselves.
 
 Batches: a collector sends samples at a nominal rate from a start time and starts a new batch at every
-hole. Here a batch is cut where a sample is more than half a step from the batch's grid (a hole, or a
-clock that drifted) or after :data:`BATCH_S`; the core's result does not depend on the batch length (it
-scores any chunking alike), so batches longer than the collector's one second only save time.
+hole. Here the samples are put on runs of the nominal grid (a new run where a sample is more than half a
+step off: a hole, or a clock that drifted) and cut into batches of :data:`BATCH_S`; the sample times do not
+depend on the batch length, nor does the core's result (it scores any chunking alike), so batches longer
+than the collector's one second only save time (an 8-h two-leg night: ~3.7 s instead of ~11 s).
 """
 
 from __future__ import annotations
@@ -53,26 +54,42 @@ class NightResult:
 
 
 def batches(t: np.ndarray, xyz: np.ndarray, rate_hz: float, batch_s: float = BATCH_S) -> Iterator[wire.SampleBatch]:
-    """One leg's samples as wire batches at ``rate_hz`` (float32, as the wire carries it), cut at holes."""
+    """One leg's samples as wire batches at ``rate_hz`` (float32, as the wire carries it), cut at holes.
+
+    A run is the samples within half a step of one grid ``t_run + k / rate`` (a hole or a clock that drifted
+    half a sample ends it); its batches are consecutive pieces of ``batch_s`` on that grid. The sample times
+    are the grid's whatever ``batch_s`` is, so batches of 1 s and of 10 s carry the same samples at the same
+    times (to the nanosecond of each batch's start)."""
     rate = float(np.float32(rate_hz))
     step = 1.0 / rate
     longest = max(1, min(int(batch_s * rate), wire.MAX_SAMPLES_PER_BATCH))
     n = t.shape[0]
     i = 0
     seq = 0
-    offsets = np.arange(longest) * step
+    end = -math.inf  # where the last batch ends (its last sample + one step)
     while i < n:
-        j = min(n, i + longest)
-        deviation = np.abs(t[i:j] - t[i] - offsets[: j - i])
-        off_grid = np.flatnonzero(deviation > MAX_DEVIATION * step)
-        if off_grid.size:
-            j = i + int(off_grid[0])
-        yield wire.make_batch(round(float(t[i]) * 1e9), rate, xyz[i:j], seq % 2**32)
-        seq += 1
-        i = j
+        # a sample less than half a step after the last one (a reader's times bunched at a hole) is put ~half a
+        # step after it: a batch starting earlier would overlap the one before, and the detector drops those
+        run_t0, k = max(float(t[i]), end - 0.45 * step), 0
+        while i < n:
+            j = min(n, i + longest)
+            deviation = np.abs(t[i:j] - run_t0 - np.arange(k, k + j - i) * step)
+            off_grid = np.flatnonzero(deviation > MAX_DEVIATION * step)
+            if off_grid.size:
+                j = i + int(off_grid[0])
+            if j > i:
+                yield wire.make_batch(round((run_t0 + k * step) * 1e9), rate, xyz[i:j], seq % 2**32)
+                seq += 1
+                k += j - i
+                i = j
+                end = run_t0 + k * step
+            if off_grid.size:
+                break  # a new run (grid) starts at sample i
 
 
-def night_messages(subject: str, legs: list[Leg]) -> Iterator[tuple[float, list[tuple[str, bytes]]]]:
+def night_messages(
+    subject: str, legs: list[Leg], batch_s: float = BATCH_S
+) -> Iterator[tuple[float, list[tuple[str, bytes]]]]:
     """(wall time, messages) groups of one night, in the order a collector streaming both legs would send them."""
     online = []
     for leg in legs:
@@ -86,7 +103,7 @@ def night_messages(subject: str, legs: list[Leg]) -> Iterator[tuple[float, list[
         online.append((wire.status_topic(subject, leg.sensor_id), wire.encode_status(status)))
     first = min(float(leg.t[0]) for leg in legs)
     yield first, online
-    streams = [(leg, batches(leg.t, leg.xyz, leg.rate_hz)) for leg in legs]
+    streams = [(leg, batches(leg.t, leg.xyz, leg.rate_hz, batch_s)) for leg in legs]
     heads: list[Any] = [next(stream, None) for _, stream in streams]
     edge = first + GROUP_S
     group: list[tuple[str, bytes]] = []
@@ -117,6 +134,7 @@ def replay_night(
     legs: list[Leg],
     write: Callable[[list[str]], None],
     progress: Callable[[float], None] | None = None,
+    batch_s: float = BATCH_S,
 ) -> NightResult:
     """Feed one night to ``core`` (a DetectorCore) and hand its points to ``write``, as the live service does."""
     result = NightResult(
@@ -136,7 +154,7 @@ def replay_night(
             if p.topic == night_topic:
                 result.summary = json.loads(p.payload)
 
-    for wall, messages in night_messages(subject, legs):
+    for wall, messages in night_messages(subject, legs, batch_s):
         apply(core.handle(messages, wall))
         if progress is not None:
             progress(wall)
