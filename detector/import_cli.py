@@ -24,6 +24,7 @@ import itertools
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -111,23 +112,19 @@ def _read_legs(args: argparse.Namespace, settings: Any, subject: str) -> tuple[d
     configured = settings.subject(subject)
     by_side: dict[str, list[Any]] = {"left": [], "right": []}
     unsided = []
-    for side, paths in (("left", args.left), ("right", args.right), (None, args.files)):
-        for path in paths:
-            rec = read_recording(path, timezone=args.timezone)
-            if side is None:
-                side = (
-                    rec.side
-                    or _configured_side(configured, rec.sensor_id)
-                    or side_from_sensor_id(rec.sensor_id or Path(path).name)
-                )
-                if side is None:
-                    unsided.append(rec)
-                    side = None
-                    continue
-                by_side[side].append(rec)
-                side = None
-            else:
-                by_side[side].append(rec)
+    given = [(side, path) for side, paths in (("left", args.left), ("right", args.right)) for path in paths]
+    given += [(None, path) for path in args.files]
+    # two threads: the parsers (pandas, numpy, pygt3x's numpy) release the GIL for much of their work, so two
+    # legs' files take little more than one
+    with ThreadPoolExecutor(max_workers=min(len(given), 2) or 1, thread_name_prefix="plm-import-read") as pool:
+        recordings = list(pool.map(lambda job: read_recording(job[1], timezone=args.timezone), given))
+    for (given_side, path), rec in zip(given, recordings, strict=True):
+        side = given_side or rec.side or _configured_side(configured, rec.sensor_id)
+        side = side or side_from_sensor_id(rec.sensor_id or Path(path).name)
+        if side is None:
+            unsided.append(rec)
+        else:
+            by_side[side].append(rec)
     if unsided:
         ids = {rec.sensor_id or rec.path.name for rec in unsided}
         if len(ids) > 1 or by_side["left"] or by_side["right"]:

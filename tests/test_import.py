@@ -2,7 +2,7 @@
 
 The live path here is the real one: the samples published to a real mosquitto in 1-s batches with the sensor
 status a collector sends, scored by the live detector (detector.live.service.LiveDetector) into the same
-influxd. The import reads the file and feeds the same core in its own way (10-s batches, one group per 5 min
+influxd. The import reads the file and feeds the same core in its own way (10-s batches, one group per 30 min
 of data, no broker): every point of every measurement must be the same, except the subject."""
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ import numpy as np
 from plm import wire
 
 BATCH_S = 10.0  # seconds of samples per batch (a collector sends 1 s; results are the same, see above)
-GROUP_S = 300.0  # data seconds handed to the core per call (the "wall time" of the call is the group's end)
+GROUP_S = 1800.0  # data seconds handed to the core per call (its "wall time" is the group's end); fewer calls,
+# fewer provisional summaries: an 8-h night ~2 s instead of ~3.7 s with 5-min groups, the same final points
 MAX_DEVIATION = 0.5  # a sample further than this many steps from its batch's grid starts a new batch
 
 
