@@ -20,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from detector.nonwear import MIN_WORN_FRACTION
 from detector.scorer import score_arrays
 from plm.rules import WASM2016, RuleSet
 from simulator.api import simulate_night
@@ -59,6 +60,7 @@ class NightResult:
     worn_called_off_s: float = 0.0  # of which the detector called non-wear
     edge_fp: int = 0  # false LMs within 2 min of lights-off / lights-on
     index_given: bool = True
+    index_due: bool = True  # the truth's worn fraction is >= 2/3 (detector.nonwear.MIN_WORN_FRACTION)
 
     @property
     def index_error(self) -> float:
@@ -138,13 +140,14 @@ def evaluate_night(
         nw["worn"] += worn
         called = sum(_overlap(max(a, lights_off), min(b, lights_on), [(lights_off, lights_on)]) for a, b in det)
         nw["worn_off"] += called - sum(_overlap(max(a, lights_off), min(b, lights_on), off) for a, b in det)
-    matched_edges = set()
     edge_fp = 0
     for onset in detected:
         near = abs(onset - lights_off) <= 120 or abs(onset - lights_on) <= 120
         if near and not np.any(np.abs(true_onsets - onset) <= MATCH_S):
             edge_fp += 1
-        matched_edges.add(onset)
+    worn_h = truth.worn_hours()["in_bed"]
+    off_h = sum(b - a for a, b in truth.nonwear) / 3600
+    due = off_h == 0 or worn_h / (worn_h + off_h) >= MIN_WORN_FRACTION
     return NightResult(
         profile,
         rate_hz,
@@ -166,6 +169,7 @@ def evaluate_night(
         nw["worn_off"],
         edge_fp,
         summary.plm_index is not None,
+        due,
     )
 
 
@@ -229,7 +233,7 @@ def situation_table(results: list[NightResult], out=sys.stdout) -> dict[str, dic
     """Per situation (issue 19): LM precision/recall/F1, PLM index error, time-in-bed error, non-wear minutes."""
     print(
         f"{'situation':12} {'nights':>6} {'LM F1':>6} {'sens':>6} {'PPV':>6} {'PLMI<=1/h':>9} {'|dPLMI|':>7} "
-        f"{'|dTIB| h':>8} {'NW rec':>7} {'NW prec':>7} {'worn->NW':>8} {'edge FP':>7} {'no index':>8}",
+        f"{'|dTIB| h':>8} {'NW rec':>7} {'NW prec':>7} {'worn->NW':>8} {'edge FP':>7} {'no index':>8} {'(truth)':>7}",
         file=out,
     )
     table = {}
@@ -237,7 +241,7 @@ def situation_table(results: list[NightResult], out=sys.stdout) -> dict[str, dic
         rs = [r for r in results if r.situation == name]
         tp, fp, fn = (sum(getattr(r, k) for r in rs) for k in ("tp", "fp", "fn"))
         given = [r for r in rs if r.index_given]
-        errs = np.array([abs(r.index_error) for r in given]) if given else np.zeros(1)
+        errs = np.array([abs(r.index_error) for r in given]) if given else np.array([np.nan])
         nw_true = sum(r.nonwear_true_s for r in rs)
         nw_det = sum(r.nonwear_detected_s for r in rs)
         nw_found = sum(r.nonwear_found_s for r in rs)
@@ -246,7 +250,7 @@ def situation_table(results: list[NightResult], out=sys.stdout) -> dict[str, dic
             "lm_f1": f1(rs),
             "sens": tp / max(tp + fn, 1),
             "ppv": tp / max(tp + fp, 1),
-            "plmi_within_1": float(np.mean(errs <= 1.0)),
+            "plmi_within_1": float(np.mean(errs <= 1.0)) if given else float("nan"),
             "plmi_abs_err": float(errs.mean()),
             "tib_abs_err_h": float(np.mean([abs(r.detected_tib_h - r.true_tib_h) for r in given] or [0.0])),
             "nw_recall": nw_found / nw_true if nw_true else float("nan"),
@@ -254,19 +258,22 @@ def situation_table(results: list[NightResult], out=sys.stdout) -> dict[str, dic
             "worn_called_nw": sum(r.worn_called_off_s for r in rs) / max(sum(r.worn_in_bed_s for r in rs), 1.0),
             "edge_fp_per_night": sum(r.edge_fp for r in rs) / len(rs),
             "no_index": float(sum(not r.index_given for r in rs)),
+            "no_index_due": float(sum(not r.index_due for r in rs)),
+            "no_index_agree": float(sum(r.index_given == r.index_due for r in rs)),
         }
         table[name] = row
         print(
             f"{name:12} {len(rs):6d} {row['lm_f1']:6.3f} {row['sens']:6.3f} {row['ppv']:6.3f} "
             f"{row['plmi_within_1']:9.3f} {row['plmi_abs_err']:7.2f} {row['tib_abs_err_h']:8.3f} "
             f"{row['nw_recall']:7.3f} {row['nw_precision']:7.3f} {100 * row['worn_called_nw']:7.2f}% "
-            f"{row['edge_fp_per_night']:7.2f} {int(row['no_index']):8d}",
+            f"{row['edge_fp_per_night']:7.2f} {int(row['no_index']):8d} {int(row['no_index_due']):7d}",
             file=out,
         )
     print(
         "targets: LM F1 >= 0.98 (no situation < 0.95); PLMI within 1/h on 95 % of nights (nights given an index);"
         " non-wear minutes found >= 95 %, worn time called non-wear < 1 %; false LMs at bed entry/exit <= 0.5/night."
-        " 'no index': nights marked wear_insufficient (worn < 2/3 of the night).",
+        " 'no index': nights marked wear_insufficient (worn < 2/3 of the night); (truth): nights the truth says"
+        " were worn less than that.",
         file=out,
     )
     return table

@@ -506,7 +506,7 @@ class LegDetector:
         Returns True when the movement is closed, False when the leg is held displaced (state HELD).
         """
         p = self.params
-        offset = min(self._refine_offset(ce, lo, e), qt)
+        offset = min(self._refine_offset(ce, lo, e), qt - self._delay_s)
         rest = e.low[ce]
         level = float(e.level[ce])
         dev = float(np.linalg.norm(rest - self._ref))
