@@ -47,7 +47,9 @@ def register(subparsers: Any) -> None:
         "dashboards, reports and trends show them like streamed nights. Multi-day recordings are split into "
         "nights by time in bed. Importing the same files again changes nothing. It measures; it does not diagnose.",
     )
-    parser.add_argument("files", nargs="*", metavar="FILE", help="recordings whose leg the file or its sensor id says")
+    parser.add_argument(
+        "files", nargs="*", default=[], metavar="FILE", help="recordings whose leg the file or its sensor id says"
+    )
     parser.add_argument("--subject", required=True, help="subject id the nights belong to (as in plm.toml)")
     parser.add_argument("--left", action="append", default=[], metavar="FILE", help="a left-leg recording (repeatable)")
     parser.add_argument(
