@@ -62,6 +62,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help="a sensor-off gap in the night (auto: in 25 %% of seeds)",
     )
+    night.add_argument(
+        "--taken-off",
+        choices=("no", "yes", "auto"),
+        default="no",
+        help="the sensor taken off the ankle onto a table once, put back on half the time (auto: in 20 %% of seeds)",
+    )
     night.add_argument("--no-drops", action="store_true", help="no dropped packets (default: realistic drops)")
     night.add_argument("--no-drift", action="store_true", help="no sensor clock drift (default: realistic drift)")
     night.add_argument(
@@ -127,6 +133,8 @@ def _night(args: argparse.Namespace) -> int:
         options["drift"] = False
     if args.no_partner:
         options["partner"] = False
+    if args.taken_off != "no":
+        options["taken_off"] = {"auto": None, "yes": True}[args.taken_off]
     if args.age is not None:
         options["age"] = args.age
     if problem := make_output_dir(args.out):
