@@ -136,6 +136,8 @@ def _read_legs(args: argparse.Namespace, settings: Any, subject: str) -> tuple[d
                 "--left FILE --right FILE"
             )
         by_side["left"] = unsided  # one sensor that says nothing: one leg
+    for rec in recordings:
+        _check_times(rec)
     legs: dict[str, dict] = {}
     models: dict[str, str] = {}
     for side, recs in by_side.items():
@@ -162,6 +164,30 @@ def _read_legs(args: argparse.Namespace, settings: Any, subject: str) -> tuple[d
         for side, leg in legs.items():  # one id for two legs (files that do not tell devices apart)
             leg["sensor_id"] = f"{leg['sensor_id'][: 31 - len(side)]}-{side}"
     return legs, models
+
+
+def _check_times(rec: Any) -> None:
+    """Refuse times that cannot be a night's clock time, before any night is looked for: relative times (from 0),
+    milliseconds and years out of range (``plm score``'s checks on the first half hour), and times ahead of
+    this machine's clock (the wire refuses batches more than a day ahead; a device clock set wrong)."""
+    import numpy as np
+
+    from detector.csvio import check_recording, clock_time, is_relative
+    from detector.recordings import RecordingError
+
+    t = rec.t
+    head = t[: int(np.searchsorted(t, float(t[0]) + 1800.0))] if t.shape[0] > 1 else t
+    check_recording(rec.path, head if head.shape[0] > 1 else t)
+    if is_relative(t):
+        raise RecordingError(
+            f"{rec.path}: t counts from {float(t[0]):g} s, not a clock time (Unix seconds), so its nights cannot be "
+            "dated: write the file with Unix times (plm score --start ISO-TIME scores it, without importing)"
+        )
+    if float(t[-1]) > time.time() + 86400.0:
+        raise RecordingError(
+            f"{rec.path}: the samples reach {clock_time(float(t[-1]))}, later than now: the device's clock was set "
+            "wrong; fix the times (or the device's clock) and import again"
+        )
 
 
 def _configured_side(configured: Any, sensor_id: str | None) -> str | None:

@@ -250,5 +250,18 @@ def test_import_refusals_are_one_line_with_the_fix(influx_env, tmp_path, capsys)
     assert main(["import", str(psl["left"]), "--subject", "a/b"]) == 2
     assert main(["import", "--subject", "x"]) == 2
     assert "no recording given" in capsys.readouterr().err
+    # times that cannot be a night's clock: from 0, in milliseconds, ahead of now
+    for name, first, step in (
+        ("rel", 0.0, 1 / 52),
+        ("ms", START * 1000, 1000 / 52),
+        ("future", 4_000_000_000.0, 1 / 52),
+    ):
+        path = tmp_path / f"{name}.csv"
+        t = first + np.arange(52 * 700) * step
+        _write_csv(path, t, np.tile([0.01, 0.02, 0.99], (t.shape[0], 1)))
+        assert main(["import", str(path), "--subject", "x"]) == 2, name
+        err = capsys.readouterr().err
+        assert {"rel": "not a clock time", "ms": "milliseconds", "future": "later than now"}[name] in err, err
+        assert "Traceback" not in err
     # nothing of it was written
     assert not influx_env.query("SELECT * FROM night WHERE subject = 'x'", database="plm")["results"][0].get("series")
