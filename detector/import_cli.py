@@ -183,6 +183,11 @@ def _check_times(rec: Any) -> None:
             f"{rec.path}: t counts from {float(t[0]):g} s, not a clock time (Unix seconds), so its nights cannot be "
             "dated: write the file with Unix times (plm score --start ISO-TIME scores it, without importing)"
         )
+    if np.abs(rec.xyz).max(initial=0.0) > 32.767:
+        raise RecordingError(
+            f"{rec.path}: values beyond +-32.767 g (largest {float(np.abs(rec.xyz).max()):.4g}): x/y/z must be in g "
+            "(a sensor's range is 16 g at most)"
+        )
     if float(t[-1]) > time.time() + 86400.0:
         raise RecordingError(
             f"{rec.path}: the samples reach {clock_time(float(t[-1]))}, later than now: the device's clock was set "
@@ -259,13 +264,18 @@ def _import(
                     print(f"night of {_date(night.start)} left out: {exc}", file=sys.stderr)
                     continue
                 base = done_s
-                result = replay_night(
-                    core,
-                    subject,
-                    night_legs,
-                    sink.put,
-                    lambda wall, base=base, s=night.start: progress.show(base + wall - s),
-                )
+                try:
+                    result = replay_night(
+                        core,
+                        subject,
+                        night_legs,
+                        sink.put,
+                        lambda wall, base=base, s=night.start: progress.show(base + wall - s),
+                    )
+                except RuntimeError as exc:  # the core dead-lettered something: a bug, not the file's fault
+                    progress.clear()
+                    print(f"plm import: {exc}; nothing more is imported (please report this)", file=sys.stderr)
+                    return 1
                 done_s = base + night.end - night.start
                 lines.append(_night_line(result, night))
             progress.clear()
