@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,8 @@ def read_gt3x(path: Path, *, timezone: str | None = None) -> Recording:
         ) from None
     logging.getLogger("pygt3x").setLevel(logging.ERROR)  # its per-second warnings would flood the terminal
     try:
-        with FileReader(str(path)) as reader:
+        with warnings.catch_warnings(), FileReader(str(path)) as reader:
+            warnings.simplefilter("ignore")  # pandas' deprecation notes about pygt3x's calls are not the user's
             frame = reader.to_pandas()
             info = reader.info
     except (OSError, ValueError, KeyError, EOFError, NotImplementedError, AssertionError) as exc:
