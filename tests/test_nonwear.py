@@ -156,3 +156,30 @@ def test_non_wear_is_written_to_influx(taken_off_night) -> None:
     assert len(wear) == 1 and "wear_insufficient=true" in wear[0]
     night_line = next(ln for ln in lines if ln.startswith(schema.NIGHT + ",") and "lm_count" in ln)
     assert "plm_index=" not in night_line  # no index for a night worn too little
+
+
+def test_taken_off_night_through_the_live_core_writes_the_offline_spans() -> None:
+    """The live detector's core (routing, reorder, chunk policy, the scorer, the points) on the wire batches
+    of a taken-off night: its final non-wear points are the spans `plm score` finds in the same samples."""
+    from detector.live.core import DetectorCore
+    from plm import wire
+    from plm.config import Settings
+    from tests.live_helpers import batches_as_arrays, interleave, night_batches
+
+    night = simulate_night("rls-severe", seed=11, rate_hz=RATE, duration_h=1.0, taken_off=True, jitter_ms=0, gap=False)
+    batches = night_batches(night)
+    offline = score_arrays(batches_as_arrays(batches["left"]), batches_as_arrays(batches["right"]))
+    assert len(offline.nonwear) == 2
+    core = DetectorCore(Settings())
+    messages = [(wire.acc_topic("nw", f"{side}-ankle"), wire.encode_binary(b)) for side, b in interleave(batches)]
+    effects = [core.handle(messages[i : i + 40], 1_700_000_000.0) for i in range(0, len(messages), 40)]
+    effects.append(core.end_all_nights())
+    final = {}
+    for line in (p for e in effects for p in e.points if p.startswith(schema.NONWEAR + ",")):
+        head, fields, stamp = line.split(" ")
+        if "final=true" in fields:
+            final[(head.split("side=")[1].split(",")[0], int(stamp))] = fields.split("end_ms=")[1].split("i")[0]
+    expected = {(d["side"], schema.to_ms(d["start"])): str(schema.to_ms(d["end"])) for d in offline.nonwear}
+    assert final == expected
+    wear = [p for e in effects for p in e.points if p.startswith(schema.NIGHT + ",") and "wear_insufficient=true" in p]
+    assert wear, "the night is marked as worn too little"
