@@ -174,15 +174,16 @@ def find_nonwear(
         touched[has] = running_max[i[has] - 1] > lo_t[has]  # ... and offset > epoch start
         quiet &= ~touched
     spans: list[tuple[float, float, float]] = []
-    j = 0
     m = keys.shape[0]
-    while j < m:
-        if not quiet[j]:
-            j += 1
+    # runs of quiet epochs with consecutive indices: a run breaks at a non-quiet epoch or a missing one
+    joined = np.zeros(m, dtype=bool)
+    joined[1:] = quiet[1:] & quiet[:-1] & (np.diff(keys) == 1)
+    run_starts = np.flatnonzero(quiet & ~joined)
+    run_ends = np.append(run_starts[1:], m)
+    for j, stop in zip(run_starts.tolist(), run_ends.tolist(), strict=True):
+        k = j + int(np.argmin(np.append(joined[j + 1 : stop], False))) if stop > j + 1 else j
+        if (keys[k] + 3 - keys[j]) * epoch_s < min_nonwear_s:  # too short even with both edges extended
             continue
-        k = j
-        while k + 1 < m and quiet[k + 1] and keys[k + 1] == keys[k] + 1:
-            k += 1
         start, end = float(keys[j] * epoch_s), float((keys[k] + 1) * epoch_s)
         if last_t is not None and k == m - 1:
             end = min(end, float(last_t))
@@ -200,7 +201,6 @@ def find_nonwear(
             samples = float(np.maximum(rows[j : k + 1, N] - 2, 0).sum())
             if ratio <= 1.0 + WHITE_Z / math.sqrt(max(samples, 1.0)) + WHITE_ALLOWANCE:
                 spans.append((start, end, ratio))
-        j = k + 1
     return spans
 
 
