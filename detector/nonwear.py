@@ -179,7 +179,7 @@ def find_nonwear(
     joined = np.zeros(m, dtype=bool)
     joined[1:] = quiet[1:] & quiet[:-1] & (np.diff(keys) == 1)
     run_starts = np.flatnonzero(quiet & ~joined)
-    run_ends = np.append(run_starts[1:], m)
+    run_ends = np.append(run_starts[1:], m) if run_starts.size else run_starts
     for j, stop in zip(run_starts.tolist(), run_ends.tolist(), strict=True):
         k = j + int(np.argmin(np.append(joined[j + 1 : stop], False))) if stop > j + 1 else j
         if (keys[k] + 3 - keys[j]) * epoch_s < min_nonwear_s:  # too short even with both edges extended

@@ -183,3 +183,11 @@ def test_taken_off_night_through_the_live_core_writes_the_offline_spans() -> Non
     assert final == expected
     wear = [p for e in effects for p in e.points if p.startswith(schema.NIGHT + ",") and "wear_insufficient=true" in p]
     assert wear, "the night is marked as worn too little"
+
+
+def test_no_quiet_epoch_at_all_is_no_non_wear() -> None:
+    xyz = _still(3, 0.003)
+    xyz[:, 0] += 0.2 * np.sin(np.arange(xyz.shape[0]) / 3)  # moving the whole time
+    table, last = _table(xyz)
+    assert find_nonwear(table, [], last, min_nonwear_s=0.0) == []
+    assert find_nonwear(WearTable(30.0), [], None) == []
