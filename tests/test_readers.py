@@ -219,3 +219,43 @@ def test_simulate_night_cli_writes_each_format(tmp_path, capsys):
         assert json.loads((out / "truth.json").read_text())["in_bed"]
     assert main(["simulate", "night", "--format", "gt3x", "--rate", "25", "--out", str(tmp_path / "bad")]) == 2
     assert "even number of Hz" in capsys.readouterr().err
+
+
+def _noon_anchor(t: float) -> float:
+    """The UTC noon at or before ``t`` (what detector.diary.night_start_for is in UTC)."""
+    return (t - 43200) // 86400 * 86400 + 43200
+
+
+def _at(day: int, hour: float) -> float:
+    return START - 22.5 * 3600 + day * 86400 + hour * 3600  # START is 22:30 UTC
+
+
+def test_times_in_bed_of_one_night_are_joined_and_a_nap_is_not():
+    from detector.recordings.nights import join_spells
+
+    h = 3600.0
+    nap, night = (_at(0, 14), _at(0, 15), 1 * h), (_at(0, 22), _at(1, 7), 9 * h)
+    assert join_spells([nap, night], _noon_anchor) == [nap, night]
+    up_two_hours = [(_at(0, 21), _at(0, 23.5), 2.5 * h), (_at(1, 1.5), _at(1, 7), 5.5 * h)]
+    assert join_spells(up_two_hours, _noon_anchor) == [(_at(0, 21), _at(1, 7), 8 * h)]
+    two_halves = [(_at(0, 20), _at(0, 22.5), 2.5 * h), (_at(1, 3), _at(1, 8), 5 * h)]
+    assert join_spells(two_halves, _noon_anchor) == [(_at(0, 20), _at(1, 8), 7.5 * h)]
+    next_night = (_at(1, 22), _at(2, 6), 8 * h)
+    assert join_spells([night, next_night], _noon_anchor) == [night, next_night]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 6 * 3600), st.floats(600, 10 * 3600)), min_size=1, max_size=8))
+def test_joined_nights_never_share_an_anchor(raw):
+    """Two nights at one anchor would overwrite each other's summary point."""
+    from detector.recordings.nights import MIN_NIGHT_IN_BED_S, join_spells
+
+    spells, t = [], START
+    for gap, length in raw:
+        t += gap
+        spells.append((t, t + length, length))
+        t += length
+    joined = join_spells(spells, _noon_anchor)
+    nights = [a for a, _, s in joined if s >= MIN_NIGHT_IN_BED_S]
+    assert len({_noon_anchor(a) for a in nights}) == len(nights)
+    assert sum(s for _, _, s in joined) == pytest.approx(sum(s for _, _, s in spells))

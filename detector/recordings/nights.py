@@ -5,8 +5,10 @@
 2. A part is fed once to a :class:`detector.scorer.NightScorer` (the ``plm score`` scorer), whose epoch
    classification (detector/inbed.py: lying against the leg's upright direction learned from walking)
    says, per 30-s epoch, in bed or not.
-3. In-bed epochs closer than :data:`MERGE_GAP_S` (a trip to the bathroom) form one time in bed; one of at
-   least :data:`MIN_NIGHT_IN_BED_S` is a night (a nap or an hour on the sofa with the feet up is not).
+3. In-bed epochs closer than :data:`MERGE_GAP_S` (a trip to the bathroom) form one time in bed; times in bed
+   of one night's anchor (the noon before) closer than :data:`NIGHT_UP_GAP_S`, or each long enough to be a
+   night, are joined (:func:`join_spells`: a night's summary is stored at its anchor, two would overwrite each
+   other); one of at least :data:`MIN_NIGHT_IN_BED_S` is a night (a nap or an hour on the sofa with the feet up is not).
    A night is the time in bed with :data:`MARGIN_S` of getting into and out of bed on each side, never past
    the middle between two nights. A part no longer than one recording may be (36 h) that holds at most one
    such night is kept whole (even with a shorter time in bed): scored as ``plm score`` would score the file.
@@ -19,6 +21,7 @@ than 36 h, else refused (:class:`RecordingError`) with the fix.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +32,7 @@ from detector.recordings import RecordingError
 NIGHT_GAP_S = 2 * 3600.0  # as detector.live.night.NIGHT_GAP_S: silence this long separates nights
 MERGE_GAP_S = 90 * 60.0  # out of bed for less than this inside a night (bathroom, a drink) keeps the night whole
 MIN_NIGHT_IN_BED_S = 2 * 3600.0  # less time in bed is a nap or a rest, not a night
+NIGHT_UP_GAP_S = 4 * 3600.0  # spells of one night (one anchor) closer than this are one night, up in between
 MARGIN_S = 30 * 60.0  # kept before and after a night's time in bed (getting into and out of bed)
 FEED_S = 3600.0  # the split scorer is fed an hour at a time (bounded temporaries on a 7-day file)
 ONE_NIGHT_S = 16 * 3600.0  # a part no longer than this is one night's recording: not searched (saves a pass)
@@ -112,7 +116,7 @@ def _nights_in_part(
                 "(time in bed is found from the leg's posture, learned from walking): import one night at a time"
             )
         return [Night(lo, hi, hi - lo, split=False)], []
-    beds = _times_in_bed(epochs.epochs[epochs.in_bed].astype(np.float64) * epoch_s, epoch_s)
+    beds = join_spells(_times_in_bed(epochs.epochs[epochs.in_bed].astype(np.float64) * epoch_s, epoch_s))
     nights = [(a, b, s) for a, b, s in beds if s >= MIN_NIGHT_IN_BED_S]
     skipped = [
         Skipped(a, b, s, f"{s / 60:.0f} min in bed, not a night (a night has at least {MIN_NIGHT_IN_BED_S / 3600:g} h)")
@@ -131,6 +135,44 @@ def _nights_in_part(
         end = min(hi, b + MARGIN_S, (b + nights[i + 1][0]) / 2 if i + 1 < len(nights) else hi)
         out.append(Night(start, end, s, split=True))
     return out, skipped
+
+
+def join_spells(
+    spells: list[tuple[float, float, float]], anchor: Callable[[float], float] | None = None
+) -> list[tuple[float, float, float]]:
+    """Times in bed (start, end, seconds in bed) that belong to one night joined into one.
+
+    A night's summary is stored at its anchor (the local noon before it, detector.diary.night_start_for), so two
+    nights with one anchor would overwrite each other's summary. Joined: spells of one anchor less than
+    :data:`NIGHT_UP_GAP_S` apart (up for two hours in the night, as restless legs make people do), and any two
+    spells of one anchor that are each a night. A nap in the afternoon stays apart from the night after it."""
+    if anchor is None:
+        from detector.diary import night_start_for
+
+        anchor = night_start_for
+    close: list[tuple[float, float, float]] = []
+    for a, b, s in spells:
+        if close and anchor(close[-1][0]) == anchor(a) and a - close[-1][1] < NIGHT_UP_GAP_S:
+            pa, _, ps = close[-1]
+            close[-1] = (pa, b, ps + s)
+        else:
+            close.append((a, b, s))
+    out: list[tuple[float, float, float]] = []
+    for a, b, s in close:
+        if s >= MIN_NIGHT_IN_BED_S:  # an earlier night of this anchor: one night from it to here
+            k = next(
+                (
+                    i
+                    for i in range(len(out) - 1, -1, -1)
+                    if out[i][2] >= MIN_NIGHT_IN_BED_S and anchor(out[i][0]) == anchor(a)
+                ),
+                None,
+            )
+            if k is not None:
+                out[k:] = [(out[k][0], b, sum(x[2] for x in out[k:]) + s)]
+                continue
+        out.append((a, b, s))
+    return out
 
 
 def _times_in_bed(starts: np.ndarray, epoch_s: float) -> list[tuple[float, float, float]]:
