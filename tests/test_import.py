@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 
+from detector import schema
 from detector.live.service import LiveDetector
 from detector.recordings import read_recording
 from detector.recordings.replay import batches
@@ -27,7 +28,11 @@ pytestmark = pytest.mark.services
 
 START = 1_709_332_200.0  # 2024-03-01 22:30 UTC: in the past, as every recording is
 RATES = {"csv": 52.0, "psl": 52.0, "gt3x": 30.0, "cwa": 50.0}
-MEASUREMENTS = ("movement", "leg_state", "activity", "night", "hourly", "series", "sensor_status")
+MEASUREMENTS = tuple(
+    getattr(schema, name)
+    for name in ("MOVEMENT", "LEG_STATE", "ACTIVITY", "NIGHT", "HOURLY", "SERIES", "SENSOR_STATUS", "NONWEAR")
+    if hasattr(schema, name)  # every measurement the core writes for a subject (not detector_health, not diary)
+)
 
 
 @pytest.fixture
@@ -176,7 +181,8 @@ def test_an_imported_night_has_the_live_paths_points(fmt, influx_env, mosquitto,
     out = capsys.readouterr().out
     assert "1 night of" in out and "PLM index" in out
     imported = _points(influx_env, subject)
-    assert imported["movement"] and imported["activity"] and len(imported["night"]) == 1
+    assert imported[schema.MOVEMENT] and imported[schema.ACTIVITY] and imported[schema.SERIES]
+    assert len(imported[schema.NIGHT]) == 1 and imported[schema.HOURLY] and imported[schema.SENSOR_STATUS]
 
     _stream_live(mosquitto, influx_env, tmp_path / "state", f"live-{fmt}", sensors, per_side, RATES[fmt], ends)
     live = _points(influx_env, f"live-{fmt}")
