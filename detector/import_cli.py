@@ -64,6 +64,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--rules", choices=sorted(RULESETS), help="scoring rules (default: detector.rules of the configuration)"
     )
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="first delete what the subject has stored in each imported night's time (one hour either side): for a "
+        "corrected file that has fewer movements than the first import (needs credentials that may delete)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -264,6 +270,18 @@ def _import(
                     print(f"night of {_date(night.start)} left out: {exc}", file=sys.stderr)
                     continue
                 base = done_s
+                if args.replace:
+                    from detector.diary import night_start_for
+                    from detector.recordings.replace import delete_night
+
+                    try:
+                        first = min(float(leg.t[0]) for leg in night_legs)
+                        last = max(float(leg.t[-1]) for leg in night_legs)
+                        delete_night(settings.influx, subject, first, last, night_start_for(first))
+                    except CsvError as exc:
+                        progress.clear()
+                        print(f"plm import: {exc}", file=sys.stderr)
+                        return 1
                 try:
                     result = replay_night(
                         core,

@@ -271,3 +271,33 @@ def test_import_refusals_are_one_line_with_the_fix(influx_env, tmp_path, capsys)
         assert "Traceback" not in err
     # nothing of it was written
     assert not influx_env.query("SELECT * FROM night WHERE subject = 'x'", database="plm")["results"][0].get("series")
+
+
+def test_a_corrected_file_replaces_its_night_with_replace(influx_env, tmp_path, capsys):
+    """A corrected file with fewer movements: imported over the first one, its old movements stay; with --replace
+    the night holds exactly what a first import of the corrected file gives."""
+    night = _night(60, 52.0, duration_h=1.0)
+    first, corrected = {}, {}
+    for side, leg in night.legs.items():
+        first[side] = tmp_path / f"{side}.csv"
+        _write_csv(first[side], leg.t, leg.xyz)
+        still = leg.xyz.copy()
+        half = leg.t < leg.t[0] + 1800  # the first half hour made still (as if those movements were artefacts)
+        still[half] = np.median(leg.xyz[half], axis=0)
+        still[half] += np.random.default_rng(0).normal(0, 0.003, still[half].shape)
+        corrected[side] = tmp_path / f"{side}-corrected.csv"
+        _write_csv(corrected[side], leg.t, still)
+
+    def files(paths):
+        return ["--left", str(paths["left"]), "--right", str(paths["right"])]
+
+    assert main(["import", "--subject", "fresh", *files(corrected)]) == 0
+    fresh = _points(influx_env, "fresh")
+    assert main(["import", "--subject", "fix", *files(first)]) == 0
+    before = _points(influx_env, "fix")
+    assert len(before[schema.MOVEMENT]) > len(fresh[schema.MOVEMENT])
+    assert main(["import", "--subject", "fix", *files(corrected)]) == 0
+    assert len(_points(influx_env, "fix")[schema.MOVEMENT]) > len(fresh[schema.MOVEMENT])  # the old ones stayed
+    assert main(["import", "--subject", "fix", "--replace", *files(corrected)]) == 0
+    assert _points(influx_env, "fix") == fresh
+    capsys.readouterr()
