@@ -4,7 +4,9 @@ Reads every file with detector/recordings (the project's CSV, Polar Sensor Logge
 Axivity .cwa), puts each leg's files together in time, finds the nights in them (detector/recordings/nights.py:
 a multi-day actigraph file becomes one night per time in bed), and scores each night through the live
 detector's own core (detector/recordings/replay.py), writing its points with the live service's durable
-InfluxDB sink. Importing the same files again writes the same points over themselves.
+InfluxDB sink. Importing the same files again writes the same points over themselves; ``--replace`` first deletes
+what the subject has stored in each night's time, so a corrected file replaces its night
+(detector/recordings/replace.py).
 
 Which leg a positional FILE is: what the file says (a .gt3x's Side), else the subject's configured sensor
 of that id, else a sensor id naming a side (``left-ankle``); one sensor that says nothing is scored as one
