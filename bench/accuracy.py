@@ -34,6 +34,7 @@ SITUATIONS: dict[str, dict] = {
     "ordinary": {},  # getting into and out of bed, turning over, partner vibration on 100 % of nights
     "taken-off": {"taken_off": True},  # a sensor taken off the ankle onto a table, sometimes put back on
     "no-partner": {"partner": False},
+    "partner-bounce": {"partner": True, "bounce": True},  # partner turns overlapping 25 % of the LMs
 }
 """Simulator options of each situation of issue 19; ``ordinary`` nights hold bed entry/exit and partner bounces."""
 
@@ -232,7 +233,7 @@ def report(results: list[NightResult], out=sys.stdout) -> dict[str, float]:
 def situation_table(results: list[NightResult], out=sys.stdout) -> dict[str, dict[str, float]]:
     """Per situation (issue 19): LM precision/recall/F1, PLM index error, time-in-bed error, non-wear minutes."""
     print(
-        f"{'situation':12} {'nights':>6} {'LM F1':>6} {'sens':>6} {'PPV':>6} {'PLMI<=1/h':>9} {'|dPLMI|':>7} "
+        f"{'situation':14} {'nights':>6} {'LM F1':>6} {'sens':>6} {'PPV':>6} {'PLMI<=1/h':>9} {'|dPLMI|':>7} "
         f"{'|dTIB| h':>8} {'NW rec':>7} {'NW prec':>7} {'worn->NW':>8} {'edge FP':>7} {'no index':>8} {'(truth)':>7}",
         file=out,
     )
@@ -263,7 +264,7 @@ def situation_table(results: list[NightResult], out=sys.stdout) -> dict[str, dic
         }
         table[name] = row
         print(
-            f"{name:12} {len(rs):6d} {row['lm_f1']:6.3f} {row['sens']:6.3f} {row['ppv']:6.3f} "
+            f"{name:14} {len(rs):6d} {row['lm_f1']:6.3f} {row['sens']:6.3f} {row['ppv']:6.3f} "
             f"{row['plmi_within_1']:9.3f} {row['plmi_abs_err']:7.2f} {row['tib_abs_err_h']:8.3f} "
             f"{row['nw_recall']:7.3f} {row['nw_precision']:7.3f} {100 * row['worn_called_nw']:7.2f}% "
             f"{row['edge_fp_per_night']:7.2f} {int(row['no_index']):8d} {int(row['no_index_due']):7d}",

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from simulator.csvio import write_leg_csv
-from simulator.night import SIDES, plan_night
+from simulator.night import SIDES, partner_turns_over_lms, plan_night
 from simulator.profiles import get_profile
 from simulator.sensor import NOISE_BLOCK, SensorModel, make_sensors
 from simulator.truth import Truth
@@ -32,6 +32,7 @@ _OPTIONS = {
     "gap": "sensor off for 2-15 min: None = on 25 % of nights (default), True = always, False = never",
     "partner": "bed-partner vibration: True (default), False, or None = on 60 % of nights",
     "calibration": "per-axis bias (~15 mg) and scale (~1 %) errors (default True)",
+    "bounce": "bed-partner turns overlapping 25 % of the LMs on purpose (default False; needs partner)",
     "taken_off": "sensor taken off the ankle onto a table/floor, sometimes put back: False (default), True, None = 20 %",
 }
 
@@ -117,7 +118,9 @@ def prepare_night(
     prof = get_profile(profile, options.get("age"))
     start = _EPOCH_2024_03_01_2230 - 86400.0 * (int(seed) % 365) if start_unix_s is None else float(start_unix_s)
     plan = plan_night(prof, int(seed), start, duration_h * 3600.0, options.get("plms_per_h"))
-    sensor_opts = {k: v for k, v in options.items() if k not in ("age", "plms_per_h")}
+    if options.get("bounce"):
+        plan.partner = sorted(plan.partner + partner_turns_over_lms(plan, int(seed)), key=lambda p: p["start"])
+    sensor_opts = {k: v for k, v in options.items() if k not in ("age", "plms_per_h", "bounce")}
     sensors = make_sensors(plan, float(rate_hz), sides, seed=int(seed), **sensor_opts)
     return Truth(plan, sensors, float(rate_hz), {k: options[k] for k in sorted(options)})
 

@@ -587,3 +587,27 @@ def _partner(rng: np.random.Generator, t0: float, t1: float, per_h: float = 3.0)
             }
         )
     return out
+
+
+def partner_turns_over_lms(plan: NightPlan, seed: int, fraction: float = 0.25) -> list[dict[str, Any]]:
+    """Bed-partner turns (5-20 mg, 3-12 s, 1-10 Hz along vertical) that start 0.3-3 s after the onset of
+    ``fraction`` of the night's LMs: the partner's bounce overlapping a leg movement on purpose (issue 19,
+    error 2). Drawn from their own random stream, so the rest of the night is unchanged."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x424F554E]))
+    out = []
+    for m in plan.movements:
+        if m.kind != "lm" or rng.random() >= fraction:
+            continue
+        start = m.onset + rng.uniform(0.3, 3.0)
+        n = 3
+        out.append(
+            {
+                "start": float(start),
+                "end": float(min(plan.lights_on, start + rng.uniform(3, 12))),
+                "amp_g": rng.uniform(5, 20) / 1000.0,
+                "hz": rng.uniform(1, 10, size=n),
+                "phase": rng.uniform(0, 2 * math.pi, size=n),
+                "legs": rng.uniform(0.5, 1.0, size=2),
+            }
+        )
+    return [p for p in out if p["end"] > p["start"]]
