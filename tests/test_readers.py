@@ -259,3 +259,18 @@ def test_joined_nights_never_share_an_anchor(raw):
     nights = [a for a, _, s in joined if s >= MIN_NIGHT_IN_BED_S]
     assert len({_noon_anchor(a) for a in nights}) == len(nights)
     assert sum(s for _, _, s in joined) == pytest.approx(sum(s for _, _, s in spells))
+
+
+def test_two_cwa_files_read_at_once_do_not_end_the_process(night, tmp_path):
+    """plm import reads two legs' files in two threads; scikit-digital-health's Fortran reader cannot read two at
+    once (the process ended with exit code 2), so .cwa files are read one at a time."""
+    pytest.importorskip("skdh")
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = []
+    for side, leg in night.legs.items():
+        t = device_grid(leg.device_ns, leg.index, 50.0)
+        paths.append(write_cwa(tmp_path / f"{side}.cwa", t, leg.xyz, 50.0).path)
+    for _ in range(3):
+        with ThreadPoolExecutor(2) as pool:
+            assert all(r.t.shape[0] > 1000 for r in pool.map(read_recording, paths))

@@ -13,12 +13,17 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from detector.recordings import MissingReader, Recording, RecordingError, local_to_unix, zone_of
+
+_ONE_AT_A_TIME = threading.Lock()
+"""scikit-digital-health's compiled reader is Fortran with a fixed I/O unit: two files read at once in two
+threads end the whole process ("Fortran runtime error: POS=specifier not allowed", exit code 2)."""
 
 
 def read_cwa(path: Path, *, timezone: str | None = None) -> Recording:
@@ -32,7 +37,7 @@ def read_cwa(path: Path, *, timezone: str | None = None) -> Recording:
         ) from None
     logging.getLogger("skdh").setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        with _ONE_AT_A_TIME, warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             data = ReadCwa(ext_error="skip" if path.suffix.lower() != ".cwa" else "warn").predict(file=path)
     except Exception as exc:  # a compiled reader: any failure is "cannot read this file", said in one line
