@@ -53,6 +53,12 @@ class MqttSettings(_Section):
     client_cert: Path | None = None
     client_key: Path | None = None
     keepalive_s: int = Field(30, ge=5, le=3600)
+    protocol: MqttProtocol = Field(
+        "5",
+        description="MQTT version of this process's clients (collector, simulator, tools; the detector's "
+        "subscription has its own detector.mqtt_protocol): 3.1.1 for a broker that serves only 3.1.1, "
+        "e.g. NATS 2.9 (docs/deploy-scale.md)",
+    )
 
     @field_validator("url")
     @classmethod

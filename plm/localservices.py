@@ -298,3 +298,188 @@ class VictoriaMetrics(_Service):
             if rows or time.monotonic() > deadline:
                 return rows
             time.sleep(0.1)
+
+
+NATS_INSTALL_HINT = "apt-get install -y nats-server"
+
+
+def _mqtt311_connect_ok(port: int, username: str, password: str, timeout_s: float = 5.0) -> bool:
+    """One MQTT 3.1.1 CONNECT with credentials: True when the broker answers CONNACK 0 (accepted).
+
+    A NATS server listens on its MQTT port before its JetStream (where MQTT sessions live) can serve the
+    account, and then refuses or times out a CONNECT: only an accepted CONNECT says the node is ready."""
+
+    def utf8(text: str) -> bytes:
+        raw = text.encode()
+        return len(raw).to_bytes(2, "big") + raw
+
+    body = utf8("MQTT") + bytes([4, 0xC2]) + (10).to_bytes(2, "big")  # level 4, user+password+clean, keepalive
+    body += utf8(f"plm-ready-{os.getpid()}-{port}") + utf8(username) + utf8(password)
+    length, encoded = len(body), bytearray()
+    while True:
+        length, digit = length >> 7, length & 0x7F
+        encoded.append(digit | (0x80 if length else 0))
+        if not length:
+            break
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        sock.sendall(b"\x10" + bytes(encoded) + body)
+        answer = b""
+        while len(answer) < 4:
+            chunk = sock.recv(4 - len(answer))
+            if not chunk:
+                return False
+            answer += chunk
+        with contextlib.suppress(OSError):
+            sock.sendall(b"\xe0\x00")  # DISCONNECT: no will, the session (clean) is dropped
+        return answer[0] == 0x20 and answer[3] == 0
+
+
+@dataclass
+class NatsServer(_Service):
+    """One node of a NATS cluster (``nats-server`` 2.9): JetStream, an MQTT 3.1.1 listener, cluster routes.
+
+    Made by :class:`NatsCluster`, which fills in every port; its ``url`` is the node's MQTT listener."""
+
+    name: str = "nats"
+    server_name: str = "n0"
+    cluster_name: str = "plm"
+    users: dict[str, str] = field(default_factory=lambda: {"plm": "plm-test-password"})
+    permissions: dict[str, dict] = field(default_factory=dict)  # user -> NATS permission map (subjects, not topics)
+    port: int = field(default_factory=free_port)  # NATS clients
+    cluster_port: int = field(default_factory=free_port)
+    mqtt_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)  # monitoring (/healthz)
+    routes: list[int] = field(default_factory=list)  # the other nodes' cluster ports
+    # more of the `mqtt {}` block, e.g. max_ack_pending (QoS 1 messages in flight to one subscription, default 1024)
+    # or consumer_replicas (docs/deploy-scale.md: what they change); empty = the server's defaults
+    mqtt_options: dict[str, object] = field(default_factory=dict)
+    binary: str | None = field(default_factory=lambda: find_binary("nats-server"))
+
+    def __post_init__(self) -> None:
+        if not self.binary:
+            raise ServiceError(f"nats-server not installed ({NATS_INSTALL_HINT})")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        import json
+
+        users = []
+        for user, password in self.users.items():
+            entry: dict[str, object] = {"user": user, "password": password}
+            if user in self.permissions:
+                entry["permissions"] = self.permissions[user]
+            users.append(entry)
+        config = {
+            "server_name": self.server_name,
+            "listen": f"127.0.0.1:{self.port}",
+            "http": f"127.0.0.1:{self.http_port}",
+            "jetstream": {
+                "store_dir": str(self.workdir / "jetstream"),
+                "max_memory_store": 256 * 2**20,
+                "max_file_store": 2 * 2**30,
+            },
+            "cluster": {
+                "name": self.cluster_name,
+                "listen": f"127.0.0.1:{self.cluster_port}",
+                "routes": [f"nats-route://127.0.0.1:{p}" for p in self.routes],
+            },
+            "mqtt": {"listen": f"127.0.0.1:{self.mqtt_port}", **self.mqtt_options},
+            # one account for every user: MQTT needs JetStream enabled on the account (sessions, retained messages)
+            "accounts": {"PLM": {"jetstream": "enabled", "users": users}},
+        }
+        self.config_file = self.workdir / "nats.conf"
+        # the NATS config format is a superset of JSON; the passwords are in it, so the file is private
+        write_private_file(self.config_file, json.dumps(config, indent=1) + "\n")
+
+    def command(self) -> list[str]:
+        return [str(self.binary), "-c", str(self.config_file)]
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it to be ready (a cluster's nodes need each other first)."""
+        if self.running:
+            return
+        with open(self.log_file, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.command(), stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True
+            )
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        assert self.proc is not None
+        _wait_until(self.ready, timeout_s, f"{self.name} {self.server_name}", self.proc, self.log_file)
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        self.spawn()
+        self.wait_ready(timeout_s)
+
+    def ready(self) -> bool:
+        if not _http_ok(f"http://127.0.0.1:{self.http_port}/healthz"):
+            return False
+        user, password = next(iter(self.users.items()))
+        return _mqtt311_connect_ok(self.mqtt_port, user, password)
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.mqtt_port}"
+
+
+@dataclass
+class NatsCluster:
+    """A NATS cluster of ``size`` nodes on loopback ports, each with JetStream (its store under ``workdir``), an
+    MQTT listener and routes to the others, and password users in one JetStream account.
+
+    NATS 2.9 serves MQTT 3.1.1 only (an MQTT 5 CONNECT is refused): clients set ``mqtt.protocol = "3.1.1"`` and
+    the detector ``detector.mqtt_protocol = "3.1.1"`` (docs/deploy-scale.md). MQTT sessions, retained messages and
+    QoS 1 messages live in JetStream streams replicated to three nodes, so one node may die. ``nodes[i].kill()``
+    and ``nodes[i].start()`` take one node down and bring it back on the same ports and store."""
+
+    workdir: Path
+    size: int = 3
+    users: dict[str, str] = field(default_factory=lambda: {"plm": "plm-test-password"})
+    permissions: dict[str, dict] = field(default_factory=dict)
+    mqtt_options: dict[str, object] = field(default_factory=dict)
+    nodes: list[NatsServer] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        if not find_binary("nats-server"):
+            raise ServiceError(f"nats-server not installed ({NATS_INSTALL_HINT})")
+        cluster_ports = [free_port() for _ in range(self.size)]
+        self.nodes = [
+            NatsServer(
+                workdir=self.workdir / f"n{i}",
+                server_name=f"n{i}",
+                users=self.users,
+                permissions=self.permissions,
+                mqtt_options=self.mqtt_options,
+                cluster_port=port,
+                routes=[p for p in cluster_ports if p != port],
+            )
+            for i, port in enumerate(cluster_ports)
+        ]
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        try:
+            for node in self.nodes:
+                node.spawn()
+            for node in self.nodes:
+                node.wait_ready(max(1.0, deadline - time.monotonic()))
+        except BaseException:
+            self.stop()  # no node left running behind a cluster that did not come up
+            raise
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        for node in self.nodes:
+            node.stop(timeout_s)
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

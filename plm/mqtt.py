@@ -220,19 +220,20 @@ def make_client(
     will: tuple[str, bytes] | None = None,
     on_connect: Callable[[mqtt.Client], None] | None = None,
     manual_ack: bool = False,
-    protocol: MqttProtocol = "5",
+    protocol: MqttProtocol | None = None,
     persistent: bool = False,
     receive_maximum: int | None = None,
 ) -> BufferedReadClient:
     """Create (not connect) an MQTT client with auth, TLS and an optional retained Last Will.
 
     ``on_connect(client)`` runs after every successful (re)connect: subscribe there, so
-    subscriptions come back after the broker restarts. MQTT 5 unless a high-rate consumer asks for 3.1.1
-    (see ``plm.config.MqttProtocol``); ``persistent`` matters only for 3.1.1, where the session kind is fixed here
-    (``clean_session``) rather than at connect. ``receive_maximum`` (MQTT 5): how many unacknowledged QoS 1
+    subscriptions come back after the broker restarts. ``protocol``: the settings' ``protocol`` (MQTT 5 unless the
+    broker serves only 3.1.1) unless a high-rate consumer asks for its own (see ``plm.config.MqttProtocol``);
+    ``persistent`` matters only for 3.1.1, where the session kind is fixed here (``clean_session``) rather than at
+    connect. ``receive_maximum`` (MQTT 5): how many unacknowledged QoS 1
     messages the broker may send ahead -- for a consumer that acknowledges only after storing, its window.
     """
-    v5 = protocol == "5"
+    v5 = (protocol or settings.protocol) == "5"
     client = BufferedReadClient(
         mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,

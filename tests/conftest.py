@@ -1,4 +1,4 @@
-"""Real services for the tests: mosquitto (password auth), influxd 1.x, victoria-metrics.
+"""Real services for the tests: mosquitto (password auth), influxd 1.x, victoria-metrics, a NATS cluster.
 
 Missing binaries skip the tests that need them, with the install command as the reason --
 unless PLM_REQUIRE_SERVICES=1 (as in CI), where a missing service fails the run.
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from plm.localservices import Influxd1, Mosquitto, ServiceError, VictoriaMetrics
+from plm.localservices import Influxd1, Mosquitto, NatsCluster, ServiceError, VictoriaMetrics
 
 REQUIRE_SERVICES = os.environ.get("PLM_REQUIRE_SERVICES") == "1"
 
@@ -66,6 +66,19 @@ def influxd_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callab
 @pytest.fixture
 def victoria_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., VictoriaMetrics]]:
     yield from _factory(VictoriaMetrics, tmp_path_factory)
+
+
+@pytest.fixture
+def nats_cluster_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., NatsCluster]]:
+    """Start a fresh three-node NATS cluster (MQTT 3.1.1, JetStream, password users); stopped after the test.
+    For tests that kill nodes."""
+    yield from _factory(NatsCluster, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """One three-node NATS cluster (user ``plm``) per test module, for tests that leave every node running."""
+    yield from _shared(NatsCluster, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
