@@ -111,8 +111,8 @@ def classify_epochs(
     wake_seed = in_bed & (active_fraction > params.wake_active_fraction)
     for start, end in long_movement_spans:
         first, last = int(np.floor(start / params.epoch_s)), int(np.floor(end / params.epoch_s))
-        lo, hi = np.searchsorted(epochs, first), np.searchsorted(epochs, last, side="right")
-        wake_seed[lo:hi] = True
+        first_i, last_i = np.searchsorted(epochs, first), np.searchsorted(epochs, last, side="right")
+        wake_seed[first_i:last_i] = True
     wake = wake_seed.copy()
     for shift in range(1, params.wake_spread_epochs + 1):
         wake[shift:] |= wake_seed[:-shift]

@@ -176,17 +176,18 @@ def timeline_of(report: NightReport) -> Timeline:
 
     dense = span is not None and _overlap_share(per_lane.values(), span) > DENSE_OVERLAP
     lanes: dict[tuple[str, str], tuple[Mark, ...]] = {}
+    t0, t1 = start or 0.0, end or 0.0  # a dense timeline has both (dense needs a span)
     for key, moves in per_lane.items():
         if not dense:
             lanes[key] = tuple(Mark(m.onset, m.onset + m.duration, colour(m)) for m in moves)
             continue
         minutes: dict[int, list[Movement]] = {}
         for m in moves:
-            minutes.setdefault(int((m.onset - start) // 60), []).append(m)
+            minutes.setdefault(int((m.onset - t0) // 60), []).append(m)
         lanes[key] = tuple(
             Mark(
-                start + 60.0 * k,
-                min(start + 60.0 * (k + 1), end),
+                t0 + 60.0 * k,
+                min(t0 + 60.0 * (k + 1), t1),
                 KIND_COLOURS["long"] if any(m.kind == "long" and not m.plm for m in ms) else colour(ms[0]),
                 len(ms),
             )
@@ -294,8 +295,8 @@ def _signals(
     meds = sorted((d for d in diary if "medication" in d.tags), key=lambda d: d.date)
     if meds:
         start = meds[0].date
-        before = [h.plm_index for h in recorded if h.date < start]
-        after = [h.plm_index for h in recorded if h.date >= start]
+        before = [h.plm_index for h in recorded if h.date < start and h.plm_index is not None]
+        after = [h.plm_index for h in recorded if h.date >= start and h.plm_index is not None]
         change = ""
         if before and after:
             change = (
@@ -501,15 +502,16 @@ LANE_PX = {"plm": 12, "lm": 12, "twitch": 8}
 def timeline_svg(report: NightReport, width: int = 900, timeline: Timeline | None = None) -> str:
     """Per leg three lanes (PLM, LM, twitch; both-leg movements on both legs), the PLM series strip on top,
     out-of-bed spans shaded, hourly ticks; per-minute density columns when single marks would overlap."""
-    if report.start_s is None or report.end_s is None or report.end_s <= report.start_s:
+    start_s, end_s = report.start_s, report.end_s
+    if start_s is None or end_s is None or end_s <= start_s:
         return '<p class="muted">No recording times for a timeline.</p>'
     tl = timeline or timeline_of(report)
     left_pad, top, series_h, leg_gap, lane_gap = 82, 4, 7, 9, 2
-    span = report.end_s - report.start_s
+    span = end_s - start_s
     plot_w = width - left_pad - 8
 
     def x(ts: float) -> float:
-        return left_pad + (ts - report.start_s) / span * plot_w
+        return left_pad + (ts - start_s) / span * plot_w
 
     lane_y: dict[tuple[str, str], float] = {}
     y = top + series_h
@@ -569,8 +571,8 @@ def timeline_svg(report: NightReport, width: int = 900, timeline: Timeline | Non
                 parts.append(
                     f'<rect x="{x(m.start):.1f}" y="{ly + 1}" width="{w:.1f}" height="{lh - 2}" fill="{m.colour}"/>'
                 )
-    first_hour = math.ceil(report.start_s / 3600) * 3600
-    for ts in range(int(first_hour), int(report.end_s) + 1, 3600):
+    first_hour = math.ceil(start_s / 3600) * 3600
+    for ts in range(int(first_hour), int(end_s) + 1, 3600):
         parts.append(
             f'<line x1="{x(ts):.1f}" x2="{x(ts):.1f}" y1="{top}" y2="{base + 4}" stroke="#99a" stroke-width=".5"/>'
         )

@@ -128,7 +128,7 @@ class _Page:
         self.left = shape.margin_in
         self.inner = self.width - 2 * shape.margin_in
         self.y = shape.margin_in
-        self.page_ax = None
+        self.page_ax: Any = None  # matplotlib Axes when drawing (measuring passes have none)
         if fig is not None:
             self.page_ax = fig.add_axes((0, 0, 1, 1))
             self.page_ax.set_xlim(0, self.width)
@@ -208,7 +208,7 @@ class _Page:
     def axes(self, height_in: float, pad_left: float = 0.42, pad_bottom: float = 0.28) -> Any:
         """A chart occupying the next ``height_in`` inches (tick labels included)."""
         h = height_in * self.scale
-        ax = None
+        ax: Any = None
         if self.draw:
             x0 = self.left + pad_left * self.scale
             w = self.inner - pad_left * self.scale - 0.05

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,7 +176,7 @@ class NightScorer:
         """No leg can still report a movement that starts before this time (-inf until every leg has data)."""
         return min(leg.watermark for leg in self._legs.values())
 
-    def epoch_table(self, side: str) -> dict[int, np.ndarray]:
+    def epoch_table(self, side: str) -> Mapping[int, np.ndarray]:
         """The leg's 30-s epoch rows (see :class:`detector.lm.LegDetector`); read, never modify."""
         return self._legs[side].epochs
 
@@ -341,7 +342,7 @@ class NightScorer:
             series.append(self._rules.open_series)
         missing = []
         for leg in legs.values():
-            if leg.first_t is None or span <= 0:
+            if leg.first_t is None or start is None or end is None or span <= 0:  # span > 0: both are known
                 missing.append(1.0 if span > 0 else 0.0)
                 continue
             outside = (leg.first_t - start) + (end - (leg.last_t or end))
@@ -361,10 +362,10 @@ class NightScorer:
                     "twitch_count": sum(1 for e in events if e.kind == "twitch" and lo_t <= e.onset < hi_t),
                 }
             )
-        gaps = sorted(
-            ({"side": g.side, "start": g.start, "end": g.end} for leg in legs.values() for g in leg.gaps),
-            key=lambda g: g["start"],
-        )
+        gaps = [
+            {"side": g.side, "start": g.start, "end": g.end}
+            for g in sorted((g for leg in legs.values() for g in leg.gaps), key=lambda g: g.start)
+        ]
 
         nonwear_s = sum(b - a for a, b in off)
         worn_fraction = in_bed_s / (in_bed_s + nonwear_s) if in_bed_s + nonwear_s > 0 else None

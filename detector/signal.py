@@ -20,6 +20,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,8 @@ def _design(rate_hz: float, params: DetectorParams) -> _FilterDesign:
     if path is not None:
         try:
             with np.load(path) as saved:
-                return _FilterDesign(**{f.name: _loaded(saved[f.name]) for f in dataclasses.fields(_FilterDesign)})
+                fields: dict[str, Any] = {f.name: _loaded(saved[f.name]) for f in dataclasses.fields(_FilterDesign)}
+                return _FilterDesign(**fields)
         except (OSError, KeyError, ValueError):
             pass  # not there yet, or damaged: design afresh
     design = _compute_design(rate_hz, params)

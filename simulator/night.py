@@ -569,7 +569,7 @@ def plan_night(
 
 def _partner(rng: np.random.Generator, t0: float, t1: float, per_h: float = 3.0) -> list[dict[str, Any]]:
     """Bed-partner movements felt through the mattress: small (1-5 mg) 1-10 Hz, sometimes a turn (5-20 mg)."""
-    out = []
+    out: list[dict[str, Any]] = []
     hours = (t1 - t0) / 3600
     for t in np.sort(rng.uniform(t0, t1, size=int(rng.poisson(per_h * hours)))):
         big = rng.random() < 0.25
@@ -594,7 +594,7 @@ def partner_turns_over_lms(plan: NightPlan, seed: int, fraction: float = 0.25) -
     ``fraction`` of the night's LMs: the partner's bounce overlapping a leg movement on purpose (issue 19,
     error 2). Drawn from their own random stream, so the rest of the night is unchanged."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x424F554E]))
-    out = []
+    out: list[dict[str, Any]] = []
     for m in plan.movements:
         if m.kind != "lm" or rng.random() >= fraction:
             continue

@@ -20,7 +20,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from plm.config import MqttSettings
-from plm.mqtt import connect, make_client
+from plm.mqtt import BufferedReadClient, connect, make_client
 from plm.wire import SensorStatus, acc_topic, encode_binary, encode_json, encode_status, make_batch, status_topic
 from simulator.night import SIDES, plan_night
 from simulator.profiles import get_profile
@@ -156,7 +156,7 @@ def stream_nights(
     plans: dict[int, Any] = {}
     streams: list[_SensorStream] = []
     clients: list[mqtt.Client] = []
-    pool: list[mqtt.Client] = []
+    pool: list[BufferedReadClient] = []
     try:
         for k in range(config.subjects):
             subject = f"{config.prefix}{k + 1:03d}"

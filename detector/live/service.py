@@ -382,7 +382,7 @@ class LiveDetector:
         for start in range(0, len(mine), 100):  # a SUBSCRIBE of 200 filters stays far below any packet limit
             part = mine[start : start + 100]
             result, mid = client.subscribe([(f"{wire.TOPIC_ROOT}/{s}/+/acc", self._no_retained(1)) for s in part])
-            if result == mqtt.MQTT_ERR_SUCCESS:
+            if result == mqtt.MQTT_ERR_SUCCESS and mid is not None:
                 self._subjects_subscribed.update(part)
                 self._announce_on_suback[mid] = part
 
