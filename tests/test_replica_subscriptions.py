@@ -124,3 +124,33 @@ def test_the_owner_announcement_is_retained_and_names_the_replica(mosquitto, inf
     owner = wire.decode_owner(got[0])
     assert owner.instance == "announcer" and owner.shard == "1/2"
     assert json.loads(got[0])["time_ns"] <= time.time_ns()
+
+
+def test_a_refused_subscription_is_not_announced_and_is_asked_again(tmp_path):
+    """A broker may refuse a subscription (SUBACK 0x80: an ACL, or a NATS cluster refusing fast QoS 1
+    subscriptions). Announcing that subject would tell its collector to send batches nobody receives."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from plm.config import InfluxSettings, Settings
+
+    settings = Settings(influx=InfluxSettings(url="http://127.0.0.1:9", api=1), detector={"state_dir": tmp_path})
+    replica = LiveDetector(settings, shard=(0, 2), publish_results=False)
+
+    class Recorder:  # what the replica publishes (the SUBACK is given, not received)
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        def publish(self, topic, payload, qos=0, retain=False):
+            self.sent.append(topic)
+
+    client = Recorder()
+    replica._subjects_subscribed.update({"granted", "refused"})
+    replica._announce_on_suback[7] = ["granted", "refused"]
+    codes = [ReasonCode(PacketTypes.SUBACK, identifier=1), ReasonCode(PacketTypes.SUBACK, identifier=0x80)]
+    replica._on_subscribe(client, None, 7, codes, None)
+    assert client.sent == [wire.owner_topic("granted")]
+    assert "refused" not in replica._subjects_subscribed  # its next status subscribes again
+    assert replica.stats.bad["subscribe_refused"] == 1
+    replica.sink.close()
+    replica.journal.close()

@@ -63,6 +63,12 @@ RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 30.0
 CHECKPOINT_MAX_SHARE = 0.02  # checkpoints take at most this share of the worker's time (see _work)
 
 
+def _refused(code: Any) -> bool:
+    """A SUBACK reason code (paho: ReasonCode, or an int for 3.1.1) that refuses the subscription (>= 0x80)."""
+    value = getattr(code, "value", code)
+    return not isinstance(value, int) or value >= 0x80
+
+
 def _socket_dry(client: mqtt.Client) -> bool:
     """Nothing more to read right now (a loop() call that read no message may have read an ack instead)."""
     sock = client.socket()
@@ -386,11 +392,28 @@ class LiveDetector:
                 self._subjects_subscribed.update(part)
                 self._announce_on_suback[mid] = part
 
-    def _on_subscribe(self, client: mqtt.Client, _userdata: Any, mid: int, *_rest: Any) -> None:
+    def _on_subscribe(self, client: mqtt.Client, _userdata: Any, mid: int, reason_codes: Any = (), *_rest: Any) -> None:
+        """A SUBACK. Only a subscription the broker granted is announced: a refused one (an ACL, a cluster
+        broker out of consumers: NATS refuses fast QoS 1 subscriptions with 0x80) would tell collectors to send
+        batches nobody receives. A refused subject is forgotten, so its next status asks again (a collector
+        says "online" about once a minute)."""
         self._subscribed.set()
         subjects = self._announce_on_suback.pop(mid, None)
-        if subjects:
-            self._announce(client, subjects)
+        if not subjects:
+            return
+        codes = list(reason_codes) if isinstance(reason_codes, list | tuple) else []
+        granted = [s for s, code in zip(subjects, codes, strict=False) if not _refused(code)]
+        refused = [s for s, code in zip(subjects, codes, strict=False) if _refused(code)]
+        refused += subjects[len(codes) :]  # no code at all: not granted either
+        if refused:
+            self._subjects_subscribed.difference_update(refused)
+            self.stats.bad["subscribe_refused"] += len(refused)
+            self._limited.warning(
+                "subscribe",
+                f"the broker refused the sample subscription of {len(refused)} subject(s), e.g. {refused[0]}",
+            )
+        if granted:
+            self._announce(client, granted)
 
     def _announce(self, client: mqtt.Client, subjects: Sequence[str]) -> None:
         """Retained ``plm/v1/<subject>/_owner``: a collector sends a subject's batches once it has seen one (the
