@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import itertools
 import sys
 import tempfile
@@ -122,7 +123,9 @@ def _read_legs(args: argparse.Namespace, settings: Any, subject: str) -> tuple[d
     configured = settings.subject(subject)
     by_side: dict[str, list[Any]] = {"left": [], "right": []}
     unsided = []
-    given = [(side, path) for side, paths in (("left", args.left), ("right", args.right)) for path in paths]
+    given: list[tuple[str | None, Any]] = [
+        (side, path) for side, paths in (("left", args.left), ("right", args.right)) for path in paths
+    ]
     given += [(None, path) for path in args.files]
     # two threads: the parsers (pandas, numpy, pygt3x's numpy) release the GIL for much of their work, so two
     # legs' files take little more than one
@@ -290,7 +293,7 @@ def _import(
                         subject,
                         night_legs,
                         sink.put,
-                        lambda wall, base=base, s=night.start: progress.show(base + wall - s),
+                        functools.partial(_show_from, progress, base - night.start),
                     )
                 except RuntimeError as exc:  # the core dead-lettered something: a bug, not the file's fault
                     progress.clear()
@@ -376,3 +379,8 @@ class _Progress:
             sys.stderr.write("\r" + " " * 50 + "\r")
             sys.stderr.flush()
             self.shown = False
+
+
+def _show_from(progress: Any, offset_s: float, wall_s: float) -> None:
+    """The progress bar at a night's data time ``wall_s``, counted from the first night's start."""
+    progress.show(offset_s + wall_s)

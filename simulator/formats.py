@@ -202,7 +202,7 @@ def write_cwa(
     header[64:512] = b" " * 448
     step = 1.0 / rate_hz
     breaks = np.flatnonzero(np.abs(np.diff(t) - step) > 0.25 * step) + 1
-    blocks = []
+    blocks: list[Any] = []
     kept = np.zeros(t.shape[0], dtype=bool)
     for run in np.split(np.arange(t.shape[0]), breaks):
         for a in range(0, run.shape[0] - CWA_SAMPLES_PER_BLOCK + 1, CWA_SAMPLES_PER_BLOCK):

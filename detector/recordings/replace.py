@@ -79,7 +79,10 @@ def _delete_v2(settings: InfluxSettings, subject: str, lo: float, hi: float, anc
     spans = [(m, lo, hi) for m in NIGHT_MEASUREMENTS] + [(schema.NIGHT, anchor_s, anchor_s + 0.001)]
     try:
         with InfluxDBClient(
-            url=settings.url, token=token, org=settings.org, timeout=int(settings.timeout_s * 1000)
+            url=settings.url,
+            token=token,  # type: ignore[arg-type]  # None (no credentials) is the client's own default
+            org=settings.org,
+            timeout=int(settings.timeout_s * 1000),
         ) as c:
             api = c.delete_api()
             for measurement, a, b in spans:

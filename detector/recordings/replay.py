@@ -133,8 +133,8 @@ def replay_night(
     core: Any,
     subject: str,
     legs: list[Leg],
-    write: Callable[[list[str]], None],
-    progress: Callable[[float], None] | None = None,
+    write: Callable[[list[str]], object],
+    progress: Callable[[float], object] | None = None,
     batch_s: float = BATCH_S,
 ) -> NightResult:
     """Feed one night to ``core`` (a DetectorCore) and hand its points to ``write``, as the live service does."""
