@@ -30,11 +30,8 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -43,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.soak import _night_mismatches, _rows, _wait
+from bench.soak import DetectorProcess, _night_mismatches, _rows, _wait
 from collector.publisher import SensorPublisher
 from detector.live.routing import shard_of
 from detector.scorer import score_arrays
@@ -185,53 +182,6 @@ class FailoverProxy:
             s.close()
 
 
-class ReplicaProcess:
-    """`plm detect --shard k/N` as a child process (so a kill is a real SIGKILL), configured by PLM_* variables."""
-
-    def __init__(self, k: int, n: int, url: str, influxd: Influxd1, state_dir: Path, log_file: Path) -> None:
-        self.k, self.n = k, n
-        self.instance = f"replica{k}"
-        self.env = {
-            **{key: v for key, v in os.environ.items() if not key.startswith("PLM_")},
-            "PLM_MQTT__URL": url,
-            "PLM_MQTT__USERNAME": "plm",
-            "PLM_MQTT__PASSWORD": PASSWORD,
-            "PLM_MQTT__PROTOCOL": "3.1.1",  # NATS 2.9 refuses MQTT 5
-            "PLM_DETECTOR__MQTT_PROTOCOL": "3.1.1",
-            "PLM_INFLUX__URL": influxd.url,
-            "PLM_INFLUX__API": "1",
-            "PLM_INFLUX__BUCKET": influxd.database,
-            "PLM_DETECTOR__STATE_DIR": str(state_dir),
-            "PLM_DETECTOR__INSTANCE": self.instance,
-        }
-        self.log_file = log_file
-        self.proc: subprocess.Popen[bytes] | None = None
-        plm = shutil.which("plm")
-        self.command = (
-            [plm] if plm else [sys.executable, "-c", "import sys; from plm.cli import main; sys.exit(main())"]
-        )
-
-    def start(self) -> None:
-        with open(self.log_file, "ab") as out:
-            self.proc = subprocess.Popen(
-                [*self.command, "detect", "--shard", f"{self.k}/{self.n}", "--idle-end-min", "600"],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 class Watcher:
     """The replicas' retained statuses and the nights' results, read on node n2."""
 
@@ -305,7 +255,7 @@ def run_cluster_night(cfg: ClusterNightConfig) -> ClusterNightReport:
     cluster = NatsCluster(workdir=tmp / "cluster", users={"plm": PASSWORD}, mqtt_options=cfg.mqtt_options)
     influxd = Influxd1(workdir=tmp / "influxd")
     proxies: list[FailoverProxy] = []
-    replicas: list[ReplicaProcess] = []
+    replicas: list[DetectorProcess] = []
     publishers: dict[tuple[str, str], SensorPublisher] = {}
     watcher: Watcher | None = None
     t0 = time.monotonic()
@@ -321,8 +271,14 @@ def run_cluster_night(cfg: ClusterNightConfig) -> ClusterNightReport:
 
         watcher = Watcher(mqtt_settings(cluster.nodes[2].url), cfg.replicas)
         replicas = [
-            ReplicaProcess(
-                k, cfg.replicas, proxies[k % len(proxies)].url, influxd, tmp / f"state{k}", tmp / f"replica{k}.log"
+            DetectorProcess(
+                proxies[k % len(proxies)].url,
+                influxd,
+                tmp / f"state{k}",
+                tmp / f"replica{k}.log",
+                instance=f"replica{k}",
+                shard=(k, cfg.replicas),
+                env={"PLM_MQTT__PROTOCOL": "3.1.1", "PLM_DETECTOR__MQTT_PROTOCOL": "3.1.1"},  # NATS 2.9: no MQTT 5
             )
             for k in range(cfg.replicas)
         ]

@@ -172,19 +172,32 @@ class SoakReport:
 
 
 class DetectorProcess:
-    """`plm detect` as a child process configured through PLM_* variables, so it can be SIGKILLed."""
+    """`plm detect` as a child process configured through PLM_* variables, so it can be SIGKILLed. ``shard``
+    makes it one replica of several; ``env`` adds variables (bench/nats_cluster.py: MQTT 3.1.1 on NATS)."""
 
-    def __init__(self, mosquitto: Mosquitto, influxd: Influxd1, state_dir: Path, log_file: Path) -> None:
+    def __init__(
+        self,
+        mqtt_url: str,
+        influxd: Influxd1,
+        state_dir: Path,
+        log_file: Path,
+        *,
+        instance: str = INSTANCE,
+        shard: tuple[int, int] = (0, 1),
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.instance, self.shard = instance, shard
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("PLM_")},
-            "PLM_MQTT__URL": mosquitto.url,
+            "PLM_MQTT__URL": mqtt_url,
             "PLM_MQTT__USERNAME": "plm",
             "PLM_MQTT__PASSWORD": PASSWORD,
             "PLM_INFLUX__URL": influxd.url,
             "PLM_INFLUX__API": "1",
             "PLM_INFLUX__BUCKET": influxd.database,
             "PLM_DETECTOR__STATE_DIR": str(state_dir),
-            "PLM_DETECTOR__INSTANCE": INSTANCE,
+            "PLM_DETECTOR__INSTANCE": instance,
+            **(env or {}),
         }
         self.log_file = log_file
         self.state_dir = state_dir
@@ -197,7 +210,10 @@ class DetectorProcess:
     def start(self) -> None:
         with open(self.log_file, "ab") as out:
             self.proc = subprocess.Popen(
-                [*self.command, "detect", "--idle-end-min", "600"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+                [*self.command, "detect", "--shard", f"{self.shard[0]}/{self.shard[1]}", "--idle-end-min", "600"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
 
     def kill(self) -> None:
@@ -223,7 +239,7 @@ class DetectorProcess:
         return None
 
     def outbox_depth(self) -> int | None:
-        path = self.state_dir / f"{INSTANCE}-outbox.sqlite"
+        path = self.state_dir / f"{self.instance}-outbox.sqlite"
         if not path.exists():
             return None
         try:
@@ -565,7 +581,7 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
     mosquitto.start()
     influxd.start()
     settings = MqttSettings(url=mosquitto.url, username="plm", password=PASSWORD)
-    detector = DetectorProcess(mosquitto, influxd, tmp / "detector-state", tmp / "detector.log")
+    detector = DetectorProcess(mosquitto.url, influxd, tmp / "detector-state", tmp / "detector.log")
     t0 = time.monotonic()
     detector.start()
     watcher = Watcher(settings, detector, t0)
