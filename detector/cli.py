@@ -22,9 +22,9 @@ import os
 import statistics
 import sys
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
+from plm.progress import ProgressBar
 from plm.rules import RULESETS, get_ruleset
 
 if TYPE_CHECKING:
@@ -91,30 +91,6 @@ def _rules_name(args: argparse.Namespace) -> str:
     return load_settings(getattr(args, "config", None)).detector.rules
 
 
-class _Progress:
-    """A one-line stderr progress bar, only on a terminal and only once scoring takes a moment."""
-
-    def __init__(self, total: int) -> None:
-        self.total = max(total, 1)
-        self.start = time.monotonic()
-        self.enabled = sys.stderr.isatty()
-        self.shown = False
-
-    def update(self, done: int) -> None:
-        if not self.enabled or time.monotonic() - self.start < 0.5:
-            return
-        width = 30
-        filled = int(width * done / self.total)
-        sys.stderr.write(f"\rscoring [{'#' * filled}{'.' * (width - filled)}] {100 * done // self.total:3d}%")
-        sys.stderr.flush()
-        self.shown = True
-
-    def close(self) -> None:
-        if self.shown:
-            sys.stderr.write("\r" + " " * 50 + "\r")
-            sys.stderr.flush()
-
-
 class _LegReader(threading.Thread):
     """Reads the legs' files off the main thread (detector/recordings: every format it knows); ``result()``
     gives the arrays or raises the CsvError (a RecordingError is one)."""
@@ -158,17 +134,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     start = min(float(t[0]) for t, _ in legs.values())
     end = max(float(t[-1]) for t, _ in legs.values())
-    progress = _Progress(int(end - start))
+    progress = ProgressBar(int(end - start), "scoring")
     try:
         if progress.enabled:
             summary = _score_in_chunks(NightScorer(rules, sides=tuple(legs)), legs, start, end, progress)
         else:  # nobody watches: the whole night at once, the same scorer (and the fastest path through it)
             summary = score_arrays(legs["left"], legs.get("right"), rules=rules)
     except ValueError as exc:
-        progress.close()
+        progress.clear()
         print(f"plm score: {exc}", file=sys.stderr)
         return 2
-    progress.close()
+    progress.clear()
     if args.json:
         print(json.dumps(summary.to_dict(), separators=(",", ":")))
     else:
@@ -227,7 +203,9 @@ def _one_night(paths: dict[str, str], legs: dict[str, tuple[np.ndarray, np.ndarr
         )
 
 
-def _score_in_chunks(scorer: Any, legs: dict[str, Any], start: float, end: float, progress: _Progress) -> NightSummary:
+def _score_in_chunks(
+    scorer: Any, legs: dict[str, Any], start: float, end: float, progress: ProgressBar
+) -> NightSummary:
     import numpy as np
 
     edge = start

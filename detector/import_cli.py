@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from plm.progress import ProgressBar
 from plm.rules import RULESETS
 
 FORMAT_NAMES = {
@@ -245,7 +246,7 @@ def _import(
     lines: list[str] = []
     refused = 0
     total_s = sum(n.end - n.start for n in nights) or 1.0
-    progress = _Progress(total_s)
+    progress = ProgressBar(total_s, "importing")
     done_s = 0.0
     with tempfile.TemporaryDirectory(prefix="plm-import-") as tmp:
         sink = InfluxSink(settings.influx, Path(tmp) / "outbox.sqlite")
@@ -356,31 +357,6 @@ def _night_line(result: Any, night: Any) -> str:
     )
 
 
-class _Progress:
-    """A one-line progress bar on stderr, only on a terminal and once an import takes a moment."""
-
-    def __init__(self, total_s: float) -> None:
-        self.total = max(total_s, 1.0)
-        self.start = time.monotonic()
-        self.enabled = sys.stderr.isatty()
-        self.shown = False
-
-    def show(self, done_s: float) -> None:
-        if not self.enabled or time.monotonic() - self.start < 0.5:
-            return
-        share = min(max(done_s / self.total, 0.0), 1.0)
-        filled = int(30 * share)
-        sys.stderr.write(f"\rimporting [{'#' * filled}{'.' * (30 - filled)}] {100 * share:3.0f}%")
-        sys.stderr.flush()
-        self.shown = True
-
-    def clear(self) -> None:
-        if self.shown:
-            sys.stderr.write("\r" + " " * 50 + "\r")
-            sys.stderr.flush()
-            self.shown = False
-
-
 def _show_from(progress: Any, offset_s: float, wall_s: float) -> None:
     """The progress bar at a night's data time ``wall_s``, counted from the first night's start."""
-    progress.show(offset_s + wall_s)
+    progress.update(offset_s + wall_s)
