@@ -278,6 +278,17 @@ def hysteresis_levels(
 
 
 @njit(cache=True, nogil=True)
+def epochs_touched(t: np.ndarray, epoch_s: float) -> int:
+    """How many epochs (floor(t / epoch_s)) increasing times touch: one per run of equal floors (the table
+    sizes of :func:`epoch_sums` and :func:`wear_sums`)."""
+    count = 0
+    for i in range(t.shape[0]):
+        if i == 0 or math.floor(t[i] / epoch_s) != math.floor(t[i - 1] / epoch_s):
+            count += 1
+    return count
+
+
+@njit(cache=True, nogil=True)
 def epoch_sums(
     t: np.ndarray, xyz: np.ndarray, active: np.ndarray, env: np.ndarray, epoch_s: float, scale: float
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -285,10 +296,7 @@ def epoch_sums(
     [samples, x, y, z, active samples, envelope] with each value rounded to 1/scale first, so that the
     sums are exact whatever the chunking (t increasing: every epoch is one run of samples)."""
     n = t.shape[0]
-    count = 0
-    for i in range(n):
-        if i == 0 or math.floor(t[i] / epoch_s) != math.floor(t[i - 1] / epoch_s):
-            count += 1
+    count = epochs_touched(t, epoch_s)
     keys = np.empty(count, dtype=np.int64)
     sums = np.zeros((count, 6), dtype=np.int64)
     m = -1
@@ -360,10 +368,7 @@ def wear_sums(
     difference; ``open_key``/``open_count``: the table's last epoch and its samples so far (the sample
     number k within an epoch continues there)."""
     n = t.shape[0]
-    count = 0
-    for i in range(n):
-        if i == 0 or math.floor(t[i] / epoch_s) != math.floor(t[i - 1] / epoch_s):
-            count += 1
+    count = epochs_touched(t, epoch_s)
     keys = np.empty(count, dtype=np.int64)
     sums = np.zeros((count, 20), dtype=np.int64)
     m = -1
