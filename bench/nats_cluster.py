@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.soak import DetectorProcess, _night_mismatches, _rows, _wait
+from bench.soak import DetectorProcess, _wait, compare_with_offline
 from collector.publisher import SensorPublisher
 from detector.live.routing import shard_of
 from detector.scorer import score_arrays
@@ -366,19 +366,7 @@ def run_cluster_night(cfg: ClusterNightConfig) -> ClusterNightReport:
             offline = score_arrays(
                 batches_as_arrays(per_subject[subject]["left"]), batches_as_arrays(per_subject[subject]["right"])
             )
-            expected = sorted((round(e.onset * 1000), e.side, e.kind, e.plm) for e in offline.events)
-            rows = _rows(influxd, f"SELECT duration_s, plm, side, kind FROM movement WHERE subject = '{subject}'")
-            stored = sorted((r["time"], r["side"], r["kind"], r["plm"]) for r in rows)
-            exp_set, got_set = set(expected), set(stored)
-            report.movements_expected += len(expected)
-            report.movements_stored += len(stored)
-            report.movements_lost += len(exp_set - got_set)
-            extra = got_set - exp_set
-            report.movements_extra += len(extra)
-            report.movements_duplicated += sum(
-                1 for t, side, _k, _p in extra if any(abs(t - e[0]) < 5000 and side == e[1] for e in expected)
-            )
-            report.summary_mismatches += _night_mismatches(influxd, subject, offline)
+            compare_with_offline(report, influxd, subject, offline)
     finally:
         for pub in publishers.values():
             with contextlib.suppress(Exception):

@@ -731,22 +731,7 @@ def run_soak(cfg: SoakConfig) -> SoakReport:
             offline = score_arrays(
                 batches_as_arrays(accepted[subject]["left"]), batches_as_arrays(accepted[subject]["right"])
             )
-            expected = sorted((round(e.onset * 1000), e.side, e.kind, e.plm) for e in offline.events)
-            stored_rows = _rows(
-                influxd, f"SELECT duration_s, plm, side, kind FROM movement WHERE subject = '{subject}'"
-            )
-            stored = sorted((r["time"], r["side"], r["kind"], r["plm"]) for r in stored_rows)
-            exp_set, got_set = set(expected), set(stored)
-            report.movements_expected += len(expected)
-            report.movements_stored += len(stored)
-            report.movements_lost += len(exp_set - got_set)
-            extra = got_set - exp_set
-            report.movements_extra += len(extra)
-            # duplicated: an extra point within 5 s of an expected movement of the same side
-            report.movements_duplicated += sum(
-                1 for t, side, _k, _p in extra if any(abs(t - e[0]) < 5000 and side == e[1] for e in expected)
-            )
-            report.summary_mismatches += _night_mismatches(influxd, subject, offline)
+            compare_with_offline(report, influxd, subject, offline)
         report.summaries_equal = not report.summary_mismatches
         if ble is not None and capture is not None and report.ble is not None:
             _compare_ble(report.ble, ble, capture, influxd)
@@ -851,6 +836,25 @@ def _without_overlaps(batches: list[wire.SampleBatch], r: BleReport) -> list[wir
         kept.append(b)
         end = b.end_ns if end is None else max(end, b.end_ns)
     return kept
+
+
+def compare_with_offline(report: Any, influxd: Influxd1, subject: str, offline: Any) -> None:
+    """Add one subject's stored movements and night, against offline scoring, to ``report``'s counts (its
+    ``movements_*`` and ``summary_mismatches``). Duplicated: an extra point within 5 s of an expected movement
+    of the same side."""
+    expected = sorted((round(e.onset * 1000), e.side, e.kind, e.plm) for e in offline.events)
+    rows = _rows(influxd, f"SELECT duration_s, plm, side, kind FROM movement WHERE subject = '{subject}'")
+    stored = sorted((r["time"], r["side"], r["kind"], r["plm"]) for r in rows)
+    exp_set, got_set = set(expected), set(stored)
+    report.movements_expected += len(expected)
+    report.movements_stored += len(stored)
+    report.movements_lost += len(exp_set - got_set)
+    extra = got_set - exp_set
+    report.movements_extra += len(extra)
+    report.movements_duplicated += sum(
+        1 for t, side, _k, _p in extra if any(abs(t - e[0]) < 5000 and side == e[1] for e in expected)
+    )
+    report.summary_mismatches += _night_mismatches(influxd, subject, offline)
 
 
 def _night_mismatches(influxd: Influxd1, subject: str, offline: Any) -> list[str]:
