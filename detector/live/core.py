@@ -23,7 +23,7 @@ import math
 import traceback
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +35,7 @@ from detector.live.night import (
     MINUTE_S,
     NIGHT_GAP_S,
     SUMMARY_EVERY_S,
+    EndedNight,
     MinuteState,
     SubjectState,
     minute_lines,
@@ -59,6 +60,7 @@ BAD_REASONS = ("topic", "payload", "clock", "samples", "unknown_subject", "unkno
 note published with the retain flag, which a broker hands to every new subscriber again (ignored, not scored)."""
 FATAL = (MemoryError,)
 """Never dead-lettered: not one message's fault (the service's storage failures never reach the core)."""
+ANCHOR_DAY_S = 86400.0  # an ended night can be reopened until the next anchor (local noon; 23-25 h across DST)
 DIARY_NIGHTS_KEPT = 3  # a subject's merged diary notes are kept for the nights this recent
 
 
@@ -69,6 +71,7 @@ class Stats:
     bad: Counter[str] = field(default_factory=Counter)
     movements: int = 0
     nights_finished: int = 0
+    nights_reopened: int = 0  # data came back on an ended night's anchor (detector/live/night.py)
     checkpoints_discarded: int = 0  # written by another version of the detector (see the service's _restore)
 
 
@@ -211,6 +214,7 @@ class DetectorCore:
         self.acks.resend_all()
         for subject in self.subjects.values():
             subject.last_wall_by_side = dict.fromkeys(subject.sides, wall_s)
+            subject.sending_since = dict.fromkeys(subject.sides, wall_s)
 
     # ------------------------------------------------------------------ applying messages
 
@@ -359,10 +363,15 @@ class DetectorCore:
         """A leg whose sensor has sent nothing for ``leg_lost_after_s`` of wall time while the other leg
         goes on is lost for now: it becomes a gap up to the other leg's time, so the working leg's
         movements are not held back all night. Wall time, not data time: a replay at 1000x must not
-        declare a leg lost because its batches came a few milliseconds after the other's."""
+        declare a leg lost because its batches came a few milliseconds after the other's. "Goes on": the
+        leading leg has been sending for ``leg_lost_after_s`` too -- after a silence of both (the collector
+        or the broker away), the leg whose batch comes back first must not declare the other lost."""
         if len(state.sides) < 2 or not state.last_t:
             return
         lead = max(state.last_t.values())
+        leaders = [side for side, t in state.last_t.items() if t == lead]
+        if all(wall - state.sending_since.get(side, state.first_wall) <= self.leg_lost_after_s for side in leaders):
+            return
         events: list[MovementEvent] = []
         for side in state.sides:
             reached = state.last_t.get(side, state.night_start_s)
@@ -460,6 +469,8 @@ class DetectorCore:
         if counts["late"] > late_before:
             self._bad("late", f"batch from {parsed.subject}/{parsed.sensor} arrived after its reorder window")
         state.last_wall = wall
+        if wall - state.last_wall_by_side.get(side, -math.inf) > self.leg_lost_after_s:
+            state.sending_since[side] = wall  # the leg (re)starts sending after a silence
         state.last_wall_by_side[side] = wall
         if not state.first_wall:
             state.first_wall = wall
@@ -473,13 +484,21 @@ class DetectorCore:
             return
         if may_end_night and state.night_start_s is not None:
             reached = max(state.last_t.values(), default=state.night_start_s)
-            first_new = next((i for i, b in enumerate(batches) if b.start_ns / 1e9 - reached > NIGHT_GAP_S), None)
+            anchor = night_start_for(state.night_start_s)
+            first_new = next(
+                (
+                    i
+                    for i, b in enumerate(batches)
+                    if b.start_ns / 1e9 - reached > NIGHT_GAP_S and night_start_for(b.start_ns / 1e9) != anchor
+                ),
+                None,
+            )
             if first_new is not None:
                 self._score(state, side, batches[:first_new], may_end_night=False)
                 state = self._end_night(state)
                 batches = batches[first_new:]
         if state.night_start_s is None:
-            state.night_start_s = batches[0].start_ns / 1e9
+            self._start_or_reopen(state, batches[0].start_ns / 1e9)
         done = state.last_t.get(side, -math.inf)
         fresh = [b for b in batches if b.start_ns / 1e9 > done]
         if len(fresh) < len(batches):
@@ -558,6 +577,8 @@ class DetectorCore:
     # ------------------------------------------------------------------ outputs
 
     def _emit(self, state: SubjectState, events: list[MovementEvent]) -> None:
+        if state.emitted_at_end:  # a reopened night: what its end wrote already is not written twice
+            events = [e for e in events if state.emitted_at_end.get(e.key) != e]
         if not events:
             return
         state.minutes.count(events)
@@ -620,13 +641,31 @@ class DetectorCore:
             self._effects.publishes.append(Publish(wire.night_topic(state.subject), night_payload(fields, start), True))
             self._send_discovery(state.subject)
 
-    def _end_night(self, state: SubjectState) -> SubjectState:
-        """Score what is held, finalise the night, write it; return the subject's fresh state."""
+    def _start_or_reopen(self, state: SubjectState, t0: float) -> None:
+        """A subject's data starts (again) at ``t0``: reopen the night that ended on the same anchor, if any
+        (detector/live/night.py: one night per anchor), else begin a new night there."""
+        ended, state.ended_night = state.ended_night, None
+        if ended is not None and night_start_for(t0) == ended.anchor:
+            ended.reopen_into(state)
+            self.stats.nights_reopened += 1
+            log.info("night of %s reopened: its data came back %.0f min after it ended", state.subject,
+                     max(0.0, t0 - ended.reached) / 60)  # fmt: skip
+            return
+        state.night_start_s = t0
+
+    def _end_night(self, state: SubjectState, *, by_local_time: bool = False) -> SubjectState:
+        """Score what is held, finalise the night, write it; return the subject's fresh state (which keeps the
+        night as it was before its end, to reopen it if data of the same anchor comes back)."""
         self._flush_inboxes(state)
+        ended = None
         if state.night_start_s is not None:
             before = {e.key: e for e in state.scorer.summary().events}
+            anchor = night_start_for(state.night_start_s)
+            kept = EndedNight.of(state, anchor, by_local_time=by_local_time, emitted=state.emitted_at_end)
             summary = state.scorer.finish()
-            self._emit(state, [e for e in summary.events if before.get(e.key) != e])
+            released = [e for e in summary.events if before.get(e.key) != e]
+            self._emit(state, released)
+            ended = replace(kept, emitted={**kept.emitted, **{e.key: e for e in released}})
             self._rewrite_minutes(state, summary)
             self._write_summary(state, summary)
             self.stats.nights_finished += 1
@@ -640,6 +679,7 @@ class DetectorCore:
         fresh.sensor_of_side = dict(state.sensor_of_side)
         fresh.nights_finished = state.nights_finished + 1
         fresh.last_wall = state.last_wall
+        fresh.ended_night = ended if ended is not None else state.ended_night
         self.subjects[state.subject] = fresh
         return fresh
 
@@ -648,16 +688,23 @@ class DetectorCore:
         flowing for more than an hour (the local clock passing HH:MM after the night's first data)."""
         for state in list(self.subjects.values()):
             if state.night_start_s is None:
+                if state.ended_night is not None and wall >= state.ended_night.anchor + ANCHOR_DAY_S:
+                    state.ended_night = None  # its day is over: no data can reopen it
                 continue
             with self._contained(state.subject, "night end"):
                 if wall - state.last_wall > self.idle_end_s:
                     self._end_night(state)
                 elif self._past_local_end(state, wall):
                     log.info("night of %s ends at the configured local time", state.subject)
-                    self._end_night(state)
+                    self._end_night(state, by_local_time=True)
 
     def _past_local_end(self, state: SubjectState, wall: float) -> bool:
-        if self.night_end_local is None or not state.first_wall or wall - state.first_wall <= 3600:
+        if (
+            self.night_end_local is None
+            or state.local_end_passed
+            or not state.first_wall
+            or wall - state.first_wall <= 3600
+        ):
             return False
         return wall >= next_local_time(state.first_wall, *self.night_end_local)
 
