@@ -190,3 +190,19 @@ def test_note_cli_dry_run_and_bad_input(capsys) -> None:
     assert "diary_alcohol=true" in out[1] and out[1].startswith("night,subject=eve ")
     assert main(["note", "--subject", "eve", "--dry-run", "--tag", "bad,tag", "x"]) == 2
     assert "tag" in capsys.readouterr().err
+
+
+def test_a_note_the_night_already_has_is_not_written_again() -> None:
+    """A QoS 1 redelivery (or the same note sent twice) changes nothing, so the diary point is not rewritten."""
+    from detector.live.core import DetectorCore
+    from plm import wire
+    from plm.config import Settings
+
+    core = DetectorCore(Settings())
+    topic, note = wire.diary_topic("s1"), b'{"text": "coffee at 19:00", "time": 1700000000}'
+    first = core.handle([(topic, note)], 1.7e9)
+    assert any(p.startswith("diary,") for p in first.points)
+    again = core.handle([(topic, note)], 1.7e9 + 5)
+    assert not [p for p in again.points if p.startswith("diary,")]
+    other = core.handle([(topic, b"slept badly")], 1.7e9 + 10)
+    assert any(p.startswith("diary,") for p in other.points)

@@ -568,7 +568,10 @@ class DetectorCore:
         anchor = night_start_for(note.time_s if note.time_s is not None else wall)
         # a night has one diary point: a second note is merged into the first, not written over it
         key = (subject, anchor)
-        merged = merge_notes(self.diary.get(key), note)
+        previous = self.diary.get(key)
+        merged = merge_notes(previous, note)
+        if merged == previous:  # a QoS 1 redelivery, or a note the night has already: nothing new to write
+            return
         self.diary[key] = merged
         for old in [k for k in self.diary if k[1] < anchor - 3 * 86400]:
             del self.diary[old]  # keep a few nights, not the whole history
