@@ -579,6 +579,7 @@ class LiveDetector:
             "movements": stats.movements,
             "subjects": len(self.subjects),
             "checkpoints_discarded": stats.checkpoints_discarded,
+            "holes_given_up": stats.holes_given_up,
             "outbox_depth": metrics.depth,
             "time_ns": time.time_ns(),
             "status_every_s": self.status_every_s,
