@@ -94,6 +94,9 @@ class Fault:
     at_s: float  # wall seconds after the stream began
     online_s: float | None  # from the kill until every affected replica was online again (a fresh status)
     recovery_s: float | None = None  # from the kill until new movements of every affected subject are in InfluxDB
+    # of which the data itself: from the kill until the batch that ends those movements was published (without
+    # a fault they could not be stored earlier); recovery_s - data_s is what the fault cost
+    data_s: float | None = None
 
 
 @dataclass
@@ -273,6 +276,10 @@ def run_cluster_night(
         per_subject[subject] = night_batches(night)
         items += [(subject, side, b) for side, bs in per_subject[subject].items() for b in bs]
     items.sort(key=lambda x: x[2].start_ns)
+    offlines = {
+        s: score_arrays(batches_as_arrays(per_subject[s]["left"]), batches_as_arrays(per_subject[s]["right"]))
+        for s in subjects
+    }
     batch_s = items[0][2].count / items[0][2].rate_hz
     report.speedup = round(cfg.batches_per_s * batch_s / (2 * len(subjects)), 1)
     report.hole_wait_s = min(3600.0, cfg.hole_wait_s or report.speedup * HOLE_WAIT_WALL_S)
@@ -341,6 +348,21 @@ def run_cluster_night(
             faults.append((2 * len(items) // 3, "replica_kill"))
         threads: list[threading.Thread] = []
         started = time.monotonic()
+        interval = 1.0 / cfg.batches_per_s
+
+        def data_wait(affected: list[str], after_ns: int, killed: float) -> float:
+            """Seconds from ``killed`` until the data ending each affected subject's first movement after
+            ``after_ns`` was published (the stream's schedule: item i at ``started + i * interval``)."""
+            ends = []
+            for subject in affected:
+                onsets = [e.onset + e.duration for e in offlines[subject].events if e.onset * 1e9 > after_ns]
+                if onsets:
+                    ends.append((subject, min(onsets) * 1e9))
+            last = 0.0
+            for subject, end_ns in ends:
+                i = next((i for i, (s, _, b) in enumerate(items) if s == subject and b.end_ns >= end_ns), len(items))
+                last = max(last, started + i * interval - killed)
+            return round(last, 2)
 
         def flowing_again(affected: list[str], after_ns: int, killed: float, timeout_s: float = 180) -> float | None:
             """Seconds from ``killed`` until each affected subject has a movement with onset after ``after_ns``."""
@@ -373,7 +395,15 @@ def run_cluster_night(
             rec = _wait(lambda: all(watcher.online_seen[k] > seen[k] for k in affected), 120)
             back = None if rec is None else round(time.monotonic() - killed, 2)
             th.join(200)
-            report.faults.append(Fault("node_kill", round(at, 2), back, flowing[0] if flowing else None))
+            report.faults.append(
+                Fault(
+                    "node_kill",
+                    round(at, 2),
+                    back,
+                    flowing[0] if flowing else None,
+                    data_wait(subjects, data_ns, killed),
+                )
+            )
 
         def replica_kill(data_ns: int) -> None:
             at = time.monotonic() - started
@@ -389,9 +419,16 @@ def run_cluster_night(
             rec = _wait(lambda: watcher.online_seen[0] > seen[0], 120)
             th.join(200)
             online = None if rec is None else round(rec + 0.5, 2)
-            report.faults.append(Fault("replica_kill", round(at, 2), online, flowing[0] if flowing else None))
+            report.faults.append(
+                Fault(
+                    "replica_kill",
+                    round(at, 2),
+                    online,
+                    flowing[0] if flowing else None,
+                    data_wait(mine, data_ns, killed),
+                )
+            )
 
-        interval = 1.0 / cfg.batches_per_s
         for i, (subject, side, batch) in enumerate(items):
             while faults and faults[0][0] <= i:
                 kind = faults.pop(0)[1]
@@ -426,10 +463,7 @@ def run_cluster_night(
         report.wall_s = round(time.monotonic() - t0, 1)
 
         for subject in subjects:
-            offline = score_arrays(
-                batches_as_arrays(per_subject[subject]["left"]), batches_as_arrays(per_subject[subject]["right"])
-            )
-            compare_with_offline(report, influxd, subject, offline)
+            compare_with_offline(report, influxd, subject, offlines[subject])
     finally:
         for pub in publishers.values():
             with contextlib.suppress(Exception):
@@ -465,7 +499,7 @@ def format_report(r: ClusterNightReport) -> str:
     for f in r.faults:
         lines.append(
             f"  fault {f.kind} at {f.at_s:.1f} s: replicas online again after {f.online_s} s, new movements of the "
-            f"affected subjects in InfluxDB after {f.recovery_s} s"
+            f"affected subjects in InfluxDB after {f.recovery_s} s (their data was published after {f.data_s} s)"
         )
     for k, s in sorted(r.replica_status.items()):
         lines.append(
