@@ -81,7 +81,8 @@ class ClusterNightConfig:
     # the cluster's `mqtt {}` options (NatsServer.mqtt_options): consumer_replicas 1 because NATS 2.9 refuses
     # (SUBACK 0x80) QoS 1 subscriptions that come faster than it creates replicated consumers (docs/deploy-scale.md)
     # ack_wait 1s: a QoS 1 message delivered on a connection that broke is sent again after ack_wait (default 30 s),
-    # behind newer ones -- later than the detector's reorder window (docs/deploy-scale.md)
+    # behind newer ones; the detector waits for it at the seq hole, so a short ack_wait shortens that wait (the
+    # default is lossless too: --ack-wait '', and the CI tests use it; docs/deploy-scale.md)
     mqtt_options: dict[str, Any] = field(default_factory=lambda: {"consumer_replicas": 1, "ack_wait": "1s"})
     profile: str = "rls-severe"
     workdir: Path | None = None
