@@ -23,7 +23,7 @@ divided by the speed-up).
 
 The stream runs ``speedup`` times faster than real time, so every wait the detector measures in data time is
 scaled by it: ``detector.hole_wait_s`` = speed-up x ``HOLE_WAIT_WALL_S`` (what 60 s of data are in real time:
-longer than the broker's redelivery and the collector's resend after a stalled ack, detector/ingest.py).
+longer than the broker's redelivery and the collector's resend after a stalled ack, detector/live/ingest.py).
 
 At the end every sensor says a retained ``offline`` goodbye, and each subject's movements and night summary are
 read back from influxd and compared with offline scoring of the same batches: equality on (onset ms, side, kind,
@@ -52,11 +52,11 @@ from typing import Any
 from bench.soak import DetectorProcess, _wait, compare_with_offline
 from collector.publisher import SensorPublisher
 from detector.live.routing import shard_of
-from detector.scorer import score_arrays
+from detector.scoring.scorer import score_arrays
 from plm import wire
 from plm.config import MqttSettings
-from plm.localservices import Influxd1, NatsCluster
 from plm.mqtt import connect, make_client
+from plm.ops.localservices import Influxd1, NatsCluster
 from simulator.batches import batches_as_arrays, night_batches
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ An ack that does not move for ``ACK_STALL_S`` while the oldest queued batch has 
 the broker and the detector (a NATS cluster whose consumer died with its node forgets what it had delivered and not
 had acknowledged): the oldest ``IN_FLIGHT`` batches go out again, so a hole behind the detector's ack mark is
 filled by the one party that is sure to have it -- the end-to-end retransmission of the end-to-end ack. The
-detector waits for such a hole longer than that (``detector.hole_wait_s``, detector/ingest.py).
+detector waits for such a hole longer than that (``detector.hole_wait_s``, detector/live/ingest.py).
 
 Each sensor has its own MQTT connection because MQTT allows one Last Will per connection and the
 wire format puts the will ("lost") on the sensor's own retained status topic. A worker thread owns

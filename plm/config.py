@@ -160,7 +160,7 @@ class DetectorSettings(_Section):
         ge=0,
         le=3600,
         description="data seconds a sensor's batches wait past a seq hole (a batch in transit: a broker's late "
-        "redelivery, a collector's resend) before it is given up as a gap (detector/ingest.py)",
+        "redelivery, a collector's resend) before it is given up as a gap (detector/live/ingest.py)",
     )
     night_end_local: str | None = Field(None, description="HH:MM local time that ends a night regardless")
     mqtt_protocol: MqttProtocol = Field(

@@ -105,7 +105,7 @@ def _assert_lossless(report) -> None:
 def test_broker_node_killed_mid_night_loses_and_doubles_no_movement(nats_cluster_factory, influxd_factory, tmp_path):
     """Node n1 SIGKILLed mid-night (replica 1 and the publishers on n1 reconnect through their address to n2) and
     restarted 3 s later as an orchestrator would: what NATS had delivered and not had acknowledged comes again after
-    its ack_wait (or the collector resends it when the detector's ack stalls), behind newer batches; the detector waits at the seq hole (detector/ingest.py). Every movement is
+    its ack_wait (or the collector resends it when the detector's ack stalls), behind newer batches; the detector waits at the seq hole (detector/live/ingest.py). Every movement is
     stored once and the nights equal offline scoring."""
     report = _cluster_night(nats_cluster_factory, influxd_factory, tmp_path, node_kill=True, replica_kill=False)
     _assert_lossless(report)

@@ -7,7 +7,7 @@ replay at 1000x speed behaves exactly like real time) and releases them in order
 arrives after its slot was released is counted as late and dropped, never half-used.
 
 **Seq holes.** Each batch carries the sensor stream's ``seq`` (plm/wire.py), and the collector keeps
-every batch until the detector's end-to-end ack covers it (detector/acks.py), republishing it after a
+every batch until the detector's end-to-end ack covers it (detector/live/acks.py), republishing it after a
 reconnect, a new owner announcement, or an ack that stalls (collector/publisher.py). So a *missing seq*
 is data in transit that will come: a broker that redelivers an unacknowledged QoS 1 message only after
 its own timeout, behind newer ones (NATS: ``mqtt { ack_wait }``, 30 s by default), or a collector's
