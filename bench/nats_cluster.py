@@ -16,6 +16,15 @@ Faults, while the nights stream at high speed:
 * replica 0 SIGKILLed and restarted (it resumes from checkpoint + journal; its subjects wait meanwhile, their
   collectors keep the batches not acknowledged).
 
+Recovery time of a fault: from the kill until every affected subject (node kill: all; replica kill: the replica's) has
+a movement in InfluxDB whose onset lies after the data being published at the kill -- new data flowing through
+again, not a replay. Its resolution is the spacing of the subjects' movements (a few data seconds in a severe night,
+divided by the speed-up).
+
+The stream runs ``speedup`` times faster than real time, so every wait the detector measures in data time is
+scaled by it: ``detector.hole_wait_s`` = speed-up x ``HOLE_WAIT_WALL_S`` (what 60 s of data are in real time:
+longer than the broker's redelivery and the collector's resend after a stalled ack, detector/live/ingest.py).
+
 At the end every sensor says a retained ``offline`` goodbye, and each subject's movements and night summary are
 read back from influxd and compared with offline scoring of the same batches: equality on (onset ms, side, kind,
 plm) and on the summary fields (as bench/soak.py).
@@ -53,6 +62,9 @@ from simulator.batches import batches_as_arrays, night_batches
 log = logging.getLogger(__name__)
 
 PASSWORD = "nats-mqtt-password-3b9e"
+HOLE_WAIT_WALL_S = (
+    30.0  # wall seconds a seq hole is waited for: > the collector's ACK_STALL_S (20 s) + ack cadence (5 s)
+)
 
 
 @dataclass
@@ -61,6 +73,7 @@ class ClusterNightConfig:
     minutes: float = 60.0  # night length (data time)
     seed: int = 1
     batches_per_s: float = 400.0  # publishing speed, all sensors together, wall time
+    hole_wait_s: float | None = None  # detector.hole_wait_s (data s); None: speed-up x HOLE_WAIT_WALL_S
     replicas: int = 2
     node_kill: bool = True  # n1 SIGKILLed at a third of the stream
     node_down_s: float = 3.0  # then restarted
@@ -68,7 +81,8 @@ class ClusterNightConfig:
     # the cluster's `mqtt {}` options (NatsServer.mqtt_options): consumer_replicas 1 because NATS 2.9 refuses
     # (SUBACK 0x80) QoS 1 subscriptions that come faster than it creates replicated consumers (docs/deploy-scale.md)
     # ack_wait 1s: a QoS 1 message delivered on a connection that broke is sent again after ack_wait (default 30 s),
-    # behind newer ones -- later than the detector's reorder window (docs/deploy-scale.md)
+    # behind newer ones; the detector waits for it at the seq hole, so a short ack_wait shortens that wait (the
+    # default is lossless too: --ack-wait '', and the CI tests use it; docs/deploy-scale.md)
     mqtt_options: dict[str, Any] = field(default_factory=lambda: {"consumer_replicas": 1, "ack_wait": "1s"})
     profile: str = "rls-severe"
     workdir: Path | None = None
@@ -79,7 +93,11 @@ class ClusterNightConfig:
 class Fault:
     kind: str
     at_s: float  # wall seconds after the stream began
-    recovery_s: float | None  # from the kill until every affected replica was online again (a fresh status)
+    online_s: float | None  # from the kill until every affected replica was online again (a fresh status)
+    recovery_s: float | None = None  # from the kill until new movements of every affected subject are in InfluxDB
+    # of which the data itself: from the kill until the batch that ends those movements was published (without
+    # a fault they could not be stored earlier); recovery_s - data_s is what the fault cost
+    data_s: float | None = None
 
 
 @dataclass
@@ -98,6 +116,9 @@ class ClusterNightReport:
     failovers: int = 0  # proxied connections that went to a node other than their home node
     faults: list[Fault] = field(default_factory=list)
     publisher_dropped: int = 0
+    publisher_resent: int = 0  # batches sent again by the collectors because the detector's ack stalled
+    speedup: float = 0.0
+    hole_wait_s: float = 0.0
     wall_s: float = 0.0
     stream_s: float = 0.0
 
@@ -231,11 +252,16 @@ def pick_subjects(count: int, replicas: int) -> list[str]:
     return sorted(s for names in per.values() for s in names)
 
 
-def run_cluster_night(cfg: ClusterNightConfig) -> ClusterNightReport:
+def run_cluster_night(
+    cfg: ClusterNightConfig, services: tuple[NatsCluster, Influxd1] | None = None
+) -> ClusterNightReport:
+    """The night with its faults. ``services``: a running cluster (users ``{"plm": PASSWORD}``, ``cfg.mqtt_options``)
+    and influxd to use (the tests' fixtures start and stop them); without, they are started here."""
     from simulator import simulate_night
 
     report = ClusterNightReport(config={k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()})
     tmp = Path(cfg.workdir or tempfile.mkdtemp(prefix="plm-nats-"))
+    tmp.mkdir(parents=True, exist_ok=True)
     duration_s = cfg.minutes * 60
     start_unix = time.time() - duration_s - 3600  # the whole night in the past, as a replayed one
     subjects = pick_subjects(cfg.subjects, cfg.replicas)
@@ -251,17 +277,30 @@ def run_cluster_night(cfg: ClusterNightConfig) -> ClusterNightReport:
         per_subject[subject] = night_batches(night)
         items += [(subject, side, b) for side, bs in per_subject[subject].items() for b in bs]
     items.sort(key=lambda x: x[2].start_ns)
+    offlines = {
+        s: score_arrays(batches_as_arrays(per_subject[s]["left"]), batches_as_arrays(per_subject[s]["right"]))
+        for s in subjects
+    }
+    batch_s = items[0][2].count / items[0][2].rate_hz
+    report.speedup = round(cfg.batches_per_s * batch_s / (2 * len(subjects)), 1)
+    report.hole_wait_s = min(3600.0, cfg.hole_wait_s or report.speedup * HOLE_WAIT_WALL_S)
 
-    cluster = NatsCluster(workdir=tmp / "cluster", users={"plm": PASSWORD}, mqtt_options=cfg.mqtt_options)
-    influxd = Influxd1(workdir=tmp / "influxd")
+    own_services = services is None
+    if services is None:
+        services = (
+            NatsCluster(workdir=tmp / "cluster", users={"plm": PASSWORD}, mqtt_options=cfg.mqtt_options),
+            Influxd1(workdir=tmp / "influxd"),
+        )
+    cluster, influxd = services
     proxies: list[FailoverProxy] = []
     replicas: list[DetectorProcess] = []
     publishers: dict[tuple[str, str], SensorPublisher] = {}
     watcher: Watcher | None = None
     t0 = time.monotonic()
     try:
-        cluster.start()
-        influxd.start()
+        if own_services:
+            cluster.start()
+            influxd.start()
         ports = [node.mqtt_port for node in cluster.nodes]
         # proxy i: home node i, else the next one
         proxies = [FailoverProxy([ports[i], ports[(i + 1) % len(ports)]]) for i in range(len(ports))]
@@ -278,7 +317,12 @@ def run_cluster_night(cfg: ClusterNightConfig) -> ClusterNightReport:
                 tmp / f"replica{k}.log",
                 instance=f"replica{k}",
                 shard=(k, cfg.replicas),
-                env={"PLM_MQTT__PROTOCOL": "3.1.1", "PLM_DETECTOR__MQTT_PROTOCOL": "3.1.1"},  # NATS 2.9: no MQTT 5
+                env={
+                    "PLM_MQTT__PROTOCOL": "3.1.1",  # NATS 2.9: no MQTT 5
+                    "PLM_MQTT__PASSWORD": PASSWORD,
+                    "PLM_DETECTOR__MQTT_PROTOCOL": "3.1.1",
+                    "PLM_DETECTOR__HOLE_WAIT_S": str(report.hole_wait_s),
+                },
             )
             for k in range(cfg.replicas)
         ]
@@ -305,13 +349,45 @@ def run_cluster_night(cfg: ClusterNightConfig) -> ClusterNightReport:
             faults.append((2 * len(items) // 3, "replica_kill"))
         threads: list[threading.Thread] = []
         started = time.monotonic()
+        interval = 1.0 / cfg.batches_per_s
 
-        def node_kill() -> None:
+        def data_wait(affected: list[str], after_ns: int, killed: float) -> float:
+            """Seconds from ``killed`` until the data ending each affected subject's first movement after
+            ``after_ns`` was published (the stream's schedule: item i at ``started + i * interval``)."""
+            ends = []
+            for subject in affected:
+                onsets = [e.onset + e.duration for e in offlines[subject].events if e.onset * 1e9 > after_ns]
+                if onsets:
+                    ends.append((subject, min(onsets) * 1e9))
+            last = 0.0
+            for subject, end_ns in ends:
+                i = next((i for i, (s, _, b) in enumerate(items) if s == subject and b.end_ns >= end_ns), len(items))
+                last = max(last, started + i * interval - killed)
+            return round(last, 2)
+
+        def flowing_again(affected: list[str], after_ns: int, killed: float, timeout_s: float = 180) -> float | None:
+            """Seconds from ``killed`` until each affected subject has a movement with onset after ``after_ns``."""
+            waiting = set(affected)
+
+            def check() -> bool:
+                for subject in list(waiting):
+                    q = f"SELECT count(duration_s) FROM movement WHERE subject = '{subject}' AND time > {after_ns}"
+                    with contextlib.suppress(Exception):
+                        if influxd.query(q, database=influxd.database)["results"][0].get("series"):
+                            waiting.discard(subject)
+                return not waiting
+
+            return None if _wait(check, timeout_s, 0.1) is None else round(time.monotonic() - killed, 2)
+
+        def node_kill(data_ns: int) -> None:
             at = time.monotonic() - started
             seen = dict(watcher.online_seen)
             node = cluster.nodes[1]
             node.kill()  # replica 1 (home n1) and the publishers on n1 fail over to n2
             killed = time.monotonic()
+            flowing: list[float | None] = []
+            th = threading.Thread(target=lambda: flowing.append(flowing_again(subjects, data_ns, killed)), daemon=True)
+            th.start()
             time.sleep(cfg.node_down_s)
             # restarted as an orchestrator would: with consumer_replicas 1, a session whose consumers lived on the
             # dead node cannot be resumed elsewhere until it is back (docs/deploy-scale.md)
@@ -319,22 +395,46 @@ def run_cluster_night(cfg: ClusterNightConfig) -> ClusterNightReport:
             affected = [k for k in range(cfg.replicas) if k % len(proxies) == 1]
             rec = _wait(lambda: all(watcher.online_seen[k] > seen[k] for k in affected), 120)
             back = None if rec is None else round(time.monotonic() - killed, 2)
-            report.faults.append(Fault("node_kill", round(at, 2), back))
+            th.join(200)
+            report.faults.append(
+                Fault(
+                    "node_kill",
+                    round(at, 2),
+                    back,
+                    flowing[0] if flowing else None,
+                    data_wait(subjects, data_ns, killed),
+                )
+            )
 
-        def replica_kill() -> None:
+        def replica_kill(data_ns: int) -> None:
             at = time.monotonic() - started
             seen = dict(watcher.online_seen)
             replicas[0].kill()
+            killed = time.monotonic()
+            flowing: list[float | None] = []
+            mine = report.subjects_per_replica[0]
+            th = threading.Thread(target=lambda: flowing.append(flowing_again(mine, data_ns, killed)), daemon=True)
+            th.start()
             time.sleep(0.5)
-            replicas[0].start()
+            replicas[0].start()  # as an orchestrator would
             rec = _wait(lambda: watcher.online_seen[0] > seen[0], 120)
-            report.faults.append(Fault("replica_kill", round(at, 2), None if rec is None else round(rec + 0.5, 2)))
+            th.join(200)
+            online = None if rec is None else round(rec + 0.5, 2)
+            report.faults.append(
+                Fault(
+                    "replica_kill",
+                    round(at, 2),
+                    online,
+                    flowing[0] if flowing else None,
+                    data_wait(mine, data_ns, killed),
+                )
+            )
 
-        interval = 1.0 / cfg.batches_per_s
         for i, (subject, side, batch) in enumerate(items):
             while faults and faults[0][0] <= i:
                 kind = faults.pop(0)[1]
-                th = threading.Thread(target=node_kill if kind == "node_kill" else replica_kill, daemon=True)
+                target = node_kill if kind == "node_kill" else replica_kill
+                th = threading.Thread(target=target, args=(batch.start_ns,), daemon=True)
                 th.start()
                 threads.append(th)
             publishers[(subject, side)].submit([batch])
@@ -350,6 +450,7 @@ def run_cluster_night(cfg: ClusterNightConfig) -> ClusterNightReport:
             waiting = {f"{k[0]}/{k[1]}": p.queue_depth for k, p in publishers.items() if p.queue_depth}
             raise RuntimeError(f"batches never acknowledged by a replica: {waiting}")
         report.publisher_dropped = sum(p.dropped for p in publishers.values())
+        report.publisher_resent = sum(p.resent for p in publishers.values())
         for (_subject, side), pub in publishers.items():
             pub.stop(wire.SensorStatus(state="offline", side=side))
         if _wait(lambda: set(subjects) <= set(watcher.finals), 120) is None:
@@ -363,10 +464,7 @@ def run_cluster_night(cfg: ClusterNightConfig) -> ClusterNightReport:
         report.wall_s = round(time.monotonic() - t0, 1)
 
         for subject in subjects:
-            offline = score_arrays(
-                batches_as_arrays(per_subject[subject]["left"]), batches_as_arrays(per_subject[subject]["right"])
-            )
-            compare_with_offline(report, influxd, subject, offline)
+            compare_with_offline(report, influxd, subject, offlines[subject])
     finally:
         for pub in publishers.values():
             with contextlib.suppress(Exception):
@@ -377,8 +475,9 @@ def run_cluster_night(cfg: ClusterNightConfig) -> ClusterNightReport:
             r.stop()
         for p in proxies:
             p.close()
-        influxd.stop()
-        cluster.stop()
+        if own_services:
+            influxd.stop()
+            cluster.stop()
         if not cfg.keep and cfg.workdir is None:
             shutil.rmtree(tmp, ignore_errors=True)
     return report
@@ -388,21 +487,25 @@ def format_report(r: ClusterNightReport) -> str:
     c = r.config
     lines = [
         f"nats cluster: 3 nodes, {c['replicas']} replicas, {c['subjects']} subjects x {c['minutes']:g} min nights, "
-        f"seed {c['seed']}; stream {r.stream_s:.0f} s, {r.wall_s:.0f} s wall",
+        f"seed {c['seed']}; stream {r.stream_s:.0f} s ({r.speedup:g}x real time), {r.wall_s:.0f} s wall; "
+        f"hole wait {r.hole_wait_s:g} s of data, NATS mqtt {c['mqtt_options']}",
         "  subjects per replica: " + ", ".join(f"{k}: {len(v)}" for k, v in sorted(r.subjects_per_replica.items())),
         f"  batches published {r.batches_published}, publisher drops {r.publisher_dropped}, "
-        f"proxied connections failed over {r.failovers}",
+        f"proxied connections failed over {r.failovers}, batches resent on a stalled ack {r.publisher_resent}",
         f"  movements expected {r.movements_expected}, stored {r.movements_stored}, lost {r.movements_lost}, "
         f"extra {r.movements_extra}, duplicated {r.movements_duplicated}",
         f"  night summaries equal to offline scoring: {not r.summary_mismatches} {r.summary_mismatches[:4]}",
         f"  final night results per subject: {r.final_nights}",
     ]
     for f in r.faults:
-        lines.append(f"  fault {f.kind} at {f.at_s:.1f} s: replicas online again after {f.recovery_s} s")
+        lines.append(
+            f"  fault {f.kind} at {f.at_s:.1f} s: replicas online again after {f.online_s} s, new movements of the "
+            f"affected subjects in InfluxDB after {f.recovery_s} s (their data was published after {f.data_s} s)"
+        )
     for k, s in sorted(r.replica_status.items()):
         lines.append(
             f"  replica {k}: received {s.get('received')}, subjects {s.get('subjects')}, bad {s.get('bad')}, "
-            f"movements {s.get('movements')}"
+            f"holes given up {s.get('holes_given_up')}, movements {s.get('movements')}"
         )
     lines.append("  OK" if r.ok else "  FAILED")
     return "\n".join(lines)
@@ -416,6 +519,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--batches-per-s", type=float, default=400.0)
+    parser.add_argument("--hole-wait-s", type=float, help="detector.hole_wait_s (default: speed-up x 30 s)")
     parser.add_argument("--node-down-s", type=float, default=3.0)
     parser.add_argument("--no-node-kill", action="store_true")
     parser.add_argument("--no-replica-kill", action="store_true")
@@ -432,6 +536,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run_cluster_night(
         ClusterNightConfig(
             subjects=args.subjects, minutes=args.minutes, seed=args.seed, batches_per_s=args.batches_per_s,
+            hole_wait_s=args.hole_wait_s,
             node_kill=not args.no_node_kill, node_down_s=args.node_down_s, replica_kill=not args.no_replica_kill,
             workdir=args.keep,
             mqtt_options={**({"consumer_replicas": args.consumer_replicas} if args.consumer_replicas else {}), **({"ack_wait": args.ack_wait} if args.ack_wait else {})},

@@ -14,6 +14,12 @@ none): with detector replicas each subscribed to its own subjects only, the brok
 first batches find no subscriber for. A newer announcement (a replica taking the subject over) republishes
 everything not yet acknowledged, as a reconnect does.
 
+An ack that does not move for ``ACK_STALL_S`` while the oldest queued batch has been sent is a batch lost between
+the broker and the detector (a NATS cluster whose consumer died with its node forgets what it had delivered and not
+had acknowledged): the oldest ``IN_FLIGHT`` batches go out again, so a hole behind the detector's ack mark is
+filled by the one party that is sure to have it -- the end-to-end retransmission of the end-to-end ack. The
+detector waits for such a hole longer than that (``detector.hole_wait_s``, detector/live/ingest.py).
+
 Each sensor has its own MQTT connection because MQTT allows one Last Will per connection and the
 wire format puts the will ("lost") on the sensor's own retained status topic. A worker thread owns
 the SQLite queue: the asyncio side only hands batches over, so disk and network never stall BLE.
@@ -57,6 +63,9 @@ IN_FLIGHT = 32  # batches without a PUBACK at a time
 OWNER_WAIT_S = 10.0  # connected this long without a detector's _owner announcement: send anyway (queued batches
 # are kept until a detector acks them, and republished when one announces)
 ACK_MODES = ("auto", "detector", "broker")
+ACK_STALL_S = 20.0  # the detector's ack (published every ACK_EVERY_S = 5 s while it moves) has not covered the oldest
+# batch sent for this long: send the oldest batches again. Shorter than the detector's hole wait (60 s of data), longer
+# than a few ack periods, so a busy detector is not flooded; a detector that is down gets IN_FLIGHT batches per stall
 
 
 class SensorPublisher:
@@ -98,6 +107,7 @@ class SensorPublisher:
         self._last_status: SensorStatus | None = None
         self.published = 0
         self.rejected = 0
+        self.resent = 0  # batches sent again because the detector's ack stalled
         self._depth = 0
         self._dropped = 0
         self.client = make_client(
@@ -216,7 +226,7 @@ class SensorPublisher:
         connections = 0
         applied_ack = -1
         owner_epoch = 0
-        connected_at = time.monotonic()
+        connected_at = ack_moved_at = time.monotonic()
         waits_for_detector = self.ack_mode == "detector" or (self.ack_mode == "auto" and q.ack_seen)
         try:
             while True:
@@ -241,6 +251,7 @@ class SensorPublisher:
                 until = self._ack_until
                 if until > applied_ack and self.ack_mode != "broker":
                     applied_ack = until
+                    ack_moved_at = time.monotonic()
                     if not waits_for_detector:
                         waits_for_detector = True  # auto: a detector acks this sensor from now on
                         q.set_ack_seen()
@@ -280,6 +291,23 @@ class SensorPublisher:
                     last_sent = 0
                     in_flight.clear()
                 received = self.ack_mode == "broker" or epoch > 0 or time.monotonic() - connected_at >= OWNER_WAIT_S
+                now = time.monotonic()
+                if connected and received and waits_for_detector and last_sent and now - ack_moved_at >= ACK_STALL_S:
+                    ack_moved_at = now  # the next stall resend at the earliest ACK_STALL_S from now
+                    resent = [
+                        (row_id, self.client.publish(topic, payload, qos=1))
+                        for row_id, topic, payload in q.peek(IN_FLIGHT)
+                    ]
+                    for row_id, info in resent:
+                        in_flight[info.mid] = row_id
+                    if resent:
+                        self.resent += len(resent)
+                        log.info(
+                            "%s: no detector ack for %.0f s: sent the oldest %d batches again",
+                            self.topic,
+                            ACK_STALL_S,
+                            len(resent),
+                        )
                 if connected and received and len(in_flight) < IN_FLIGHT:
                     for row_id, topic, payload in q.peek(IN_FLIGHT - len(in_flight), last_sent):
                         info = self.client.publish(topic, payload, qos=1)

@@ -155,6 +155,13 @@ class DetectorSettings(_Section):
     instance: str = Field("detector", description="client id / status topic instance")
     state_dir: Path = Field(Path("./var/detector"), description="outbox and scorer state live here")
     reorder_window_s: float = Field(5.0, ge=0, le=120)
+    hole_wait_s: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="data seconds a sensor's batches wait past a seq hole (a batch in transit: a broker's late "
+        "redelivery, a collector's resend) before it is given up as a gap (detector/live/ingest.py)",
+    )
     night_end_local: str | None = Field(None, description="HH:MM local time that ends a night regardless")
     mqtt_protocol: MqttProtocol = Field(
         "3.1.1",

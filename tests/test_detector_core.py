@@ -123,3 +123,47 @@ def test_a_cleared_retained_status_is_not_a_bad_payload() -> None:
     assert not effects and sum(core.stats.bad.values()) == 0 and core.stats.received == 1
     core.handle([(wire.status_topic("s1", "left-ankle"), b"{")], 1.7e9)
     assert core.stats.bad["payload"] == 1  # a non-empty broken one still is
+
+
+def _movements(points: list[str]) -> set[tuple[str, str]]:
+    return {
+        (line.split(" ")[-1], "kind=" + line.split("kind=")[1].split(",")[0].split(" ")[0])
+        for line in points
+        if line.startswith("movement,")
+    }
+
+
+def test_batches_redelivered_behind_newer_ones_within_the_hole_wait_change_no_movement() -> None:
+    """What a NATS cluster does after a node or a replica dies: batches it had delivered and not had acknowledged
+    come again after its ack_wait, behind up to 40 s of newer data (far past the 5-s reorder window), and some come
+    twice. The legs wait at the seq holes (detector.hole_wait_s, 60 s of data), so the night's movements are
+    exactly offline scoring's -- also across a checkpoint taken while a hole is open and restored in a new core
+    (the journal replay's path)."""
+    import pickle
+    import random
+
+    from simulator import simulate_night
+
+    batches = night_batches(simulate_night("rls-severe", seed=22, duration_h=0.25, jitter_ms=0, gap=False))
+    offline = score_arrays(batches_as_arrays(batches["left"]), batches_as_arrays(batches["right"]))
+    messages = [(wire.acc_topic("nats", f"{side}-ankle"), wire.encode_binary(b)) for side, b in interleave(batches)]
+    rng = random.Random(5)
+    keyed = [(float(i), m) for i, m in enumerate(messages)]
+    for i in rng.sample(range(10, len(messages)), 25):  # 2 messages per data second: 80 positions = 40 s
+        keyed[i] = (i + rng.uniform(20, 80), messages[i])
+    keyed += [(i + rng.uniform(0, 200), messages[i]) for i in rng.sample(range(len(messages)), 30)]  # duplicates
+    stream = [m for _, m in sorted(keyed, key=lambda k: k[0])]
+    core = DetectorCore(Settings(), publish_results=False)
+    points: list[str] = []
+    restarted = False
+    for i in range(0, len(stream), 23):
+        waiting = any(inbox.waiting_for_hole for s in core.subjects.values() for inbox in s.inboxes.values())
+        if waiting and not restarted and i > len(stream) // 3:  # a checkpoint and a restart from it, a hole open
+            restored = DetectorCore(Settings(), publish_results=False)
+            restored.restore(pickle.loads(pickle.dumps(core.snapshot())), 1_700_000_000.0)
+            core, restarted = restored, True
+        points += core.handle(stream[i : i + 23], 1_700_000_000.0).points
+    points += core.end_all_nights().points
+    assert restarted
+    assert _movements(points) == {(str(round(e.onset * 1000)), f"kind={e.kind}") for e in offline.events}
+    assert core.stats.bad.get("late", 0) == 0 and core.stats.holes_given_up == 0

@@ -145,3 +145,48 @@ def test_batches_wait_for_a_detectors_announcement_and_go_again_on_a_newer_one(m
     finally:
         publisher.stop(flush_timeout_s=0.1)
         recorder.disconnect()
+
+
+def test_an_ack_that_stalls_sends_the_oldest_batches_again(mosquitto_factory, tmp_path, monkeypatch) -> None:
+    """A batch the broker lost after its PUBACK, and will never deliver (a NATS consumer that died with its node),
+    stops the detector's ack mark at the hole for good. The publisher does not wait for a reconnect: once the ack
+    has not moved for ACK_STALL_S it sends its oldest queued batches again, and the hole fills."""
+    import collector.publisher as publisher_module
+
+    monkeypatch.setattr(publisher_module, "ACK_STALL_S", 1.0)
+    broker = mosquitto_factory()
+    settings = MqttSettings(url=broker.url, username="plm", password="plm-test-password")
+    recorder = Recorder(settings)
+    recorder.connect()
+    recorder.client.publish(
+        wire.owner_topic("stall"), wire.encode_owner("r", (0, 1), time.time_ns()), qos=1, retain=True
+    ).wait_for_publish(5)
+    start = time.time_ns() - 3600 * NS
+    batches = [wire.make_batch(start + k * NS, RATE_HZ, np.zeros((52, 3), np.float32), k) for k in range(10)]
+    publisher = SensorPublisher(
+        settings, "stall", "left-ankle", "left", tmp_path / "queue", 1000, client_id="stall-pub", ack_mode="detector"
+    )
+    publisher.start()
+    try:
+        assert _wait(lambda: publisher.connected, 10)
+        publisher.submit(batches)
+        assert _wait(lambda: recorder.unique() == len(batches), 10)
+        ack = wire.ack_topic("stall", "left-ankle")
+        # the detector got 0..2 and then nothing it could place (batch 3 lost in the broker): its mark stays there
+        recorder.client.publish(ack, wire.encode_ack(batches[2].end_ns), qos=1, retain=True).wait_for_publish(5)
+        assert _wait(lambda: publisher.queue_depth == 7, 5)
+        with recorder.lock:
+            recorder.batches.clear()
+        assert _wait(lambda: publisher.resent >= 7, 5), publisher.resent
+        assert _wait(lambda: recorder.unique() >= 7, 5)
+        with recorder.lock:
+            again = sorted({b.seq for b in recorder.batches})
+        assert again == list(range(3, 10))  # the unacknowledged ones, not those the ack covers
+        recorder.client.publish(ack, wire.encode_ack(batches[-1].end_ns), qos=1, retain=True).wait_for_publish(5)
+        assert _wait(lambda: publisher.queue_depth == 0, 5)
+        resent = publisher.resent
+        time.sleep(2.5)
+        assert publisher.resent == resent  # nothing left to send again
+    finally:
+        publisher.stop(flush_timeout_s=0.1)
+        recorder.disconnect()

@@ -73,6 +73,7 @@ class Stats:
     nights_finished: int = 0
     nights_reopened: int = 0  # data came back on an ended night's anchor (detector/live/night.py)
     checkpoints_discarded: int = 0  # written by another version of the detector (see the service's _restore)
+    holes_given_up: int = 0  # seq holes waited for in vain (detector/live/ingest.py): a gap where data was sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,6 +412,13 @@ class DetectorCore:
             DeadLetter(topic, bytes(payload), f"{type(exc).__name__}: {exc}", trace, stage, key)
         )
 
+    def _hole_given_up(self, subject: str, sensor: str, count: int) -> None:
+        self.stats.holes_given_up += count
+        self._limited.warning(
+            "hole",
+            f"{subject}/{sensor}: batches missing by seq did not come within detector.hole_wait_s; scored as a gap",
+        )
+
     def _bad(self, kind: str, message: str) -> None:
         self.stats.bad[kind] += 1
         self._limited.warning(kind, message)
@@ -461,13 +469,16 @@ class DetectorCore:
             if side not in state.sides:
                 self._bad("unknown_sensor", f"{parsed.subject} has no {side} leg configured")
                 return None
-            inbox = state.inboxes[side] = SensorInbox(self.settings.detector.reorder_window_s)
+            detector = self.settings.detector
+            inbox = state.inboxes[side] = SensorInbox(detector.reorder_window_s, detector.hole_wait_s)
         state.sensor_of_side.setdefault(side, parsed.sensor)
         counts = inbox.counts
-        late_before = counts["late"]
+        late_before, holes_before = counts["late"], counts["holes_given_up"]
         released = inbox.add(batch)
         if counts["late"] > late_before:
             self._bad("late", f"batch from {parsed.subject}/{parsed.sensor} arrived after its reorder window")
+        if counts["holes_given_up"] > holes_before:
+            self._hole_given_up(parsed.subject, parsed.sensor, counts["holes_given_up"] - holes_before)
         state.last_wall = wall
         if wall - state.last_wall_by_side.get(side, -math.inf) > self.leg_lost_after_s:
             state.sending_since[side] = wall  # the leg (re)starts sending after a silence
@@ -528,7 +539,12 @@ class DetectorCore:
     def _flush_inboxes(self, state: SubjectState) -> None:
         self._score_held(state, force=True)
         for side, inbox in state.inboxes.items():
-            self._score(state, side, inbox.flush(), may_end_night=False)
+            holes_before = inbox.counts["holes_given_up"]
+            released = inbox.flush()
+            if inbox.counts["holes_given_up"] > holes_before:
+                sensor = state.sensor_of_side.get(side, side)
+                self._hole_given_up(state.subject, sensor, inbox.counts["holes_given_up"] - holes_before)
+            self._score(state, side, released, may_end_night=False)
 
     def _apply_status(self, parsed: wire.SensorTopic, status: wire.SensorStatus, wall: float) -> None:
         side = status.side or self._side_of(parsed.subject, parsed.sensor)

@@ -454,16 +454,27 @@ class NatsCluster:
             for i, port in enumerate(cluster_ports)
         ]
 
-    def start(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        try:
-            for node in self.nodes:
-                node.spawn()
-            for node in self.nodes:
-                node.wait_ready(max(1.0, deadline - time.monotonic()))
-        except BaseException:
-            self.stop()  # no node left running behind a cluster that did not come up
-            raise
+    def start(self, timeout_s: float = 60.0, attempts: int = 3) -> None:
+        """Start every node. A port that ``free_port`` found free may be taken by another process before the node
+        binds it (twelve ports, a busy machine): then the whole cluster starts again on fresh ports and stores."""
+        for attempt in range(attempts):
+            deadline = time.monotonic() + timeout_s
+            try:
+                for node in self.nodes:
+                    node.spawn()
+                for node in self.nodes:
+                    node.wait_ready(max(1.0, deadline - time.monotonic()))
+                return
+            except ServiceError as exc:
+                self.stop()
+                if "address already in use" not in str(exc) or attempt == attempts - 1:
+                    raise
+                for node in self.nodes:
+                    shutil.rmtree(node.workdir, ignore_errors=True)
+                self.__post_init__()
+            except BaseException:
+                self.stop()  # no node left running behind a cluster that did not come up
+                raise
 
     def stop(self, timeout_s: float = 10.0) -> None:
         for node in self.nodes:
