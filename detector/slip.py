@@ -30,17 +30,20 @@ while a slip must be decided when the movement closes (before the rules see it, 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from detector.lm import RawMovement
+if TYPE_CHECKING:  # detector.lm uses slip_shaped: no import at run time
+    from detector.lm import RawMovement
 
 SLIP_MAX_S = 1.0
 """Longest motion (onset to offset as measured) that can be a slip. No published value: a slip is "sub-second"
 (the pod turns in 0.1-0.5 s; the detector's boundary filter widens a step by ~0.1 s: measured 0.23-0.52 s,
-5th-95th percentile, on 93 simulated slips of seeds 10-17 at 25/52/100 Hz). A leg movement that ends in a new
-position with the body (turning over 3-20 s, getting up) lasts longer; a movement under 1 s that ends displaced
-by >= SLIP_MIN_DEG was never seen in 5,444 movements of those nights."""
+5th-95th percentile, on 93 simulated slips of seeds 10-17 at 25/52/100 Hz). A leg that ends in a new position
+moves there with the body (turning over, lying down, getting up: seconds); a movement under 1 s that ended
+displaced by >= SLIP_MIN_DEG was never seen among the 5,444 other movements of those nights."""
 
 SLIP_MIN_DEG = 8.0
 """Smallest change of the resting gravity direction that can be a slip. No published value. Movements of the
@@ -50,7 +53,7 @@ twice the largest return error seen and well below the smallest slip; a pod turn
 (not an LM either)."""
 
 
-def step_deg(before: tuple[float, float, float] | None, after: tuple[float, float, float] | None) -> float | None:
+def step_deg(before: Sequence[float] | np.ndarray | None, after: Sequence[float] | np.ndarray | None) -> float | None:
     """Angle (deg) between the resting gravity vectors before and after a movement; None when one is unknown."""
     if before is None or after is None:
         return None
@@ -61,9 +64,16 @@ def step_deg(before: tuple[float, float, float] | None, after: tuple[float, floa
     return math.degrees(math.acos(min(1.0, max(-1.0, float(a @ b) / norm))))
 
 
+def slip_shaped(
+    duration: float, before: Sequence[float] | np.ndarray | None, after: Sequence[float] | np.ndarray | None
+) -> bool:
+    """A motion of ``duration`` s that took the resting gravity vector from ``before`` to ``after``: a slip?"""
+    if duration >= SLIP_MAX_S:
+        return False
+    angle = step_deg(before, after)
+    return angle is not None and angle >= SLIP_MIN_DEG
+
+
 def is_strap_slip(move: RawMovement) -> bool:
     """True when ``move`` is a step of the sensor's orientation too quick for the leg: a strap slip."""
-    if move.duration >= SLIP_MAX_S:
-        return False
-    angle = step_deg(move.before, move.after)
-    return angle is not None and angle >= SLIP_MIN_DEG
+    return slip_shaped(move.duration, move.before, move.after)

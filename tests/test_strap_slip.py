@@ -45,16 +45,21 @@ def test_a_slip_of_the_sensor_is_neither_an_lm_nor_a_twitch(
     assert not s.bed_transitions
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     duration=st.floats(0.6, 9.0),
     angle=st.floats(10.0, 40.0),
+    held=st.floats(0.0, 0.9),
     rate=st.sampled_from([25.0, 52.0, 100.0]),
     seed=st.integers(0, 1000),
 )
-def test_a_big_leg_movement_that_returns_stays_an_lm(duration: float, angle: float, rate: float, seed: int) -> None:
-    """A flexion of the shank by as much as a slip turns the sensor, but that comes back, is an LM."""
-    t, xyz = leg_recording([SyntheticMovement(60.0, duration, angle)], 150.0, rate, seed=seed)
+def test_a_big_leg_movement_that_returns_stays_an_lm(
+    duration: float, angle: float, held: float, rate: float, seed: int
+) -> None:
+    """A flexion of the shank by as much as a slip turns the sensor, but that comes back, is an LM -- also when
+    it rises quickly and is held (the rise alone looks like a slip until the release brings the leg back)."""
+    move = SyntheticMovement(60.0, duration, angle, hold_s=held * max(0.0, duration - 0.4))
+    t, xyz = leg_recording([move], 150.0, rate, seed=seed)
     s = score_arrays((t, xyz))
     assert s.strap_slip_count == 0
     assert s.lm_count == 1, s.events
@@ -69,6 +74,23 @@ def test_slips_and_movements_together() -> None:
     assert s.strap_slip_count == 2
     assert sorted(round(e.onset) for e in s.events if e.kind == "lm") == [30, 50, 70, 90, 110, 130]
     assert s.plm_count == 6 and not _near(s.events, 40.5) and not _near(s.events, 80.5)
+
+
+@pytest.mark.parametrize("rate", [25.0, 52.0, 100.0])
+@pytest.mark.parametrize("order", ["slip 4 s before a held LM", "slip 2 s after a held LM"])
+def test_a_slip_beside_a_held_lm_is_no_part_of_it(rate: float, order: str) -> None:
+    """A slip within the 10 s a held leg waits for its release (hold_max_s), before or after a held LM: the
+    detector must not read the slip and the LM as one movement held and released (nearer the old rest than
+    the held one is no release after a slip: a slip is not undone)."""
+    lm = SyntheticMovement(64.0 if order.endswith("before a held LM") else 60.0, 4.0, 20.0, hold_s=3.2)
+    slip = SyntheticSlip(60.0 if order.endswith("before a held LM") else 66.0, 0.3, 55.0)
+    for seed in range(4):
+        t, xyz = leg_recording([lm], 150.0, rate, seed=seed, slips=(slip,))
+        s = score_arrays((t, xyz))
+        assert s.strap_slip_count == 1, (seed, s.strap_slips, s.events)
+        lms = [e for e in s.events if e.kind == "lm"]
+        assert len(lms) == 1 and abs(lms[0].onset - lm.onset) < 0.5, (seed, s.events)
+        assert not _near(s.events, slip.onset, 0.5), (seed, s.events)
 
 
 def test_small_or_slow_turns_are_not_slips() -> None:
