@@ -21,7 +21,6 @@ from detector.kernels import epoch_sums, first_bad_sample, hysteresis_levels, on
 from detector.nonwear import WearTable
 from detector.params import DetectorParams
 from detector.signal import ActivityFilter, NoiseFloor, estimate_rate_hz
-from detector.slip import slip_shaped
 
 logger = logging.getLogger(__name__)
 
@@ -501,23 +500,6 @@ class LegDetector:
         across2 = np.einsum("ij,ij->i", dev, dev) - along * along
         return bool((across2 >= e.level[a:b] ** 2).any())
 
-    def _slip_beside_hold(
-        self,
-        offset1: float,
-        onset2: float,
-        offset2: float,
-        ref2: np.ndarray,
-        rest: np.ndarray,
-        dev: float,
-        level: float,
-    ) -> bool:
-        """The held movement, or the burst after it, was a strap slip (detector.slip) and the leg did not come
-        back most of the way to where it rested before: two movements, never a hold and its release. A slip
-        is not undone by the next movement, so nearer the old rest than the held one is no release then."""
-        if dev < max(level, self.params.return_fraction * float(np.linalg.norm(ref2 - self._ref))):
-            return False
-        return slip_shaped(offset1 - self._onset_t, self._ref, ref2) or slip_shaped(offset2 - onset2, ref2, rest)
-
     def _quiet_confirmed(self, qt: float, ce: int, lo: int, e: _Extended, out: list[RawMovement]) -> bool:
         """Activity has been quiet since ``qt`` for offset_quiet_s (confirmed at extended index ``ce``).
 
@@ -532,8 +514,7 @@ class LegDetector:
             offset1, sustained1, onset2, ref2, peak2 = self._alt
             dev2 = float(np.linalg.norm(rest - ref2))
             self._alt = None
-            slip = self._slip_beside_hold(offset1, onset2, offset, ref2, rest, dev, level)
-            if dev <= dev2 and not slip:  # back towards the original rest: the burst was the release of the hold
+            if dev <= dev2:  # back towards the original rest: the burst was the release of the hold
                 self._held = True
             else:  # back to (or beyond) the held position: two movements
                 self._emit(self._onset_t, offset1, sustained1, out, self._alt_across[0], self._ref, ref2)

@@ -79,9 +79,8 @@ def test_slips_and_movements_together() -> None:
 @pytest.mark.parametrize("rate", [25.0, 52.0, 100.0])
 @pytest.mark.parametrize("order", ["slip 4 s before a held LM", "slip 2 s after a held LM"])
 def test_a_slip_beside_a_held_lm_is_no_part_of_it(rate: float, order: str) -> None:
-    """A slip within the 10 s a held leg waits for its release (hold_max_s), before or after a held LM: the
-    detector must not read the slip and the LM as one movement held and released (nearer the old rest than
-    the held one is no release after a slip: a slip is not undone)."""
+    """A slip within the 10 s a held leg waits for its release (hold_max_s) before a held LM, or just after one:
+    the slip and the LM stay apart, the LM is found whole and the slip is no event."""
     lm = SyntheticMovement(64.0 if order.endswith("before a held LM") else 60.0, 4.0, 20.0, hold_s=3.2)
     slip = SyntheticSlip(60.0 if order.endswith("before a held LM") else 66.0, 0.3, 55.0)
     for seed in range(4):
