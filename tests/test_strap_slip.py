@@ -1,6 +1,6 @@
 """Strap slip (issue 19, item 5): the sensor turning on the ankle is neither a leg movement nor a posture change.
 
-On the detector's own physical leg model (detector.synthetic) and on the simulator's nights (simulator.slip).
+On the detector's own physical leg model (detector.scoring.synthetic) and on the simulator's nights (simulator.slip).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.scorer import NightScorer, score_arrays
-from detector.slip import SLIP_MAX_S, SLIP_MIN_DEG
-from detector.synthetic import SyntheticMovement, SyntheticSlip, leg_recording
+from detector.scoring.scorer import NightScorer, score_arrays
+from detector.scoring.slip import SLIP_MAX_S, SLIP_MIN_DEG
+from detector.scoring.synthetic import SyntheticMovement, SyntheticSlip, leg_recording
 from simulator.api import prepare_night, simulate_night
 
 

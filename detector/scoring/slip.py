@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # detector.lm uses slip_shaped: no import at run time
-    from detector.lm import RawMovement
+if TYPE_CHECKING:  # detector.scoring.lm uses slip_shaped: no import at run time
+    from detector.scoring.lm import RawMovement
 
 SLIP_MAX_S = 1.0
 """Longest motion (onset to offset as measured) that can be a slip. No published value: a slip is "sub-second"
