@@ -35,6 +35,8 @@ SITUATIONS: dict[str, dict] = {
     "taken-off": {"taken_off": True},  # a sensor taken off the ankle onto a table, sometimes put back on
     "no-partner": {"partner": False},
     "partner-bounce": {"partner": True, "bounce": True},  # partner turns overlapping 25 % of the LMs
+    "strap-slip": {"strap_slip": True},  # ordinary nights with 0-4 strap slips per sensor (simulator.slip)
+    "slip-alone": {"strap_slip": True, "partner": False, "gap": False},  # slips the only disturbance
 }
 """Simulator options of each situation of issue 19; ``ordinary`` nights hold bed entry/exit and partner bounces."""
 
@@ -62,6 +64,9 @@ class NightResult:
     edge_fp: int = 0  # false LMs within 2 min of lights-off / lights-on
     index_given: bool = True
     index_due: bool = True  # the truth's worn fraction is >= 2/3 (detector.scoring.nonwear.MIN_WORN_FRACTION)
+    slips: int = 0  # strap slips simulated (simulator.slip), all legs
+    slip_lm: int = 0  # of which a false LM of the night starts within MATCH_S of the slip
+    slip_twitch: int = 0  # of which a twitch starts within MATCH_S of the slip (on that leg)
 
     @property
     def index_error(self) -> float:
@@ -146,6 +151,11 @@ def evaluate_night(
         near = abs(onset - lights_off) <= 120 or abs(onset - lights_on) <= 120
         if near and not np.any(np.abs(true_onsets - onset) <= MATCH_S):
             edge_fp += 1
+    slips = [(side, ev["start"]) for side in sides for ev in truth.sensors[side].slips]
+    twitches = [(e.side, e.onset) for e in summary.events if e.kind == "twitch"]
+    false_lms = [o for o in detected if not np.any(np.abs(true_onsets - o) <= MATCH_S)]
+    slip_lm = sum(1 for _, at in slips if any(abs(o - at) <= MATCH_S for o in false_lms))
+    slip_twitch = sum(1 for side, at in slips if any(s == side and abs(o - at) <= MATCH_S for s, o in twitches))
     worn_h = truth.worn_hours()["in_bed"]
     off_h = sum(b - a for a, b in truth.nonwear) / 3600
     due = off_h == 0 or worn_h / (worn_h + off_h) >= MIN_WORN_FRACTION
@@ -171,6 +181,9 @@ def evaluate_night(
         edge_fp,
         summary.plm_index is not None,
         due,
+        len(slips),
+        slip_lm,
+        slip_twitch,
     )
 
 
@@ -234,7 +247,7 @@ def situation_table(results: list[NightResult], out=sys.stdout) -> dict[str, dic
     """Per situation (issue 19): LM precision/recall/F1, PLM index error, time-in-bed error, non-wear minutes."""
     print(
         f"{'situation':14} {'nights':>6} {'LM F1':>6} {'sens':>6} {'PPV':>6} {'PLMI<=1/h':>9} {'|dPLMI|':>7} "
-        f"{'|dTIB| h':>8} {'NW rec':>7} {'NW prec':>7} {'worn->NW':>8} {'edge FP':>7} {'no index':>8} {'(truth)':>7}",
+        f"{'|dTIB| h':>8} {'NW rec':>7} {'NW prec':>7} {'worn->NW':>8} {'edge FP':>7} {'no index':>8} {'(truth)':>7} {'slips':>5} {'->LM':>4} {'->tw':>4}",
         file=out,
     )
     table = {}
@@ -261,20 +274,25 @@ def situation_table(results: list[NightResult], out=sys.stdout) -> dict[str, dic
             "no_index": float(sum(not r.index_given for r in rs)),
             "no_index_due": float(sum(not r.index_due for r in rs)),
             "no_index_agree": float(sum(r.index_given == r.index_due for r in rs)),
+            "slips": float(sum(r.slips for r in rs)),
+            "slip_lm": float(sum(r.slip_lm for r in rs)),
+            "slip_twitch": float(sum(r.slip_twitch for r in rs)),
         }
         table[name] = row
         print(
             f"{name:14} {len(rs):6d} {row['lm_f1']:6.3f} {row['sens']:6.3f} {row['ppv']:6.3f} "
             f"{row['plmi_within_1']:9.3f} {row['plmi_abs_err']:7.2f} {row['tib_abs_err_h']:8.3f} "
             f"{row['nw_recall']:7.3f} {row['nw_precision']:7.3f} {100 * row['worn_called_nw']:7.2f}% "
-            f"{row['edge_fp_per_night']:7.2f} {int(row['no_index']):8d} {int(row['no_index_due']):7d}",
+            f"{row['edge_fp_per_night']:7.2f} {int(row['no_index']):8d} {int(row['no_index_due']):7d} "
+            f"{int(row['slips']):5d} {int(row['slip_lm']):4d} {int(row['slip_twitch']):4d}",
             file=out,
         )
     print(
         "targets: LM F1 >= 0.98 (no situation < 0.95); PLMI within 1/h on 95 % of nights (nights given an index);"
         " non-wear minutes found >= 95 %, worn time called non-wear < 1 %; false LMs at bed entry/exit <= 0.5/night."
         " 'no index': nights marked wear_insufficient (worn < 2/3 of the night); (truth): nights the truth says"
-        " were worn less than that.",
+        " were worn less than that. slips: strap slips simulated; ->LM / ->tw: of which a false LM of the night / a"
+        " twitch was detected within 1 s (target: none).",
         file=out,
     )
     return table

@@ -239,6 +239,8 @@ def format_summary(summary: NightSummary) -> str:
         f"  periodicity {_fmt(d['periodicity_index'], '', 2)}",
         f"  long movements {d['long_movement_count']}  twitches {d['twitch_count']}  bilateral {d['bilateral_count']}",
     ]
+    if d.get("strap_slip_count"):
+        lines.append(f"  strap slips      {d['strap_slip_count']}  (the sensor turned on the ankle: not leg movements)")
     if d["imis"]:
         lines.append(f"  median IMI       {statistics.median(d['imis']):.1f} s")
     if d["per_hour"]:

@@ -33,6 +33,7 @@ _OPTIONS = {
     "partner": "bed-partner vibration: True (default), False, or None = on 60 % of nights",
     "calibration": "per-axis bias (~15 mg) and scale (~1 %) errors (default True)",
     "bounce": "bed-partner turns overlapping 25 % of the LMs on purpose (default False; needs partner)",
+    "strap_slip": "the sensor turns on the ankle 0-4 times a night (leg still): False (default), True, None = 20 %",
     "taken_off": "sensor taken off the ankle onto a table/floor, sometimes put back: False (default), True, None = 20 %",
 }
 

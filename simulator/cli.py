@@ -68,6 +68,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="no",
         help="the sensor taken off the ankle onto a table once, put back on half the time (auto: in 20 %% of seeds)",
     )
+    night.add_argument(
+        "--strap-slip",
+        choices=("no", "yes", "auto"),
+        default="no",
+        help="the sensor turns on the ankle 0-4 times, the leg still (auto: in 20 %% of seeds)",
+    )
     night.add_argument("--no-drops", action="store_true", help="no dropped packets (default: realistic drops)")
     night.add_argument("--no-drift", action="store_true", help="no sensor clock drift (default: realistic drift)")
     night.add_argument(
@@ -135,6 +141,8 @@ def _night(args: argparse.Namespace) -> int:
         options["partner"] = False
     if args.taken_off != "no":
         options["taken_off"] = {"auto": None, "yes": True}[args.taken_off]
+    if args.strap_slip != "no":
+        options["strap_slip"] = {"auto": None, "yes": True}[args.strap_slip]
     if args.age is not None:
         options["age"] = args.age
     if problem := make_output_dir(args.out):

@@ -18,6 +18,7 @@ import numpy as np
 
 from simulator.kinematics import leg_acceleration
 from simulator.night import SIDES, NightPlan
+from simulator.slip import apply_slips, draw_slips
 
 # "Taken off" (issue 19): the sensor is unstrapped, handled and left on a table or the floor at any orientation;
 # sometimes it is put back on. Handling is a few seconds of hand motion; on the table the sensor reads gravity
@@ -66,6 +67,8 @@ class SensorModel:
     # taken off the ankle: {"start", "end", "put_back", "handling_s": (off, on), "up" (sensor frame unit
     # vector while lying on the table), "drift_g" (3,), "shake": list of (amp g, hz, phase, dir (3,))}
     off: list[dict] = field(default_factory=list)
+    # strap slips (simulator.slip): {"start", "end", "rotvec" (leg frame, rad), "radius_m", "pod_deg"}
+    slips: list[dict] = field(default_factory=list)
 
     @property
     def packet_len(self) -> int:
@@ -91,6 +94,7 @@ class SensorModel:
         """Samples i0..i1-1 -> (collector time s, xyz float32 g quantised to 1 mg, device ns, kept mask)."""
         t_wall = self.wall_times(i0, i1)
         leg = leg_acceleration(plan, self.side, t_wall, partner=self.partner)
+        apply_slips(self.slips, t_wall, leg)
         for ev in self.off:
             _take_off(self.mount, ev, t_wall, leg)
         xyz = leg @ (self.mount * self.scale[:, None]).T.astype(np.float32)
@@ -196,10 +200,15 @@ def make_sensors(
     partner: bool | None = True,
     calibration: bool = True,
     taken_off: bool | None = False,
+    strap_slip: bool | None = False,
 ) -> dict[str, SensorModel]:
     """Draw tonight's sensors. ``gap=None`` gives a sensor-off gap on 25 % of nights; True forces one.
     ``taken_off``: True = a sensor is taken off the ankle once tonight (both legs' sensors on 60 % of two-leg
-    nights), None = on 20 % of nights, False = never (default)."""
+    nights), None = on 20 % of nights, False = never (default). ``strap_slip``: True = each sensor slips on the
+    ankle 0-4 times tonight (simulator.slip), None = on 20 % of nights, False = never (default)."""
+    slip_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x534C4950]))  # own stream
+    want_slip = (slip_rng.random() < 0.2) if strap_slip is None else bool(strap_slip)
+    slips = {side: draw_slips(slip_rng, plan, side) if want_slip else [] for side in SIDES}
     off_rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x4F4646]))  # own stream: other draws keep
     want_off = (off_rng.random() < 0.2) if taken_off is None else bool(taken_off)
     off_legs: tuple[str, ...] = ()
@@ -245,6 +254,7 @@ def make_sensors(
         )
         if side in off_events:
             model.off.append(off_events[side])
+        model.slips = slips[side]
         if gap_span and side in gap_legs:
             model.gaps.append(gap_span)
         if drops:

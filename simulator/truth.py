@@ -210,6 +210,14 @@ class Truth:
                         {"start": round(ev["start"], 3), "end": round(ev["end"], 3), "put_back": ev["put_back"]}
                         for ev in s.off
                     ],
+                    "slips": [
+                        {
+                            "start": round(ev["start"], 3),
+                            "end": round(ev["end"], 3),
+                            "angle_deg": round(float(np.degrees(np.linalg.norm(ev["rotvec"]))), 2),
+                        }
+                        for ev in s.slips
+                    ],
                     "drops": [{"start": round(a, 3), "end": round(b, 3)} for a, b in s.drops],
                 }
                 for side, s in self.sensors.items()

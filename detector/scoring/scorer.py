@@ -27,6 +27,7 @@ from detector.scoring.inbed import EpochClassification, classify_epochs, upright
 from detector.scoring.lm import LegDetector, LegGap, RawMovement
 from detector.scoring.nonwear import HANDLING_S, MIN_WORN_FRACTION, find_nonwear, intersect, overlap_s
 from detector.scoring.params import DetectorParams
+from detector.scoring.slip import is_strap_slip, step_deg
 from plm.rules import WASM2016, EventScorer, Gap, LegMovement, RuleSet, ScoredMovement, Series
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,8 @@ class NightScorer:
         # every movement each leg reported (twitches too), (onset, offset) in onset order: the non-wear test
         # needs to know which epochs no movement touched, and where the handling before and after ends
         self._leg_moves: dict[str, list[tuple[float, float]]] = {side: [] for side in self.sides}
+        # strap slips (detector.scoring.slip): the sensor turned on the ankle; neither LMs nor twitches
+        self._slips: list[tuple[str, float, float, float]] = []
         self._finished = False
 
     # ----------------------------------------------------------------- input
@@ -226,7 +229,9 @@ class NightScorer:
                 self._rules.add_gap(Gap(start, gap.end))
         for move in sorted(moves, key=lambda m: m.onset):
             self._leg_moves[move.side].append((move.onset, move.offset))
-            if move.kind == "twitch":
+            if is_strap_slip(move):
+                self._slips.append((move.side, move.onset, move.offset, step_deg(move.before, move.after) or 0.0))
+            elif move.kind == "twitch":
                 event = MovementEvent(move.onset, move.duration, move.side, "twitch")
                 self._counts["twitch"] += 1
                 self._store(event)
@@ -411,6 +416,11 @@ class NightScorer:
                 ({"side": side, "start": a, "end": b} for side, spans in nonwear.items() for a, b in spans),
                 key=lambda d: (d["start"], d["side"]),
             ),
+            "strap_slip_count": len(self._slips),
+            "strap_slips": [
+                {"side": side, "start": a, "end": b, "angle_deg": angle}
+                for side, a, b, angle in sorted(self._slips, key=lambda s: (s[1], s[0]))
+            ],
             "nonwear_h": nonwear_s / 3600,
             "worn_fraction": worn_fraction,
             "wear_insufficient": insufficient,

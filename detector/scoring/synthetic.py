@@ -24,6 +24,19 @@ class SyntheticMovement:
     hold_s: float = 0.0  # motionless hold in the middle (a held dorsiflexion): rise, hold, release
 
 
+@dataclass(frozen=True)
+class SyntheticSlip:
+    """The sensor turning on the ankle (strap slip): a minimum-jerk turn of the sensor about the shank's long
+    axis by ``angle_deg`` (plus ``tilt_deg`` about a lateral axis) over ``duration``; the leg does not move.
+    The pod on its circle of ``radius_m`` about the shank adds tangential and centripetal acceleration."""
+
+    onset: float
+    duration: float
+    angle_deg: float
+    tilt_deg: float = 0.0
+    radius_m: float = 0.04
+
+
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
     q = rng.normal(size=4)
     q /= np.linalg.norm(q)
@@ -46,8 +59,10 @@ def leg_recording(
     t0: float = 0.0,
     lying: bool = True,
     jitter: float = 0.0,
+    slips: tuple[SyntheticSlip, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Acceleration (g) of a shank lying (or upright) that tilts by each movement's angle and back."""
+    """Acceleration (g) of a shank lying (or upright) that tilts by each movement's angle and back; with
+    ``slips``, the sensor turns on the shank at those times (the leg itself does not)."""
     rng = np.random.default_rng(seed)
     n = int(duration_s * rate_hz)
     t = np.arange(n) / rate_hz
@@ -70,5 +85,33 @@ def leg_recording(
         [np.zeros(n), SHANK_RADIUS_M * alpha / G * np.cos(angle), -SHANK_RADIUS_M * alpha / G * np.sin(angle)], axis=1
     )
     leg = -gravity + linear  # an accelerometer at rest reads +1 g upward
+    leg = _slipped(leg, t, slips)
     xyz = leg @ random_rotation(rng).T + rng.normal(0, noise_g, (n, 3))
     return t + t0, np.round(xyz, 3)
+
+
+def _axis_angle(axis: np.ndarray, angle: float) -> np.ndarray:
+    k = axis / np.linalg.norm(axis)
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * (kx @ kx)
+
+
+def _slipped(leg: np.ndarray, t: np.ndarray, slips: tuple[SyntheticSlip, ...]) -> np.ndarray:
+    """What a sensor that turned on the shank reads: a sensor turned by O (leg frame) reads O^T x."""
+    out = leg.copy()
+    turned = np.eye(3)  # O after the slips so far
+    for s in sorted(slips, key=lambda s: s.onset):
+        rotvec = np.radians(s.angle_deg) * np.array([0.0, 0.0, 1.0]) + np.radians(s.tilt_deg) * np.array([1.0, 0, 0])
+        theta = float(np.linalg.norm(rotvec))
+        axis = rotvec / theta
+        tau = np.clip((t - s.onset) / s.duration, 0, 1)
+        pos = tau**3 * (10 - 15 * tau + 6 * tau**2)
+        vel = 30 * tau**2 * (1 - tau) ** 2 / s.duration
+        acc = (60 * tau - 180 * tau**2 + 120 * tau**3) / s.duration**2
+        for i in np.flatnonzero(t >= s.onset):
+            turn = _axis_angle(axis, theta * pos[i])
+            radial = turn @ np.array([1.0, 0.0, 0.0])
+            lin = s.radius_m * (theta * acc[i] * np.cross(axis, radial) - (theta * vel[i]) ** 2 * radial) / G
+            out[i] = (turn @ turned).T @ (leg[i] + lin)
+        turned = _axis_angle(axis, theta) @ turned
+    return out
