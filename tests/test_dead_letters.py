@@ -48,7 +48,7 @@ def _raise_for_poison(original):
 
 def _close(detector: LiveDetector) -> None:
     detector.sink.close()
-    detector.storage.journal.close()
+    detector.journal.close()
 
 
 def test_a_message_that_raises_is_dead_lettered_and_the_rest_goes_on(tmp_path, batches, monkeypatch):
@@ -56,17 +56,17 @@ def test_a_message_that_raises_is_dead_lettered_and_the_rest_goes_on(tmp_path, b
     detector = LiveDetector(_settings(tmp_path), publish_results=False)
     good = [_acc("healthy", b) for b in batches["left"][:120]]
     detector.apply_many([POISON, *good[:60], POISON, *good[60:]], ids=[1, *range(2, 62), 62, *range(63, 123)])
-    assert detector.storage.journal.dead_letter_total == 2
+    assert detector.journal.dead_letter_total == 2
     assert (
         detector.subjects["healthy"].last_t["left"] >= batches["left"][100].start_ns / 1e9
     )  # minus the reorder window
-    [_newest, oldest] = detector.storage.journal.dead_letters()
+    [_newest, oldest] = detector.journal.dead_letters()
     assert oldest["topic"] == POISON[0] and bytes(oldest["payload"]) == POISON[1]
     assert oldest["stage"] == "message" and "RuntimeError: injected fault" in oldest["error"]
     assert "injected fault" in oldest["traceback"] and "_apply_status" in oldest["traceback"]
     # a redelivery or replay of the same journal row is not filed twice
     detector.apply_many([POISON], ids=[1])
-    assert detector.storage.journal.dead_letter_total == 2
+    assert detector.journal.dead_letter_total == 2
     health = []
     detector.sink.put = health.extend  # capture the detector_health point it writes
     detector._publish_status("online")
@@ -101,9 +101,9 @@ def test_a_scorer_that_raises_loses_one_subject_not_all(tmp_path, batches):
     detector.subjects["broken"].scorer.feed = fail
     detector.apply_many([m for b in left[1:40] for m in (_acc("broken", b), _acc("healthy", b))])
     assert detector.subjects["healthy"].last_t["left"] >= left[30].start_ns / 1e9  # minus the reorder window
-    letters = detector.storage.journal.dead_letters(1000)
+    letters = detector.journal.dead_letters(1000)
     assert {row["stage"] for row in letters} == {"scoring"}
-    assert detector.storage.journal.dead_letter_total == len(letters) >= 1
+    assert detector.journal.dead_letter_total == len(letters) >= 1
     # each set-aside batch is kept as a wire payload a developer can decode (and publish again)
     kept = sorted(wire.decode(bytes(row["payload"]), now_ns=2**62).start_ns for row in letters)
     assert kept[0] >= left[0].start_ns and all(
@@ -124,7 +124,7 @@ def test_storage_failures_are_not_dead_lettered(tmp_path):
     detector.sink.put = disk_full
     with pytest.raises(OutboxError):
         detector.apply_many([(wire.diary_topic("alice"), b"slept badly")])
-    assert detector.storage.journal.dead_letter_total == 0
+    assert detector.journal.dead_letter_total == 0
     _close(detector)
 
 

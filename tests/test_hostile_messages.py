@@ -119,12 +119,12 @@ def detector(tmp_path_factory: pytest.TempPathFactory) -> LiveDetector:
 
 
 def _apply_and_check(detector: LiveDetector, topic: str, payload: bytes) -> None:
-    received, dead = detector.stats.received, detector.storage.journal.dead_letter_total
+    received, dead = detector.stats.received, detector.journal.dead_letter_total
     detector.apply_many([(topic, payload)])  # anything it raises fails the test, with the input shown
     assert detector.stats.received == received + 1
-    assert detector.storage.journal.dead_letter_total == dead, (
+    assert detector.journal.dead_letter_total == dead, (
         f"reached the dead-letter table, so the wire boundary let it through: "
-        f"{detector.storage.journal.dead_letters(1)[0]['error']} for {payload[:300]!r}"
+        f"{detector.journal.dead_letters(1)[0]['error']} for {payload[:300]!r}"
     )
 
 

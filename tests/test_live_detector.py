@@ -347,7 +347,7 @@ def test_checkpoints_stretch_to_a_small_share_of_the_time(mosquitto, influxd, tm
         detector._checkpoint_cost_s = 2.0  # e.g. 1000 subjects on a busy machine
         assert detector._checkpoint_interval_s() == pytest.approx(2.0 / CHECKPOINT_MAX_SHARE)
     finally:
-        detector.storage.journal.close()
+        detector.journal.close()
         detector.sink.close(flush_timeout_s=0)
 
 

@@ -25,8 +25,14 @@ def _night(start_s: float, hours: float, seed: int = 5) -> dict[str, list[wire.S
 
 
 def _without(batches: dict[str, list[wire.SampleBatch]], lo_s: float, hi_s: float) -> dict[str, list[wire.SampleBatch]]:
-    """A hole in both legs' data (the sensors out of range): no batch starting in [lo_s, hi_s)."""
-    return {side: [b for b in bs if not lo_s <= b.start_ns / 1e9 < hi_s] for side, bs in batches.items()}
+    """A hole in both legs' data (the sensors out of range): no batch starting in [lo_s, hi_s). The collector
+    numbers the batches it publishes, so ``seq`` stays contiguous across the hole (a hole in ``seq`` would be
+    batches in transit, which the detector waits for)."""
+    kept = {side: [b for b in bs if not lo_s <= b.start_ns / 1e9 < hi_s] for side, bs in batches.items()}
+    return {
+        side: [wire.make_batch(b.start_ns, b.rate_hz, b.xyz, seq) for seq, b in enumerate(bs)]
+        for side, bs in kept.items()
+    }
 
 
 def _stream(core: DetectorCore, batches: dict[str, list[wire.SampleBatch]], *, tick_every_s: float = 60.0) -> Effects:

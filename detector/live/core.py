@@ -215,7 +215,6 @@ class DetectorCore:
         self.acks.resend_all()
         for subject in self.subjects.values():
             subject.last_wall_by_side = dict.fromkeys(subject.sides, wall_s)
-            subject.sending_since = dict.fromkeys(subject.sides, wall_s)
 
     # ------------------------------------------------------------------ applying messages
 
@@ -365,13 +364,14 @@ class DetectorCore:
         goes on is lost for now: it becomes a gap up to the other leg's time, so the working leg's
         movements are not held back all night. Wall time, not data time: a replay at 1000x must not
         declare a leg lost because its batches came a few milliseconds after the other's. "Goes on": the
-        leading leg has been sending for ``leg_lost_after_s`` too -- after a silence of both (the collector
-        or the broker away), the leg whose batch comes back first must not declare the other lost."""
+        leading leg's data has run on without a hole for ``leg_lost_after_s`` too -- after a silence of both
+        (the collector or the broker away), the leg whose batch comes back first must not declare the other
+        lost. Data time for that run, so that groups applied minutes apart (a backlog) do not restart it."""
         if len(state.sides) < 2 or not state.last_t:
             return
         lead = max(state.last_t.values())
         leaders = [side for side, t in state.last_t.items() if t == lead]
-        if all(wall - state.sending_since.get(side, state.first_wall) <= self.leg_lost_after_s for side in leaders):
+        if all(lead - state.run_start_t.get(side, -math.inf) <= self.leg_lost_after_s for side in leaders):
             return
         events: list[MovementEvent] = []
         for side in state.sides:
@@ -379,6 +379,8 @@ class DetectorCore:
             heard = state.last_wall_by_side.get(side, state.first_wall)
             if reached is not None and reached < lead and wall - heard > self.leg_lost_after_s:
                 self._score_held(state, force=True, side=side)
+                if (inbox := state.inboxes.get(side)) is not None:  # silent: nothing newer will release these
+                    self._score(state, side, inbox.flush(), may_end_night=False)
                 reached = state.last_t.get(side, state.night_start_s)
                 if reached is not None and reached >= lead:
                     continue
@@ -480,8 +482,6 @@ class DetectorCore:
         if counts["holes_given_up"] > holes_before:
             self._hole_given_up(parsed.subject, parsed.sensor, counts["holes_given_up"] - holes_before)
         state.last_wall = wall
-        if wall - state.last_wall_by_side.get(side, -math.inf) > self.leg_lost_after_s:
-            state.sending_since[side] = wall  # the leg (re)starts sending after a silence
         state.last_wall_by_side[side] = wall
         if not state.first_wall:
             state.first_wall = wall
@@ -531,6 +531,8 @@ class DetectorCore:
             for b in fresh:
                 self._dead_letter(topic, wire.encode_binary(b), exc, key=f"{topic} {b.start_ns}", stage="scoring")
             return
+        if t[0] - state.last_t.get(side, -math.inf) > self.leg_lost_after_s:
+            state.run_start_t[side] = float(t[0])  # the leg's data begins, or resumes after a hole
         state.last_t[side] = float(t[-1])
         self._touched.add(state.subject)  # minutes and summary: once per group (_write_outputs)
         with self._contained(state.subject, "movements"):

@@ -189,7 +189,7 @@ class EndedNight:
             "sensor_of_side",
             "last_wall",
             "last_wall_by_side",
-            "sending_since",
+            "run_start_t",
             "nights_finished",
         }
         for f in fields(SubjectState):
@@ -216,7 +216,7 @@ class SubjectState:
     last_wall: float = 0.0
     first_wall: float = 0.0  # when the night's first batch arrived (wall clock)
     last_wall_by_side: dict[str, float] = field(default_factory=dict)
-    sending_since: dict[str, float] = field(default_factory=dict)  # per side: wall time its current run began
+    run_start_t: dict[str, float] = field(default_factory=dict)  # per side: data time its run without a hole began
     offline_sides: set[str] = field(default_factory=set)  # sensors that said a clean goodbye
     nights_finished: int = 0
     minutes: MinuteState = field(default_factory=MinuteState)
