@@ -13,9 +13,9 @@ no component across the current gravity direction above the stillness offset lev
 motion at the stillness *onset* level (the leg clearly rotating or accelerating sideways) has interrupted
 since. When the movement's ordinary rest (on the whole vector, :mod:`detector.lm`) is finally confirmed,
 the earliest across rest whose every orientation (the low-passed vector, across gravity) lies within the
-noise band (the offset level) of the final orientation on both axes across gravity -- the EMG condition
-"within the resting level" on the shank's orientation, so a slow end of a rotation is not cut early
-(followed as the box each rest spans: exact per axis, at most sqrt(2) looser than a circle) -- and that began at least
+noise band (the offset level) of the final orientation -- the EMG condition "within the resting level"
+on the shank's orientation, so a slow end of a rotation is not cut early (followed as the box each rest
+spans across gravity, whose farthest corner must be within the band: conservative) -- and that began at least
 ``offset_quiet_s`` (the EMG rule's 0.5 s) before the ordinary offset, ends the movement: for 0.5 s or more
 the leg moved, beyond the noise band, only along gravity, which no muscle of a leg at rest does. A shorter
 along-gravity tail is left alone: the heartbeat's recoil and a release's last linear acceleration can
@@ -148,9 +148,9 @@ def across_rest(
 
 def tail_start(state: np.ndarray, offset: float, final_low: np.ndarray, band: float, min_s: float) -> float | None:
     """Where the movement ends by the rule above, or None to keep its ordinary ``offset`` (in the filter's
-    time, as the across rests' starts): the earliest across rest open at the final confirmation whose every
-    orientation lies within ``band`` of the final one on both axes across gravity, if it began at least
-    ``min_s`` before that offset."""
+    time, as the across rests' starts): the earliest across rest open at the final confirmation whose box
+    of orientations lies within ``band`` (across gravity) of the final one, if it began at least ``min_s``
+    before that offset."""
     p = float(final_low @ state[1:4])
     q = float(final_low @ state[4:7])
     for c in range(int(state[0])):
@@ -158,6 +158,6 @@ def tail_start(state: np.ndarray, offset: float, final_low: np.ndarray, band: fl
         start, p0, p1, q0, q1 = state[o : o + _SLOT]
         far_p = max(abs(p - p0), abs(p - p1))
         far_q = max(abs(q - q0), abs(q - q1))
-        if max(far_p, far_q) < band:  # the box lies within the band of the final orientation on both axes
+        if far_p * far_p + far_q * far_q < band * band:  # the box's farthest corner is within the band
             return float(start) if offset - start >= min_s else None
     return None
