@@ -56,8 +56,11 @@ def across_rest(
     low: np.ndarray,
     fast: np.ndarray,
     band: np.ndarray,
-    still_off: np.ndarray,
-    still_on: np.ndarray,
+    still_floor: np.ndarray,
+    off_factor: float,
+    off_min: float,
+    on_factor: float,
+    on_min: float,
     lag: int,
     bridge: int,
     quiet_lag_s: float,
@@ -66,8 +69,9 @@ def across_rest(
     first: int,
     state: np.ndarray,
 ) -> None:
-    """Follow the across rests over samples [a, b) (indices into ``t``/``low``/``fast``/``band``; the level
-    arrays ``still_off``/``still_on`` are indexed from ``first`` = the index of their sample 0). ``lag``:
+    """Follow the across rests over samples [a, b) (indices into ``t``/``low``/``fast``/``band``; the
+    stillness floor ``still_floor`` is indexed from ``first`` = the index of its sample 0, and gives the
+    stillness offset and onset levels as the hysteresis does: max(floor x factor, minimum)). ``lag``:
     samples in ``quiet_lag_s``; a look-back before index 0 uses sample 0 (the sensor's first sample).
     ``bridge``: the longest run of samples above the offset level that is sensor noise, as for the ordinary
     rest (:mod:`detector.lm`: shorter than ``quiet_lag_s``).
@@ -90,12 +94,14 @@ def across_rest(
         along = dx * gx + dy * gy + dz * gz
         across2 = dx * dx + dy * dy + dz * dz - along * along
         k = i - first
+        off = max(still_floor[k] * off_factor, off_min)
+        on = max(still_floor[k] * on_factor, on_min)
         count = int(state[0])
-        if across2 >= still_off[k] * still_off[k]:
+        if across2 >= off * off:
             state[7] += 1.0
         else:
             state[7] = 0.0
-        if across2 > still_on[k] * still_on[k] or state[7] > bridge:
+        if across2 > on * on or state[7] > bridge:
             state[0] = 0.0  # the leg moves across gravity: no rest so far counts
             continue
         if count == 0:  # a plane perpendicular to gravity for the boxes
@@ -115,7 +121,7 @@ def across_rest(
             state[o + 2] = max(state[o + 2], p)
             state[o + 3] = min(state[o + 3], q)
             state[o + 4] = max(state[o + 4], q)
-        if across2 >= still_off[k] * still_off[k]:
+        if across2 >= off * off:
             continue  # not quiet: no rest starts here
         if count > 0:
             o = _HEAD + _SLOT * (count - 1)

@@ -97,7 +97,7 @@ class LegDetector:
         # the open movement's across rest: since when only motion along gravity (a bed bounce) went on
         # (detector.bounce); its end decides whether that tail is part of the movement
         self._xrest = bounce.new_state()
-        self._x_levels = (np.zeros(0), np.zeros(0))  # the piece's stillness offset and onset levels
+        self._x_floor = np.zeros(0)  # the piece's stillness floor (the across rests' levels come from it)
         self._onset_t = 0.0  # onset of the open movement
         self._onset_g = 0  # sample index where the current burst crossed the onset level
         self._sustained = False  # the current burst has a sustained window
@@ -486,17 +486,20 @@ class LegDetector:
             self._peak_still = max(self._peak_still, float(np.sqrt(d2[still].max())))
         self._across = self._across or self._moved_across(e, a, b, self._ref)
         assert self._filter is not None
-        off, on = self._x_levels
+        p = self.params
         bounce.across_rest(
             e.t,
             e.low,
             e.fast,
             e.level,
-            off,
-            on,
+            self._x_floor,
+            p.offset_factor,
+            p.offset_min_g,
+            p.onset_factor,
+            p.onset_min_g,
             self._filter.quiet_n,
             self._bridge_n,
-            self.params.quiet_lag_s,
+            p.quiet_lag_s,
             a,
             b,
             e.h,
@@ -608,10 +611,7 @@ class LegDetector:
             self._keep_history(t, low, fast, level)
             return
         e = _Extended.build(self, t, low, fast, level)
-        self._x_levels = (
-            np.maximum(still_floor * p.offset_factor, p.offset_min_g),
-            np.maximum(still_floor * p.onset_factor, p.onset_min_g),
-        )
+        self._x_floor = still_floor
         csum = np.concatenate(([0], np.cumsum(flags)))
         win_ok = 2 * (csum[w:] - csum[:-w]) > w  # window ending at piece index i
 
@@ -787,6 +787,7 @@ class LegDetector:
             if release >= 0:
                 self._tail_guard = False
             break
+        self._x_floor = np.zeros(0)  # not carried: a checkpoint of the state stays small
         self._count_still_run(quiet)
         self.samples += n
         e.keep(self)
