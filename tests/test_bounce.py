@@ -151,3 +151,15 @@ def test_partner_turns_over_simulated_lms_do_not_stretch_them() -> None:
     assert len(errors) >= 15
     assert np.median(errors) < 0.2
     assert np.mean(np.array(errors) > 1.0) < 0.1
+
+
+def test_the_synthetic_bounce_scales_gravity_along_itself() -> None:
+    """The leg model's bounce is a vertical translation of a leg at rest: the reading changes size, not
+    direction (what 4c and the bounce rule rely on)."""
+    bounce = SyntheticBounce(5.0, 6.0, 0.02)
+    _, still = leg_recording([], 15.0, rate_hz=100.0, noise_g=0.0, seed=9)
+    _, bounced = leg_recording([], 15.0, rate_hz=100.0, noise_g=0.0, seed=9, bounces=(bounce,))
+    size = np.linalg.norm(bounced, axis=1) - np.linalg.norm(still, axis=1)
+    assert np.abs(size).max() > 0.01  # it does bounce
+    cos = np.einsum("ij,ij->i", bounced, still) / np.linalg.norm(bounced, axis=1) / np.linalg.norm(still, axis=1)
+    assert np.degrees(np.arccos(np.clip(cos, -1, 1))).max() < 0.1  # the 1-mg quantisation only
