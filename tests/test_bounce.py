@@ -1,6 +1,6 @@
-"""A bed partner's bounce overlapping a leg movement must not stretch it (issue 19 error 2, detector.bounce).
+"""A bed partner's bounce overlapping a leg movement must not stretch it (issue 19 error 2, detector.scoring.bounce).
 
-The bounce is rendered by the detector's own leg model (detector.synthetic: a vertical translation of the
+The bounce is rendered by the detector's own leg model (detector.scoring.synthetic: a vertical translation of the
 whole leg, i.e. gravity scaled along itself) and by the simulator (partner turns over LMs on purpose)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from detector import bounce
-from detector.lm import LegDetector, RawMovement
-from detector.synthetic import SyntheticBounce, SyntheticMovement, leg_recording
+from detector.scoring import bounce
+from detector.scoring.lm import LegDetector, RawMovement
+from detector.scoring.synthetic import SyntheticBounce, SyntheticMovement, leg_recording
 
 
 def detect(t: np.ndarray, xyz: np.ndarray, cuts: list[int] | None = None) -> list[RawMovement]:

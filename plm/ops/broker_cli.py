@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from plm.broker import (
+    from plm.ops.broker import (
         BrokerConfigError,
         Owner,
         TlsFiles,

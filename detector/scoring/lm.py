@@ -16,12 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector import bounce
-from detector.epochs import COLUMNS, EpochTable
-from detector.kernels import epoch_sums, first_bad_sample, hysteresis_levels, onset_floor, sample_steps
-from detector.nonwear import WearTable
-from detector.params import DetectorParams
-from detector.signal import ActivityFilter, NoiseFloor, estimate_rate_hz
+from detector.scoring import bounce
+from detector.scoring.epochs import COLUMNS, EpochTable
+from detector.scoring.kernels import epoch_sums, first_bad_sample, hysteresis_levels, onset_floor, sample_steps
+from detector.scoring.nonwear import WearTable
+from detector.scoring.params import DetectorParams
+from detector.scoring.signal import ActivityFilter, NoiseFloor, estimate_rate_hz
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class LegDetector:
         # the gravity reading; it is not a leg movement (see _update_peaks)
         self._across = False
         # the open movement's across rest: since when only motion along gravity (a bed bounce) went on
-        # (detector.bounce); its end decides whether that tail is part of the movement
+        # (detector.scoring.bounce); its end decides whether that tail is part of the movement
         self._xrest = bounce.new_state()
         self._x_floor = np.zeros(0)  # the piece's stillness floor (the across rests' levels come from it)
         self._onset_t = 0.0  # onset of the open movement
@@ -150,7 +150,7 @@ class LegDetector:
         # epoch table: epoch index -> [samples, sum x, sum y, sum z (0.1 mg), active samples,
         # sum of the activity envelope (0.1 mg)] -- integers, so exact in any chunking
         self.epochs = EpochTable()
-        # per-epoch integer sums for the non-wear test (detector.nonwear): SD, range, white-noise ratio
+        # per-epoch integer sums for the non-wear test (detector.scoring.nonwear): SD, range, white-noise ratio
         self.wear = WearTable(self.params.epoch_s)
         self.twitch_count = 0
         self.vibration_count = 0  # bursts rejected as bed vibration (no change across gravity)

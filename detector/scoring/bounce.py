@@ -11,7 +11,7 @@ Rule (the EMG offset rule applied to what only the leg can do). While a movement
 are followed: stretches that begin at a sample whose change of the boundary vector over ``quiet_lag_s`` has
 no component across the current gravity direction above the stillness offset level, and that no across
 motion at the stillness *onset* level (the leg clearly rotating or accelerating sideways) has interrupted
-since. When the movement's ordinary rest (on the whole vector, :mod:`detector.lm`) is finally confirmed,
+since. When the movement's ordinary rest (on the whole vector, :mod:`detector.scoring.lm`) is finally confirmed,
 the earliest across rest whose every orientation (the low-passed vector, across gravity) lies within the
 noise band (the offset level) of the final orientation -- the EMG condition "within the resting level"
 on the shank's orientation, so a slow end of a rotation is not cut early (followed as the box each rest
@@ -25,7 +25,7 @@ contraction whose release turns the shank is never cut; what the rule cannot tel
 vertical* tremor of a leg held within the noise band (a single sensor sees it as a bounce).
 
 The kernel carries its state in a small array, so a piece boundary is invisible (any chunking gives the
-same result), as for every per-sample loop of the detector (:mod:`detector.kernels`).
+same result), as for every per-sample loop of the detector (:mod:`detector.scoring.kernels`).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def across_rest(
     stillness offset and onset levels as the hysteresis does: max(floor x factor, minimum)). ``lag``:
     samples in ``quiet_lag_s``; a look-back before index 0 uses sample 0 (the sensor's first sample).
     ``bridge``: the longest run of samples above the offset level that is sensor noise, as for the ordinary
-    rest (:mod:`detector.lm`: shorter than ``quiet_lag_s``).
+    rest (:mod:`detector.scoring.lm`: shorter than ``quiet_lag_s``).
 
     Each candidate rest keeps the box its orientation has spanned across gravity (coordinates in a plane
     perpendicular to gravity, fixed when the first candidate opens). A new candidate opens at a quiet sample
