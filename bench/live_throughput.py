@@ -245,13 +245,13 @@ def cost(sensors: int, seconds: int, work: Path) -> dict:
                 started = time.perf_counter()
                 for i in range(sensors, len(items), group):
                     part = items[i : i + group]
-                    detector.storage.journal.append(part)
+                    detector.journal.append(part)
                     detector.apply_many(part)
                 best = min(best, (time.perf_counter() - started) / (len(items) - sensors))
             finally:
                 scorer_module.NightScorer.feed = real_feed
                 detector.sink.close()
-                detector.storage.journal.close()
+                detector.journal.close()
         out[f"us_per_msg_{label}"] = round(best * 1e6, 1)
     out["us_per_msg_scorer"] = round(out["us_per_msg_with_scorer"] - out["us_per_msg_without_scorer"], 1)
     return out
@@ -664,7 +664,7 @@ def memory(subjects: int, hours: float, work: Path) -> dict:
     tracemalloc.stop()
     elapsed = time.perf_counter() - started
     detector.sink.close()
-    detector.storage.journal.close()
+    detector.journal.close()
     q, h, e = seconds // 4, seconds // 2, seconds
     return {
         "subjects": subjects,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detector.scoring import bounce
 from detector.scoring.epochs import COLUMNS, EpochTable
 from detector.scoring.kernels import epoch_sums, first_bad_sample, hysteresis_levels, onset_floor, sample_steps
 from detector.scoring.nonwear import WearTable
@@ -93,6 +94,10 @@ class LegDetector:
         # tilted or accelerated sideways. A vertical bounce of the mattress (a bed partner) only scales
         # the gravity reading; it is not a leg movement (see _update_peaks)
         self._across = False
+        # the open movement's across rest: since when only motion along gravity (a bed bounce) went on
+        # (detector.scoring.bounce); its end decides whether that tail is part of the movement
+        self._xrest = bounce.new_state()
+        self._x_floor = np.zeros(0)  # the piece's stillness floor (the across rests' levels come from it)
         self._onset_t = 0.0  # onset of the open movement
         self._onset_g = 0  # sample index where the current burst crossed the onset level
         self._sustained = False  # the current burst has a sustained window
@@ -428,6 +433,7 @@ class LegDetector:
             self._peak_still = 0.0
             self._across = False
             self._held = False
+        self._xrest = bounce.new_state()  # the across rest is followed from each burst on
         self._state = MOVING
         self._onset_g = g0 + k
         self._sustained = False
@@ -479,6 +485,26 @@ class LegDetector:
         if still.any():
             self._peak_still = max(self._peak_still, float(np.sqrt(d2[still].max())))
         self._across = self._across or self._moved_across(e, a, b, self._ref)
+        assert self._filter is not None
+        p = self.params
+        bounce.across_rest(
+            e.t,
+            e.low,
+            e.fast,
+            e.level,
+            self._x_floor,
+            p.offset_factor,
+            p.offset_min_g,
+            p.onset_factor,
+            p.onset_min_g,
+            self._filter.quiet_n,
+            self._bridge_n,
+            p.quiet_lag_s,
+            a,
+            b,
+            e.h,
+            self._xrest,
+        )
         if self._alt is not None:
             o1, s1, on2, ref2, peak2 = self._alt
             d2 = e.distance2(a, b, ref2, fast=False)
@@ -509,6 +535,10 @@ class LegDetector:
         offset = min(self._refine_offset(ce, lo, e), qt - self._delay_s)
         rest = e.low[ce]
         level = float(e.level[ce])
+        # only motion along gravity (a bed bounce) for offset_quiet_s or more before that offset: it ended there
+        tail = bounce.tail_start(self._xrest, offset + self._delay_s, rest, level, p.offset_quiet_s)
+        if tail is not None:
+            offset = tail - self._delay_s
         dev = float(np.linalg.norm(rest - self._ref))
         if self._alt is not None:
             offset1, sustained1, onset2, ref2, peak2 = self._alt
@@ -556,11 +586,12 @@ class LegDetector:
         assert self._still_floor is not None
         level = np.empty(n)
         marks = np.empty((4, n), dtype=np.bool_)
+        still_floor = self._still_floor.per_sample(still)
         hysteresis_levels(
             env,
             self._floor.per_sample(env),
             still,
-            self._still_floor.per_sample(still),
+            still_floor,
             p.onset_factor,
             p.onset_min_g,
             p.offset_factor,
@@ -580,6 +611,7 @@ class LegDetector:
             self._keep_history(t, low, fast, level)
             return
         e = _Extended.build(self, t, low, fast, level)
+        self._x_floor = still_floor
         csum = np.concatenate(([0], np.cumsum(flags)))
         win_ok = 2 * (csum[w:] - csum[:-w]) > w  # window ending at piece index i
 
@@ -755,6 +787,7 @@ class LegDetector:
             if release >= 0:
                 self._tail_guard = False
             break
+        self._x_floor = np.zeros(0)  # not carried: a checkpoint of the state stays small
         self._count_still_run(quiet)
         self.samples += n
         e.keep(self)

@@ -37,6 +37,19 @@ class SyntheticSlip:
     radius_m: float = 0.04
 
 
+@dataclass(frozen=True)
+class SyntheticBounce:
+    """The mattress moving the whole leg up and down (a bed partner turning over): a vertical translation,
+    so the specific force is gravity scaled by 1 + a(t)/g along itself -- no rotation of the shank and no
+    acceleration across gravity. ``a(t)`` is broadband: sinusoids at ``hz`` with random phases under a
+    sin^2 envelope, ``peak_g`` at most (docs/scoring.md 4d)."""
+
+    onset: float
+    duration: float
+    peak_g: float
+    hz: tuple[float, ...] = (1.7, 3.9, 7.3)
+
+
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
     q = rng.normal(size=4)
     q /= np.linalg.norm(q)
@@ -60,6 +73,7 @@ def leg_recording(
     lying: bool = True,
     jitter: float = 0.0,
     slips: tuple[SyntheticSlip, ...] = (),
+    bounces: tuple[SyntheticBounce, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Acceleration (g) of a shank lying (or upright) that tilts by each movement's angle and back; with
     ``slips``, the sensor turns on the shank at those times (the leg itself does not)."""
@@ -84,7 +98,14 @@ def leg_recording(
     linear = np.stack(
         [np.zeros(n), SHANK_RADIUS_M * alpha / G * np.cos(angle), -SHANK_RADIUS_M * alpha / G * np.sin(angle)], axis=1
     )
-    leg = -gravity + linear  # an accelerometer at rest reads +1 g upward
+    scale = np.ones(n)
+    phases = np.random.default_rng([seed, 0xB0])  # own stream: the same leg and noise with or without a bounce
+    for bounce in bounces:
+        inside = (t >= bounce.onset) & (t < bounce.onset + bounce.duration)
+        tau = t[inside] - bounce.onset
+        wave = sum(np.sin(2 * np.pi * f * tau + phases.uniform(0, 2 * np.pi)) for f in bounce.hz) / len(bounce.hz)
+        scale[inside] += bounce.peak_g * np.sin(np.pi * tau / bounce.duration) ** 2 * wave
+    leg = -gravity * scale[:, None] + linear  # an accelerometer at rest reads +1 g upward
     leg = _slipped(leg, t, slips)
     xyz = leg @ random_rotation(rng).T + rng.normal(0, noise_g, (n, 3))
     return t + t0, np.round(xyz, 3)
