@@ -49,17 +49,19 @@ def test_pin_plan_gives_each_replica_its_own_core() -> None:
         pin_plan(3, [0, 1])
 
 
-def test_summary_reports_both_figures_and_their_ratios() -> None:
+def test_summary_reports_both_figures_and_compares_cpu_at_equal_load_per_replica() -> None:
     def run(n: int, sensors: int, kept: bool, cpu: int) -> dict:
         return {"replicas": n, "sensors": sensors, "kept_up": kept, "cpu_sustainable_sensors": cpu}
 
     out = summary(
         {
-            1: [run(1, 1000, True, 2500), run(1, 1500, False, 2400)],
+            1: [run(1, 1000, True, 2500), run(1, 1500, True, 2600), run(1, 2000, False, 2400)],
             2: [run(2, 2000, True, 4800), run(2, 3000, True, 4600), run(2, 4000, False, 4000)],
         }
     )
-    assert out["sustained_direct_1"] == 1000 and out["sustained_direct_2"] == 3000
-    assert out["speedup_direct"] == 3.0
-    assert out["speedup_cpu"] == round(4600 / 2500, 2)
-    assert out["not_kept_up_first_1"] == 1500
+    assert out["sustained_direct_1"] == 1500 and out["sustained_direct_2"] == 3000
+    assert out["speedup_direct"] == 2.0
+    assert out["speedup_cpu"] == round(4600 / 2600, 2)  # 1 x 1500 against 2 x 3000
+    assert out["not_kept_up_first_1"] == 2000
+    unmatched = summary({1: [run(1, 1000, True, 2500)], 2: [run(2, 1500, True, 4000), run(2, 2000, False, 3000)]})
+    assert unmatched["speedup_cpu"] == 1.6 and "best of each" in str(unmatched["cpu_compared_at"])
