@@ -67,6 +67,15 @@ def _subjects(sensors: int) -> list[str]:
     return sorted({wire.parse_sensor_topic(topic).subject for topic, _key in _topics(sensors)})
 
 
+def _process_cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system, all threads) a process has used so far; 0 once it is gone (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pin_plan(replicas: int, cores: list[int]) -> tuple[list[set[int]], set[int]]:
     """Cores per replica (one each, its own) and the cores of everything else: the cores no replica has, or all
     of them when the replicas take every core (then the load competes; see the module docstring)."""
@@ -160,7 +169,14 @@ def rung(influxd: Influxd1, replicas: int, sensors: int, seconds: int, work: Pat
         marks: dict[int, list[tuple[float, int, float]]] = {k: [] for k in range(replicas)}
         received = dict.fromkeys(range(replicas), 0)
         ignored = dict.fromkeys(range(replicas), 0)
+        # the load's own CPU (publishers, mosquitto, influxd) over the measured span: what a 2-core box must
+        # give it besides the replicas
+        load_pids = [p.pid for p in publishers] + [mosq.proc.pid, influxd.proc.pid]  # type: ignore[union-attr]
+        load_marks: list[tuple[float, float]] = []
         while time.time() < t0 + seconds + 8:
+            now = time.time()
+            if (not load_marks and now > t0 + WARMUP_S) or (len(load_marks) == 1 and now > t0 + seconds - 1):
+                load_marks.append((now, sum(_process_cpu_s(pid) for pid in load_pids)))
             try:
                 r = reports.get(timeout=2.0)
             except queue.Empty:  # every replica too busy to report; its lag shows in the next one
@@ -205,6 +221,11 @@ def rung(influxd: Influxd1, replicas: int, sensors: int, seconds: int, work: Pat
             "kept_up": all(r["kept_up"] for r in per_replica) and announced == len(subjects),
             "subjects_announced": f"{announced}/{len(subjects)}",
             "load_cores": sorted(rest),
+            "load_cpu_cores_used": round(
+                (load_marks[1][1] - load_marks[0][1]) / (load_marks[1][0] - load_marks[0][0]), 2
+            )
+            if len(load_marks) == 2
+            else None,
             "machine_load_1_5_15_min": [round(x, 2) for x in load_before],
             # sensors the replicas' cores would sustain at this cost: each replica's core / its CPU per
             # sensor-second, summed (each replica serves its own share of the subjects)
