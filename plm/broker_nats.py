@@ -17,8 +17,11 @@ What NATS needs beyond the mosquitto ACL (found against nats-server 2.9.10, test
   where mosquitto grants it and filters each message: a viewer must subscribe to its own subjects' topics;
 * a forbidden publish is acknowledged (PUBACK) and dropped, as on mosquitto.
 
-Users may connect over MQTT only (``allowed_connection_types``): the same passwords on the NATS client port
-would otherwise reach subjects the MQTT mapping never produces (e.g. the JetStream API).
+Users may connect over MQTT only (``allowed_connection_types``), and that is what keeps ``$MQTT.sub.>`` safe:
+over MQTT a subscription to ``$MQTT/sub/#`` is refused, but over the NATS protocol (the client port, which
+cannot be switched off) the same permission let a viewer of another subject subscribe to ``$MQTT.sub.>`` and
+receive a collector's raw batches on their way to the detector (tried by hand on 2.9.10 with
+``allowed_connection_types`` removed; the test checks that the NATS port refuses these users).
 """
 
 from __future__ import annotations
