@@ -420,12 +420,17 @@ class _TimedDetector(LiveDetector):
         self.core._emit = timed
 
 
-def _detector_process(settings: Settings, reports, stop, shard: tuple[int, int] = (0, 1)) -> None:
+def _detector_process(
+    settings: Settings, reports, stop, shard: tuple[int, int] = (0, 1), max_chunk_s: float = 16.0
+) -> None:
     """The detector in its own process, as ``plm detect [--shard k/N]`` runs: reports progress once a second
     (a dict: ``kind`` started / progress / stopped, ``shard``, ``now``, ``received``, ``ignored`` (other shards'
     messages that still reached it), ``reached`` (the most behind leg's scored data), ``chunk_s``, ``cpu_s``;
-    the stopped report adds ``emitted``)."""
-    detector = _TimedDetector(settings, shard=shard, publish_results=True, checkpoint_every_s=30.0)
+    the stopped report adds ``emitted``). ``max_chunk_s``: the service's longest chunk (0: every batch scored on
+    arrival, whatever the load)."""
+    detector = _TimedDetector(
+        settings, shard=shard, publish_results=True, checkpoint_every_s=30.0, max_chunk_s=max_chunk_s
+    )
     detector.start()
 
     def report(kind: str, **extra) -> None:

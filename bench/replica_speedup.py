@@ -21,10 +21,16 @@ not the detector. So two figures are printed:
   time counts only what the detector itself used, so another process on its core does not inflate it (much:
   caches are shared), which is why it is the robust figure on a 2-core box.
 
+* **CPU-based, chunk fixed** (first, ``--cpu-sensors`` per replica): the same at equal load per replica
+  (1 x S, 2 x 2S) with the replicas' chunk fixed at 0 (``max_chunk_s=0``), because the service lengthens its
+  chunk when its process is starved of CPU and a longer chunk costs less per message: with the default policy
+  the CPU per message on a busy machine measures the contention as much as the detector (``fixed_chunk_cpu``).
+
 Speed-up = figure with 2 replicas / figure with 1 (target >= 1.7). Before replicas subscribed to their own
 subjects only (#22 item 1), each replica received and decoded every subject's batches.
 
-    python -m bench.replica_speedup                       # the full figure (~15 min)
+    python -m bench.replica_speedup                       # the full figure (~10-20 min)
+    python -m bench.replica_speedup --skip-ladders        # only the fixed-chunk CPU figure (~3 min)
     python -m bench.replica_speedup --seconds 30 --ladder-1 500 --ladder-2 1000   # a quick check
 
 Measures the software; it does not diagnose anyone.
@@ -119,9 +125,18 @@ def _announce(url: str, subjects: list[str], timeout_s: float) -> int:
     return len(owners & wanted)
 
 
-def rung(influxd: Influxd1, replicas: int, sensors: int, seconds: int, work: Path, pin: bool = True) -> dict:
-    """One run: ``replicas`` replicas, ``sensors`` live sensors for ``seconds``. Per replica: kept up, lag, CPU."""
-    tag = f"n{replicas}s{sensors}"
+def rung(
+    influxd: Influxd1,
+    replicas: int,
+    sensors: int,
+    seconds: int,
+    work: Path,
+    pin: bool = True,
+    max_chunk_s: float = 16.0,
+) -> dict:
+    """One run: ``replicas`` replicas, ``sensors`` live sensors for ``seconds``. Per replica: kept up, lag, CPU.
+    ``max_chunk_s``: the replicas' longest chunk (the service's default 16 s; 0 fixes it at 0)."""
+    tag = f"n{replicas}s{sensors}c{max_chunk_s:g}"
     mosq = Mosquitto(workdir=work / f"mosquitto-{tag}")  # fresh: no session or retained status of an earlier run
     mosq.start()
     reports: mp.Queue = mp.Queue()
@@ -136,7 +151,7 @@ def rung(influxd: Influxd1, replicas: int, sensors: int, seconds: int, work: Pat
             settings = _settings(
                 mosq, influxd, work / tag / f"r{k}", instance=f"speed{tag}r{k}", reorder_window_s=WINDOW_S
             )
-            p = mp.Process(target=_detector_process, args=(settings, reports, stop, (k, replicas)))
+            p = mp.Process(target=_detector_process, args=(settings, reports, stop, (k, replicas), max_chunk_s))
             p.start()
             os.sched_setaffinity(p.pid, own[k])  # type: ignore[arg-type]
             detectors.append(p)
@@ -218,6 +233,7 @@ def rung(influxd: Influxd1, replicas: int, sensors: int, seconds: int, work: Pat
             "replicas": replicas,
             "sensors": sensors,
             "seconds": seconds,
+            "max_chunk_s": max_chunk_s,
             "kept_up": all(r["kept_up"] for r in per_replica) and announced == len(subjects),
             "subjects_announced": f"{announced}/{len(subjects)}",
             "load_cores": sorted(rest),
@@ -289,25 +305,56 @@ def summary(runs: dict[int, list[dict]]) -> dict[str, object]:
     return out
 
 
+def fixed_chunk_cpu(influxd: Influxd1, per_replica: int, seconds: int, work: Path, pin: bool) -> dict[str, object]:
+    """The CPU-based figure with the chunk fixed at 0 (every batch scored on arrival): 1 replica x
+    ``per_replica`` sensors, then 2 replicas x ``2 * per_replica``. The service's chunk policy lengthens the
+    chunk when its process is starved of CPU (a backlog builds), and a longer chunk costs less per message, so on
+    a machine other work loads the CPU per message of the default policy measures the contention as much as the
+    detector. With the chunk fixed it measures the detector's work at equal load per replica, whether or not the
+    starved process keeps up; 0 is its costliest mode (used below ~1000 sensors per core), so the sensors it
+    extrapolates to are a lower bound."""
+    out: dict[str, object] = {"per_replica_sensors": per_replica}
+    for n in (1, 2):
+        print(f"CPU, chunk fixed at 0: {n} replica(s) x {per_replica} sensors each for {seconds} s", flush=True)
+        r = rung(influxd, n, n * per_replica, seconds, work, pin, max_chunk_s=0.0)
+        print(json.dumps(r), flush=True)
+        out[f"run_{n}"] = r
+        out[f"cpu_sustainable_{n}"] = r["cpu_sustainable_sensors"]
+    c1, c2 = out["cpu_sustainable_1"], out["cpu_sustainable_2"]
+    out["speedup_cpu_fixed_chunk"] = round(c2 / c1, 2) if c1 and c2 else None  # type: ignore[operator]
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--replicas", default="1,2", help="replica counts (at most the machine's cores)")
+    parser.add_argument("--replicas", default="1,2", help="replica counts of the ladders (at most the machine's cores)")
     parser.add_argument("--ladder-1", default="500,1000,1500,2000,2500,3000", help="sensor counts, 1 replica")
     parser.add_argument("--ladder-2", default="1000,2000,3000,4000,5000,6000", help="sensor counts, 2 replicas")
     parser.add_argument("--seconds", type=int, default=45, help="length of each live run")
+    parser.add_argument(
+        "--cpu-sensors", type=int, default=500, help="sensors per replica for the fixed-chunk CPU figure (0: skip it)"
+    )
+    parser.add_argument("--skip-ladders", action="store_true", help="only the fixed-chunk CPU figure")
     parser.add_argument("--no-pin", action="store_true", help="do not pin (for a machine without sched_setaffinity)")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()}", flush=True)
     runs: dict[int, list[dict]] = {}
+    fixed: dict[str, object] = {}
     with (
         tempfile.TemporaryDirectory(prefix="plm-replica-speedup-") as tmp,
         Influxd1(workdir=Path(tmp) / "influxd") as influxd,
     ):
-        for n in (int(x) for x in args.replicas.split(",")):
-            default = getattr(args, f"ladder_{n}", None) or ",".join(str(n * c) for c in (1000, 1500, 2000, 2500))
-            counts = [int(c) for c in default.split(",")]
-            runs[n] = ladder(influxd, n, counts, args.seconds, Path(tmp), not args.no_pin)
-    print(json.dumps(summary(runs)), flush=True)
+        if args.cpu_sensors:
+            fixed = fixed_chunk_cpu(influxd, args.cpu_sensors, args.seconds, Path(tmp), not args.no_pin)
+        if not args.skip_ladders:
+            for n in (int(x) for x in args.replicas.split(",")):
+                default = getattr(args, f"ladder_{n}", None) or ",".join(str(n * c) for c in (1000, 1500, 2000, 2500))
+                counts = [int(c) for c in default.split(",")]
+                runs[n] = ladder(influxd, n, counts, args.seconds, Path(tmp), not args.no_pin)
+    result = summary(runs) if runs else {}
+    if fixed:
+        result.update({k: v for k, v in fixed.items() if not k.startswith("run_")})
+    print(json.dumps(result), flush=True)
     print(f"machine load average at the end: {os.getloadavg()}", flush=True)
     return 0
 
