@@ -12,15 +12,14 @@ subjects in).
 Pinning: with N replicas on a machine of C cores, replica k runs on core k alone. When N < C the load
 (mosquitto, influxd, publishers, this process) gets the other cores; when N = C (2 replicas on a 2-core box)
 the load has no core of its own and takes CPU from the replicas -- the *direct* figure then measures the box,
-not the detector. So two figures are printed:
+not the detector. So three figures are printed:
 
 * **direct**: the largest sensor count every replica kept up with;
 * **CPU-based**: each replica's process CPU per message received (= CPU per sensor-second, one batch per sensor
   per second) at the largest load kept up, and ``N cores / that`` = sensors N cores would sustain if the load
   ran elsewhere (as it does in a deployment: broker, collectors and database are other machines). Process CPU
   time counts only what the detector itself used, so another process on its core does not inflate it (much:
-  caches are shared), which is why it is the robust figure on a 2-core box.
-
+  caches are shared), which is why it is the robust figure on a 2-core box;
 * **CPU-based, chunk fixed** (first, ``--cpu-sensors`` per replica): the same at equal load per replica
   (1 x S, 2 x 2S) with the replicas' chunk fixed at 0 (``max_chunk_s=0``), because the service lengthens its
   chunk when its process is starved of CPU and a longer chunk costs less per message: with the default policy
