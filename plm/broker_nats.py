@@ -15,7 +15,11 @@ What NATS needs beyond the mosquitto ACL (found against nats-server 2.9.10, test
   without it the SUBACK fails (0x80) or, for a session made before, nothing is delivered;
 * a subscription wider than the permissions (Home Assistant's ``homeassistant/#``) is refused as a whole,
   where mosquitto grants it and filters each message: a viewer must subscribe to its own subjects' topics;
-* a forbidden publish is acknowledged (PUBACK) and dropped, as on mosquitto.
+* a forbidden publish is acknowledged (PUBACK) and dropped, as on mosquitto;
+* there is no packet size cap for MQTT: with ``max_payload: 131072`` a 131,073-byte MQTT message still reached
+  its subscriber on 2.9.10 (the setting is the NATS protocol's), so unlike mosquitto's ``max_packet_size``
+  nothing is written for it (the server's default limit, 1 MB, applies as it may); the detector's own checks
+  of a batch (plm.wire) are the bound.
 
 Users may connect over MQTT only (``allowed_connection_types``), and that is what keeps ``$MQTT.sub.>`` safe:
 over MQTT a subscription to ``$MQTT/sub/#`` is refused, but over the NATS protocol (the client port, which
@@ -35,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plm.broker import MAX_PACKET_BYTES, BrokerConfigError, BrokerUser, Owner, role_topics, write_private_file
+from plm.broker import BrokerConfigError, BrokerUser, Owner, role_topics, write_private_file
 
 # bcrypt work factor of the password hashes. Go's bcrypt.DefaultCost is 10 and the NATS CLI's
 # `nats server passwd` writes 11: the server checks one hash per CONNECT (~0.1 s here at 11), which only
@@ -121,7 +125,6 @@ def nats_conf(
         "server_name": server_name,
         # the NATS protocol port cannot be switched off; nobody may use it (MQTT-only users), and it is not exposed
         "listen": f"127.0.0.1:{client_port}",
-        "max_payload": MAX_PACKET_BYTES,  # as mosquitto's max_packet_size: twice the largest valid batch
         "jetstream": {"store_dir": str(store_dir)},
         "mqtt": {"listen": f"{bind or '0.0.0.0'}:{port}", "max_ack_pending": MQTT_MAX_ACK_PENDING},
         "accounts": {ACCOUNT: {"jetstream": "enabled", "users": entries}},

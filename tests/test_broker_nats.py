@@ -306,3 +306,20 @@ def test_detector_end_to_end_with_qos1_under_the_permissions(nats, influxd, tmp_
     assert [t for t, _ in got] == ["plm/v1/alice/_night"], got
     night = json.loads(got[0][1])
     assert night["night_start"] == pytest.approx(start / 1e9, abs=1.0)
+
+
+def test_nats_29_does_not_refuse_oversized_mqtt_messages(nats) -> None:
+    """Unlike mosquitto with ``max_packet_size`` (tests/test_broker_security.py), the generated NATS config has no
+    cap at twice the largest valid batch (nats-server 2.9.10 did not apply ``max_payload`` to MQTT when tried):
+    such a message reaches the detector, whose own checks (plm.wire) are the bound, as docs/deploy-scale.md
+    says."""
+    from plm.broker import MAX_PACKET_BYTES
+
+    detector = nats.client("detector", PASSWORDS["PLM_BROKER_PASSWORD_DETECTOR"])
+    assert _codes(detector.subscribe("plm/v1/+/+/acc")) == [1]
+    collector = nats.client("collector-alice", PASSWORDS["PLM_BROKER_PASSWORD_COLLECTOR_ALICE"])
+    collector.publish("plm/v1/alice/left/acc", b"x" * (2 * MAX_PACKET_BYTES))
+    got = detector.drain(1.0)
+    assert [len(payload) for _, payload in got] == [2 * MAX_PACKET_BYTES]
+    for c in (detector, collector):
+        c.close()
