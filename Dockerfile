@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for every project service (detector, simulator, collector, first-start init).
 # Multi-stage: the build stage installs the project into a virtualenv; the runtime stage copies only
-# that virtualenv onto a slim Python and runs as an unprivileged user (uid 10001, see plm/stack.py).
+# that virtualenv onto a slim Python and runs as an unprivileged user (uid 10001, see plm/ops/stack.py).
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build

@@ -20,8 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detector.nonwear import MIN_WORN_FRACTION
-from detector.scorer import score_arrays
+from detector.scoring.nonwear import MIN_WORN_FRACTION
+from detector.scoring.scorer import score_arrays
 from plm.rules import WASM2016, RuleSet
 from simulator.api import simulate_night
 
@@ -61,7 +61,7 @@ class NightResult:
     worn_called_off_s: float = 0.0  # of which the detector called non-wear
     edge_fp: int = 0  # false LMs within 2 min of lights-off / lights-on
     index_given: bool = True
-    index_due: bool = True  # the truth's worn fraction is >= 2/3 (detector.nonwear.MIN_WORN_FRACTION)
+    index_due: bool = True  # the truth's worn fraction is >= 2/3 (detector.scoring.nonwear.MIN_WORN_FRACTION)
 
     @property
     def index_error(self) -> float:
@@ -115,7 +115,7 @@ def evaluate_night(
     # the movements it found taking a leg between lying and upright (getting into and out of bed)
     up = summary.out_of_bed
     moves = list(summary.bed_transitions)
-    # taking a sensor off and putting it back is handling (detector.nonwear.HANDLING_S), not a leg movement
+    # taking a sensor off and putting it back is handling (detector.scoring.nonwear.HANDLING_S), not a leg movement
     for span in summary.nonwear:
         moves += [{"start": span["start"] - 60, "end": span["start"]}, {"start": span["end"], "end": span["end"] + 60}]
     detected = np.array(

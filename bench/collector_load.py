@@ -27,7 +27,7 @@ from collector import polar_pmd as pmd
 from collector.service import Collector
 from collector.testing import ScriptedPolar, ScriptedRadio, ankle_signal, polar_frames
 from plm.config import Settings
-from plm.localservices import Mosquitto
+from plm.ops.localservices import Mosquitto
 
 RATE, PER_FRAME = 52.0, 71
 PACE_S = PER_FRAME / RATE  # a real Verity sends a frame every ~1.37 s

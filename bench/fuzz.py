@@ -33,8 +33,8 @@ import numpy as np
 from collector import polar_pmd as pmd
 from collector import witmotion as wit
 from collector.testing import encode_acc_frame, encode_wit_packet
-from detector.csvio import CsvError, read_leg_csv
-from detector.diary import DiaryError, parse_diary_payload
+from detector.recordings.csvio import CsvError, read_leg_csv
+from detector.storage.diary import DiaryError, parse_diary_payload
 from plm import wire
 from plm.config import ConfigError, load_settings
 from plm.score_events_cli import InputError, read_events, read_gaps

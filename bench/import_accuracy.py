@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detector.recordings import read_recording
-from detector.scorer import score_arrays
+from detector.scoring.scorer import score_arrays
 from simulator import simulate_night
 from simulator.formats import device_grid, write_leg
 

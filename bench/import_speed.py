@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector.recordings import read_recording
 from detector.recordings.nights import find_nights
 from plm.cli import main
-from plm.localservices import Influxd1
+from plm.ops.localservices import Influxd1
 from simulator import simulate_night
 from simulator.formats import simulate_days, write_leg
 

@@ -1,6 +1,6 @@
 """Live detector load: sensors sustained, ratio to a bare subscriber, movement latency, memory per subject.
 
-Everything runs on this machine, in one run, against a local mosquitto and influxd (plm.localservices):
+Everything runs on this machine, in one run, against a local mosquitto and influxd (plm.ops.localservices):
 
 0. *Cost per message* (no broker). ``apply_many`` + journal on pre-built wire payloads of ``--sensors``
    sensors (groups of 4 s, chunks of 8 s, as under load), once as is and once with the scorer's ``feed``
@@ -45,12 +45,12 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from detector import schema
 from detector.live.service import LiveDetector
+from detector.storage import schema
 from plm import wire
 from plm.config import InfluxSettings, MqttProtocol, MqttSettings, Settings
-from plm.localservices import Influxd1, Mosquitto
 from plm.mqtt import connect, make_client
+from plm.ops.localservices import Influxd1, Mosquitto
 from simulator import simulate_night
 
 RATE_HZ = 52.0
@@ -221,7 +221,7 @@ def _drain_detector(settings: Settings, expect: int) -> tuple[float, LiveDetecto
 
 def cost(sensors: int, seconds: int, work: Path) -> dict:
     """Microseconds per message through the journal and apply_many, with and without the scorer."""
-    from detector import scorer as scorer_module
+    from detector.scoring import scorer as scorer_module
 
     pay = _payloads(_nights(seconds), seconds, time.time() - seconds - 60)
     topics = _topics(sensors)
@@ -264,7 +264,7 @@ def rule_release(nights, seconds: int, t0: float) -> dict[tuple[int, int, str, i
     returned it, its offset). Deterministic, so it is the floor under the live latency of the same
     movements: what the rules wait for (offset confirmation, a leg held displaced, a long movement on the
     other leg), apart from anything the service adds."""
-    from detector.scorer import NightScorer
+    from detector.scoring.scorer import NightScorer
     from plm.rules import RULESETS
 
     pay = _payloads(nights, seconds, t0)

@@ -43,11 +43,11 @@ from typing import Any
 from bench.soak import DetectorProcess, _wait, compare_with_offline
 from collector.publisher import SensorPublisher
 from detector.live.routing import shard_of
-from detector.scorer import score_arrays
+from detector.scoring.scorer import score_arrays
 from plm import wire
 from plm.config import MqttSettings
-from plm.localservices import Influxd1, NatsCluster
 from plm.mqtt import connect, make_client
+from plm.ops.localservices import Influxd1, NatsCluster
 from simulator.batches import batches_as_arrays, night_batches
 
 log = logging.getLogger(__name__)

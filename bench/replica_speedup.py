@@ -60,8 +60,8 @@ from bench.live_throughput import (
 from detector.live.routing import shard_of
 from plm import wire
 from plm.config import MqttSettings
-from plm.localservices import Influxd1, Mosquitto
 from plm.mqtt import connect, make_client
+from plm.ops.localservices import Influxd1, Mosquitto
 
 SENSORS_PER_PUBLISHER = 1000  # one publisher process renders and sends this many sensors in time (live_throughput)
 WINDOW_S = 5.0  # the default reorder window (detector.reorder_window_s)

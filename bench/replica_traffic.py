@@ -1,6 +1,6 @@
 """Sample traffic each detector replica receives, with 1, 2 and 4 replicas (issue #22, item 3).
 
-Everything runs on this machine against a local mosquitto (plm.localservices): ``--subjects`` subjects, each
+Everything runs on this machine against a local mosquitto (plm.ops.localservices): ``--subjects`` subjects, each
 one sensor that says "online", waits for a detector's ``_owner`` announcement and publishes ``--seconds`` 1-s
 batches (what the collector does); N replicas (``--shard k/N``) run in this process. Printed per N: the
 batches each replica received, as a share of all batches (target about 1/N; before replicas subscribed to
@@ -25,8 +25,8 @@ import numpy as np
 from detector.live.service import LiveDetector
 from plm import wire
 from plm.config import InfluxSettings, MqttSettings, Settings
-from plm.localservices import Mosquitto
 from plm.mqtt import connect, make_client
+from plm.ops.localservices import Mosquitto
 
 NS = 1_000_000_000
 

@@ -21,7 +21,7 @@ from scipy import signal as sps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detector.scorer import score_arrays
+from detector.scoring.scorer import score_arrays
 from simulator.api import simulate_night
 
 

@@ -54,8 +54,8 @@ def night_bench(repeat: int, profile: str) -> None:
 
 def stream_bench(subjects: int, seconds: float) -> None:
     from plm.config import MqttSettings
-    from plm.localservices import Mosquitto
     from plm.mqtt import connect, make_client
+    from plm.ops.localservices import Mosquitto
     from plm.wire import SAMPLES_WILDCARD
     from simulator.stream import NightStreamer, StreamConfig
 

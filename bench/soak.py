@@ -14,7 +14,7 @@ Faults, at moments drawn from a seeded RNG while the nights stream at high speed
 
 At the end every sensor says a retained ``offline`` goodbye (the detector finalises the night), the
 outbox drains, and ``movement`` and ``night`` are read back from influxd with InfluxQL and compared
-with offline scoring (:func:`detector.scorer.score_arrays`) of exactly the batches the detector
+with offline scoring (:func:`detector.scoring.scorer.score_arrays`) of exactly the batches the detector
 should have accepted: equality on (onset ms, side, kind, plm) and on the night summary.
 
     python -m bench.soak                                  # the bench run (see docs/reliability.md)
@@ -44,11 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from collector.publisher import SensorPublisher
-from detector.scorer import score_arrays
+from detector.scoring.scorer import score_arrays
 from plm import wire
 from plm.config import MqttSettings
-from plm.localservices import Influxd1, Mosquitto
 from plm.mqtt import connect, make_client
+from plm.ops.localservices import Influxd1, Mosquitto
 from simulator.batches import batches_as_arrays, night_batches
 
 log = logging.getLogger(__name__)

@@ -241,7 +241,7 @@ NONWEAR_ANNOTATION = annotation(
     "rgba(128, 128, 128, 0.35)",
     time_end="end_ms",
 )
-"""Non-wear spans (detector.nonwear): a leg's sensor was off the ankle; not time in bed, not in the indices."""
+"""Non-wear spans (detector.scoring.nonwear): a leg's sensor was off the ankle; not time in bed, not in the indices."""
 
 
 def dashboard(

@@ -6,7 +6,7 @@ module imports nothing heavy for ``register``; ``run`` reads the CSV files in a 
 while the main thread imports the scorer (numpy releases the GIL while it parses, the imports hold it).
 
 What cannot be scored right is refused before scoring, with the reason and the fix (issue 18): see
-``detector.csvio.check_recording`` and ``check_legs``. Times counted from 0 are scored only with
+``detector.recordings.csvio.check_recording`` and ``check_legs``. Times counted from 0 are scored only with
 ``--start`` (the clock time of t = 0): the result is dated, and a date of 1970 would be a wrong one.
 The rules come from ``--rules``, else from ``detector.rules`` of the configuration when one is given
 (``--config``, ``PLM_CONFIG`` or ``PLM_DETECTOR__RULES``), else WASM 2016; the configuration (pydantic)
@@ -30,7 +30,7 @@ from plm.rules import RULESETS, get_ruleset
 if TYPE_CHECKING:
     import numpy as np
 
-    from detector.scorer import NightSummary
+    from detector.scoring.scorer import NightSummary
 
 FEED_CHUNK_S = 600.0  # on a terminal the CLI feeds 10-minute chunks to show progress (results do not depend on it)
 
@@ -124,8 +124,8 @@ def run(args: argparse.Namespace) -> int:
     reader = _LegReader(paths, args.timezone)
     reader.start()
     rules = get_ruleset(_rules_name(args))
-    from detector.csvio import CsvError
-    from detector.scorer import NightScorer, score_arrays
+    from detector.recordings.csvio import CsvError
+    from detector.scoring.scorer import NightScorer, score_arrays
 
     try:
         legs = _checked(paths, reader.result(), args.start)
@@ -158,7 +158,7 @@ def _checked(
     """The legs if they can be scored right (relative times moved to ``start``); CsvError says why not."""
     from pathlib import Path
 
-    from detector.csvio import CsvError, check_legs, check_recording, describe_span, is_relative
+    from detector.recordings.csvio import CsvError, check_legs, check_recording, describe_span, is_relative
 
     for side, (t, _) in legs.items():
         check_recording(paths[side], t)
@@ -190,7 +190,7 @@ def _one_night(paths: dict[str, str], legs: dict[str, tuple[np.ndarray, np.ndarr
 
     if max(float(t[-1] - t[0]) for t, _ in legs.values()) <= ONE_NIGHT_S:
         return
-    from detector.csvio import CsvError
+    from detector.recordings.csvio import CsvError
     from detector.recordings.nights import find_nights
 
     nights, _ = find_nights(legs, name=paths["left"])

@@ -78,7 +78,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detector.csvio import CsvError
+    from detector.recordings.csvio import CsvError
     from plm import wire
     from plm.config import ConfigError, load_settings
 
@@ -184,8 +184,8 @@ def _check_times(rec: Any) -> None:
     this machine's clock (the wire refuses batches more than a day ahead; a device clock set wrong)."""
     import numpy as np
 
-    from detector.csvio import check_recording, clock_time, is_relative
     from detector.recordings import RecordingError
+    from detector.recordings.csvio import check_recording, clock_time, is_relative
 
     t = rec.t
     head = t[: int(np.searchsorted(t, float(t[0]) + 1800.0))] if t.shape[0] > 1 else t
@@ -231,10 +231,10 @@ def _import(
 ) -> int:
     import numpy as np
 
-    from detector.csvio import CsvError, check_legs, check_recording
-    from detector.influx import InfluxSink
     from detector.live.core import DetectorCore
+    from detector.recordings.csvio import CsvError, check_legs, check_recording
     from detector.recordings.replay import Leg, replay_night
+    from detector.storage.influx import InfluxSink
     from plm.config import SensorSettings, SubjectSettings
 
     subject_config = SubjectSettings(
@@ -277,8 +277,8 @@ def _import(
                     continue
                 base = done_s
                 if args.replace:
-                    from detector.diary import night_start_for
                     from detector.recordings.replace import delete_night
+                    from detector.storage.diary import night_start_for
 
                     try:
                         first = min(float(leg.t[0]) for leg in night_legs)

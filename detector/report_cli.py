@@ -68,9 +68,9 @@ def _check_scored_night(summary: dict[str, Any], night: dt.date | None, zone: dt
 
     A report's title is the first thing read: "Night of Tuesday 20 February" over a recording of 23 February,
     or "night of 1969-12-31" over times counted from 0, are plausible wrong answers (issue 18)."""
-    from detector.csvio import CLOCK_TIME_FROM_S
-    from detector.diary import night_date
-    from detector.report_data import ReportDataError
+    from detector.recordings.csvio import CLOCK_TIME_FROM_S
+    from detector.reporting.data import ReportDataError
+    from detector.storage.diary import night_date
 
     start, end = summary.get("start"), summary.get("end")
     if not isinstance(start, int | float) or not isinstance(end, int | float):
@@ -112,7 +112,8 @@ def note_outbox(settings: Any) -> Path:
 # The handlers import the diary, report and InfluxDB modules when they run: `plm --help` and other
 # commands do not pay for them.
 def run_note(args: argparse.Namespace) -> int:
-    from detector.diary import (
+    from detector.reporting.data import InfluxQL, ReportDataError, existing_note
+    from detector.storage.diary import (
         DiaryError,
         diary_lines,
         make_note,
@@ -122,7 +123,6 @@ def run_note(args: argparse.Namespace) -> int:
         read_back,
         zone_of,
     )
-    from detector.report_data import InfluxQL, ReportDataError, existing_note
 
     try:
         zone = zone_of(args.tz)
@@ -137,7 +137,7 @@ def run_note(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("\n".join(diary_lines(args.subject, note, when, zone)))
         return 0
-    from detector.influx import InfluxSink
+    from detector.storage.influx import InfluxSink
 
     settings = _settings(args)
     anchor = night_start_for(when, zone)
@@ -180,10 +180,10 @@ def run_note(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from detector.diary import DiaryError, zone_of
-    from detector.report import build_report, render_html
-    from detector.report_data import InfluxQL, ReportDataError, load_from_influx, load_scored_file
-    from detector.report_render import FORMATS, RenderUnavailable, ensure_available, render_bytes
+    from detector.reporting.data import InfluxQL, ReportDataError, load_from_influx, load_scored_file
+    from detector.reporting.render import FORMATS, RenderUnavailable, ensure_available, render_bytes
+    from detector.reporting.report import build_report, render_html
+    from detector.storage.diary import DiaryError, zone_of
 
     try:
         zone = zone_of(args.tz)

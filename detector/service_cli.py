@@ -66,9 +66,9 @@ EXIT_CANNOT_START = 2
 def run(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT; exit non-zero when the worker dies or stalls, so systemd or compose restarts
     the service (a process that stays up and scores nothing is the one failure nobody notices)."""
-    from detector.journal import JournalError
     from detector.live.service import STALLED_AFTER_S, LiveDetector
-    from detector.outbox import OutboxError
+    from detector.storage.journal import JournalError
+    from detector.storage.outbox import OutboxError
     from plm.config import load_settings
 
     settings = load_settings(args.config)
@@ -122,7 +122,7 @@ def _print_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     import datetime as dt
     from pathlib import Path
 
-    from detector.journal import Journal, JournalError
+    from detector.storage.journal import Journal, JournalError
     from plm import wire
 
     instance = wire.validate_id(args.instance or settings.detector.instance, "detector instance")

@@ -39,9 +39,9 @@ STAGE_CLI_MODULES = (
     "detector.report_cli",
     "detector.service_cli",
     "collector.cli",
-    "plm.broker_cli",
-    "plm.stack_cli",
-    "plm.demo_cli",
+    "plm.ops.broker_cli",
+    "plm.ops.stack_cli",
+    "plm.ops.demo_cli",
 )
 
 log = logging.getLogger("plm")

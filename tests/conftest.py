@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from plm.localservices import Influxd1, Mosquitto, NatsCluster, ServiceError, VictoriaMetrics
+from plm.ops.localservices import Influxd1, Mosquitto, NatsCluster, ServiceError, VictoriaMetrics
 
 REQUIRE_SERVICES = os.environ.get("PLM_REQUIRE_SERVICES") == "1"
 
@@ -24,7 +24,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     if importlib.util.find_spec("numba") is None:
         return  # an installation by role without the detector (tests/test_install_roles.py runs the collector's)
-    from detector.scorer import warm_up
+    from detector.scoring.scorer import warm_up
 
     warm_up()
 

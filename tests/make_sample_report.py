@@ -15,10 +15,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_fill import FillResult, night_lines
 
-from detector.influx import InfluxSink
+from detector.storage.influx import InfluxSink
 from plm.cli import main
 from plm.config import InfluxSettings
-from plm.localservices import Influxd1
+from plm.ops.localservices import Influxd1
 
 ROOT = Path(__file__).resolve().parents[1]
 LAST_NIGHT = dt.date(2024, 3, 14)

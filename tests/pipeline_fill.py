@@ -1,7 +1,7 @@
 """Fill a real InfluxDB the way the product does, for the dashboard and report tests.
 
-    simulate a night -> score it (detector.scorer.score_arrays, the detector's offline API)
-      -> line protocol (detector.schema builders) -> InfluxSink (durable outbox, v1 /write) -> influxd
+    simulate a night -> score it (detector.scoring.scorer.score_arrays, the detector's offline API)
+      -> line protocol (detector.storage.schema builders) -> InfluxSink (durable outbox, v1 /write) -> influxd
 
 Until the live service (MQTT -> scorer -> sink) is used here, this helper plays its part for whole
 nights. What the scorer does not produce yet -- per-minute activity/posture, sensor status and
@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from detector import schema
-from detector.diary import DiaryNote, diary_lines, make_note, night_start_for
-from detector.influx import InfluxSink
-from detector.night_points import summary_lines
-from detector.scorer import score_arrays
+from detector.scoring.scorer import score_arrays
+from detector.storage import schema
+from detector.storage.diary import DiaryNote, diary_lines, make_note, night_start_for
+from detector.storage.influx import InfluxSink
+from detector.storage.night_points import summary_lines
 from plm.config import InfluxSettings
 from simulator import simulate_night
 
@@ -175,7 +175,7 @@ def fill_influx(
     seed: int = 11,
 ) -> FillResult:
     """Write ``nights`` simulated nights (consecutive evenings, the last one ``last_night``, by default
-    yesterday) for ``subject`` into ``influxd`` (a :class:`plm.localservices.Influxd1`) through the
+    yesterday) for ``subject`` into ``influxd`` (a :class:`plm.ops.localservices.Influxd1`) through the
     durable InfluxSink (v1 path). Returns what was written, for the assertions."""
     last = last_night or (dt.date.today() - dt.timedelta(days=1))
     settings = InfluxSettings(url=influxd.url, api=1, bucket=influxd.database)

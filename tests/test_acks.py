@@ -1,4 +1,4 @@
-"""The detector's ack marks (detector/acks.py): never past a hole, whatever the arrival order."""
+"""The detector's ack marks (detector/live/acks.py): never past a hole, whatever the arrival order."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from detector.acks import AckMark
+from detector.live.acks import AckMark
 from plm import wire
 
 T0 = 1_700_000_000 * 10**9

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from plm.broker import BrokerConfigError, BrokerUser, role_topics
-from plm.broker_nats import (
+from plm.ops.broker import BrokerConfigError, BrokerUser, role_topics
+from plm.ops.broker_nats import (
     BCRYPT_MAX_BYTES,
     MQTT_DELIVERY_SUBJECTS,
     bcrypt_hash,
@@ -27,7 +27,7 @@ from plm.broker_nats import (
     nats_subject,
     write_nats_config,
 )
-from plm.localservices import NatsServer, ServiceError, free_port
+from plm.ops.localservices import NatsServer, ServiceError, free_port
 from tests.test_broker_security import PASSWORDS, USERS, Client
 
 pytestmark = pytest.mark.services
@@ -131,7 +131,7 @@ def _cli(args: list[str], env: dict[str, str], monkeypatch, capsys) -> tuple[int
 
 
 def test_cli_writes_a_config_nats_server_accepts(tmp_path, monkeypatch, capsys) -> None:
-    from plm.localservices import find_binary
+    from plm.ops.localservices import find_binary
 
     binary = find_binary("nats-server")
     if binary is None:
@@ -313,7 +313,7 @@ def test_nats_29_does_not_refuse_oversized_mqtt_messages(nats) -> None:
     cap at twice the largest valid batch (nats-server 2.9.10 did not apply ``max_payload`` to MQTT when tried):
     such a message reaches the detector, whose own checks (plm.wire) are the bound, as docs/deploy-scale.md
     says."""
-    from plm.broker import MAX_PACKET_BYTES
+    from plm.ops.broker import MAX_PACKET_BYTES
 
     detector = nats.client("detector", PASSWORDS["PLM_BROKER_PASSWORD_DETECTOR"])
     assert _codes(detector.subscribe("plm/v1/+/+/acc")) == [1]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from plm.cli import main
-from plm.localservices import Mosquitto, ServiceError, free_port
+from plm.ops.localservices import Mosquitto, ServiceError, free_port
 from tests.test_broker_security import Client
 
 PASSWORD = "detector-owner-test-pw"

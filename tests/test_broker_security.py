@@ -12,8 +12,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from plm.broker import BrokerUser, TlsFiles, acl_text, password_hash, write_broker_config
-from plm.localservices import Mosquitto, ServiceError, free_port
+from plm.ops.broker import BrokerUser, TlsFiles, acl_text, password_hash, write_broker_config
+from plm.ops.localservices import Mosquitto, ServiceError, free_port
 
 PASSWORDS = {
     "PLM_BROKER_PASSWORD_COLLECTOR_ALICE": "alice-collector-pw",
@@ -256,7 +256,7 @@ def test_tls_listener_works_with_generated_certificate(tmp_path):
 
 
 def test_missing_password_names_the_variable(tmp_path):
-    from plm.broker import BrokerConfigError
+    from plm.ops.broker import BrokerConfigError
 
     with pytest.raises(BrokerConfigError, match="PLM_BROKER_PASSWORD_DETECTOR"):
         write_broker_config(tmp_path, [BrokerUser("detector", "detector")], {})

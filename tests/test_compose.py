@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from plm.stack import SECRETS
+from plm.ops.stack import SECRETS
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -239,7 +239,7 @@ def test_dockerfile_is_multistage_non_root_and_runs_plm():
     final = text.split("\nFROM ")[-1]
     users = re.findall(r"^USER\s+(\S+)", final, flags=re.M)
     assert users and users[-1] not in ("root", "0"), "the runtime stage must run as a non-root user"
-    assert "--uid 10001" in final  # plm.stack.PLM_UID: init gives the services' secrets to this uid
+    assert "--uid 10001" in final  # plm.ops.stack.PLM_UID: init gives the services' secrets to this uid
     entry = json.loads(re.search(r"^ENTRYPOINT\s+(\[.*\])", final, flags=re.M).group(1))
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert entry[0] in scripts, f"ENTRYPOINT {entry[0]} is not a console script of the project"

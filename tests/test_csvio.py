@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detector import csvio
-from detector.csvio import CsvError, read_leg_csv
+from detector.recordings import csvio
+from detector.recordings.csvio import CsvError, read_leg_csv
 
 
 def _reference(text: str) -> tuple[np.ndarray, np.ndarray]:

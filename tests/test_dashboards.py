@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from plm.localservices import Influxd1, ServiceError
+from plm.ops.localservices import Influxd1, ServiceError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_fill import FillResult, fill_influx_live
@@ -353,8 +353,8 @@ def test_dead_lettered_stat_reads_zero_on_a_clean_run_and_the_count_when_there_a
 ) -> None:
     """The clean pipeline run sets nothing aside (0, green); a detector that reported 3 shows 3 (red),
     and its bad_retained count appears in the bad-payloads panel."""
-    from detector import schema
-    from detector.influx import InfluxSink
+    from detector.storage import schema
+    from detector.storage.influx import InfluxSink
     from plm.config import InfluxSettings
 
     server, fill = filled

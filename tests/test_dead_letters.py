@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from detector.journal import Journal
 from detector.live.core import DetectorCore
 from detector.live.service import LiveDetector
-from detector.outbox import OutboxError
+from detector.storage.journal import Journal
+from detector.storage.outbox import OutboxError
 from plm import wire
 from plm.config import InfluxSettings, Settings
 from simulator import simulate_night
@@ -129,7 +129,7 @@ def test_storage_failures_are_not_dead_lettered(tmp_path):
 
 
 def test_dead_letters_are_bounded_but_all_counted(tmp_path, monkeypatch):
-    monkeypatch.setattr("detector.journal.DEAD_LETTERS_KEPT", 5)
+    monkeypatch.setattr("detector.storage.journal.DEAD_LETTERS_KEPT", 5)
     journal = Journal(tmp_path / "j.sqlite")
     for i in range(12):
         assert journal.dead_letter("t", b"x" * 10, "E", "trace", key=f"row {i}")

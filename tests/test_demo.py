@@ -9,8 +9,8 @@ import time
 import pytest
 
 from plm.cli import main
-from plm.demo import COMPARED, run_demo
-from plm.localservices import ServiceError
+from plm.ops.demo import COMPARED, run_demo
+from plm.ops.localservices import ServiceError
 
 pytestmark = pytest.mark.services
 
@@ -54,7 +54,7 @@ def test_the_environment_hint_points_plm_note_at_the_demos_influxdb(monkeypatch)
     import shlex
 
     from plm.config import load_settings
-    from plm.demo import DemoResult, env_hint
+    from plm.ops.demo import DemoResult, env_hint
 
     result = DemoResult("demo", {}, {}, {}, influx_url="http://127.0.0.1:48123", database="plmdemo")
     export = next(line for line in env_hint(result).splitlines() if line.strip().startswith("export "))

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.csvio import CsvError, read_leg_csv
-from detector.lm import LegDetector
-from detector.params import DetectorParams
-from detector.scorer import NightScorer, score_arrays
-from detector.synthetic import SyntheticMovement, leg_recording
+from detector.recordings.csvio import CsvError, read_leg_csv
+from detector.scoring.lm import LegDetector
+from detector.scoring.params import DetectorParams
+from detector.scoring.scorer import NightScorer, score_arrays
+from detector.scoring.synthetic import SyntheticMovement, leg_recording
 from plm.cli import main
 from plm.rules import AASM
 
@@ -68,8 +68,8 @@ def test_sample_rates(rate: float) -> None:
 def test_rate_estimate_survives_millisecond_timestamps_and_drops(rate: float) -> None:
     """Most exports round time to 1 ms: at 52 Hz the steps alternate 19/20 ms, whose median says 52.63
     (or 50) Hz. Dropped packets (holes) must not bias the estimate either."""
-    from detector.lm import LegDetector
-    from detector.signal import estimate_rate_hz
+    from detector.scoring.lm import LegDetector
+    from detector.scoring.signal import estimate_rate_hz
 
     rng = np.random.default_rng(int(rate))
     t = T0 + np.arange(600) / rate
@@ -234,7 +234,7 @@ def test_held_movement_is_one_lm_with_its_duration(rate: float) -> None:
 
 
 def _leg_movements(side: str, t: np.ndarray, xyz: np.ndarray, bounds: list[int]) -> list[tuple[float, float, str]]:
-    from detector.lm import LegDetector
+    from detector.scoring.lm import LegDetector
 
     leg = LegDetector(side)
     found = []
@@ -331,8 +331,8 @@ def test_upright_direction_follows_the_walk_not_the_most_frequent_restless_posit
     """A restless night can hold more active epochs in one lying position than the walk to and from bed
     has; the upright reference must still be the walking direction (the most vigorous activity), or the
     bed posture reads as upright and hours in bed are lost."""
-    from detector.inbed import upright_direction
-    from detector.params import DetectorParams
+    from detector.scoring.inbed import upright_direction
+    from detector.scoring.params import DetectorParams
 
     rate, n = 50.0, 1500  # one full 30-s epoch at 50 Hz
 
@@ -352,7 +352,7 @@ def test_upright_direction_follows_the_walk_not_the_most_frequent_restless_posit
 
 
 def test_legs_scored_in_parallel_threads_equal_legs_fed_one_after_the_other(two_legs, monkeypatch) -> None:
-    import detector.scorer as scorer_module
+    import detector.scoring.scorer as scorer_module
 
     monkeypatch.setattr(scorer_module, "PARALLEL_MIN_SAMPLES", 1)  # force the threaded path on a short night
     parallel = score_arrays(two_legs["left"], two_legs["right"])

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from detector.live.core import DetectorCore, Publish
-from detector.scorer import score_arrays
+from detector.scoring.scorer import score_arrays
 from plm import wire
 from plm.config import Settings
 from plm.mqtt import Received

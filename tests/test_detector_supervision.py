@@ -26,7 +26,7 @@ import pytest
 from detector.live.service import LiveDetector
 from plm import wire
 from plm.mqtt import connect, make_client
-from plm.stack_cli import detector_health_verdict
+from plm.ops.stack_cli import detector_health_verdict
 from simulator import simulate_night
 from tests.live_helpers import night_batches, settings_for, wait_for
 
@@ -271,7 +271,7 @@ def test_a_read_only_state_is_refused(mosquitto, influxd, tmp_path, read_only):
         pytest.skip("needs a private mount namespace (unshare -m) to mount the state folder read-only")
     state = tmp_path / "state"
     state.mkdir()
-    from detector.journal import Journal
+    from detector.storage.journal import Journal
 
     Journal(state / "detector-journal.sqlite").close()
     target = state if read_only == "folder" else state / "detector-journal.sqlite"

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector import schema
-from detector.diary import (
+from detector.storage import schema
+from detector.storage.diary import (
     DiaryError,
     DiaryNote,
     diary_lines,
@@ -157,7 +157,7 @@ def test_note_lands_on_the_night_row_in_influxd(influxd_factory, tmp_path, capsy
     server = influxd_factory()
     anchor = night_start_for(at("2024-03-01T23:00:00", dt.UTC), dt.UTC)
     night = schema.night_point("bob", anchor, {"plm_index": 21.5}, final=True)
-    from detector.influx import InfluxSink
+    from detector.storage.influx import InfluxSink
     from plm.config import InfluxSettings
 
     with InfluxSink(InfluxSettings(url=server.url, api=1, bucket="plm"), tmp_path / "o.sqlite") as sink:

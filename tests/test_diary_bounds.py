@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector import schema
-from detector.diary import (
+from detector.storage import schema
+from detector.storage.diary import (
     MARKER_RESERVE,
     MAX_NIGHT_CHARS,
     MAX_NIGHT_NOTES,
@@ -225,7 +225,7 @@ def test_plm_note_into_a_full_night_says_not_kept(influxd_factory, tmp_path, cap
     config.write_text(f'[influx]\nurl = "{server.url}"\napi = 1\n[detector]\nstate_dir = "{tmp_path}/state"\n')
     base = ["--config", str(config), "note", "--subject", "carol", "--tz", "UTC", "--time", "2024-03-01T21:00"]
     anchor = dt.datetime(2024, 3, 1, 12, tzinfo=dt.UTC).timestamp()
-    from detector.influx import InfluxSink
+    from detector.storage.influx import InfluxSink
     from plm.config import InfluxSettings
 
     full = merge_all([make_note(f"note {i}") for i in range(MAX_NIGHT_NOTES)])

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from detector import schema
-from detector.diary import (
+from detector.storage import schema
+from detector.storage.diary import (
     EARLIEST_S,
     LATEST_S,
     MAX_TAGS,

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bench.fuzz import NOW_NS, clean_config_env, run_target, targets
-from detector.diary import DiaryError, parse_diary_payload
+from detector.storage.diary import DiaryError, parse_diary_payload
 from plm import wire
 
 CI_INPUTS = {"config.load_settings": 150, "csv.read_leg_csv": 500, "score_events.read_events": 500,

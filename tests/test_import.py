@@ -12,10 +12,10 @@ import math
 import numpy as np
 import pytest
 
-from detector import schema
 from detector.live.service import LiveDetector
 from detector.recordings import read_recording
 from detector.recordings.replay import batches
+from detector.storage import schema
 from plm import wire
 from plm.cli import main
 from plm.config import SensorSettings, SubjectSettings

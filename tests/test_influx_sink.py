@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector import schema
-from detector.influx import InfluxSink
+from detector.storage import schema
+from detector.storage.influx import InfluxSink
 from plm.config import InfluxSettings
 
 T0 = int(time.time()) - 3600  # recent: victoria-metrics drops points older than its retention
@@ -438,9 +438,9 @@ def test_documented_grafana_queries_run_on_real_data(influxd, tmp_path):
 def test_when_everything_is_refused_lines_stay_queued_instead_of_all_becoming_dead_letters(
     influxd, tmp_path, monkeypatch
 ):
-    import detector.influx
+    import detector.storage.influx
 
-    monkeypatch.setattr(detector.influx, "MAX_REJECTS_IN_A_ROW", 3)
+    monkeypatch.setattr(detector.storage.influx, "MAX_REJECTS_IN_A_ROW", 3)
     subject = "all-bad"
     good = schema.night_point(subject, T0, {"plm_index": 1.0}, False)
     bad = [f'night,subject={subject} plm_index="x{i}" {(T0 + i) * 1000}' for i in range(1, 9)]

@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.ingest import SensorInbox
-from detector.journal import Journal
+from detector.live.ingest import SensorInbox
+from detector.storage.journal import Journal
 from plm.wire import make_batch
 
 T0 = 1_790_000_000 * 10**9

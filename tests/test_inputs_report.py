@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.synthetic import SyntheticMovement, leg_recording
+from detector.scoring.synthetic import SyntheticMovement, leg_recording
 from plm.cli import main
 
 T0 = 1_708_720_200.0  # 2024-02-23 20:30 UTC: the night of Friday 23 February in Europe/Berlin

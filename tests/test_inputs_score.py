@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detector.csvio import MIN_DATA_S, clock_time
-from detector.synthetic import SyntheticMovement, leg_recording
+from detector.recordings.csvio import MIN_DATA_S, clock_time
+from detector.scoring.synthetic import SyntheticMovement, leg_recording
 from plm.cli import main
 
 T0 = 1_708_727_400.0  # 2024-02-23 22:30 UTC
@@ -319,7 +319,7 @@ def test_two_legs_are_scored_only_when_recorded_together(
 def test_time_in_bed_never_exceeds_the_recording(duration_s, rate, seed) -> None:
     """An epoch covers its samples' n / rate seconds, the recording runs from first to last sample: time in bed
     was one sample interval longer than the recording (issue 18, item 5)."""
-    from detector.scorer import score_arrays
+    from detector.scoring.scorer import score_arrays
 
     t, xyz = leg_recording([], duration_s, rate_hz=rate, seed=seed, t0=1_700_000_000.0)
     fields = score_arrays((t, xyz)).fields

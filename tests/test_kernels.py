@@ -1,4 +1,4 @@
-"""The compiled loops of detector/kernels.py against plain numpy/scipy references.
+"""The compiled loops of detector/scoring/kernels.py against plain numpy/scipy references.
 
 The kernels replaced scipy/numpy chains for speed; these tests pin that they compute the same numbers
 (the filters bit for bit, the floors exactly) for any input and any chunking.
@@ -15,9 +15,9 @@ from hypothesis.extra import numpy as hnp
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import signal as sps
 
-from detector.kernels import epoch_sums, first_bad_sample, sample_steps
-from detector.params import DetectorParams
-from detector.signal import ActivityFilter, NoiseFloor, _design
+from detector.scoring.kernels import epoch_sums, first_bad_sample, sample_steps
+from detector.scoring.params import DetectorParams
+from detector.scoring.signal import ActivityFilter, NoiseFloor, _design
 
 
 def reference_chain(xyz: np.ndarray, rate: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -123,7 +123,7 @@ def test_filter_designs_come_back_from_the_disk_cache_unchanged(tmp_path, monkey
     the designed one, a damaged cache file is designed afresh, and an unwritable cache is no error."""
     import dataclasses
 
-    from detector import signal as sig
+    from detector.scoring import signal as sig
 
     params = DetectorParams()
     monkeypatch.setenv("PLM_CACHE_DIR", str(tmp_path))

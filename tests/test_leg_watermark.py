@@ -11,8 +11,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.lm import LegDetector
-from detector.synthetic import SyntheticMovement, leg_recording
+from detector.scoring.lm import LegDetector
+from detector.scoring.synthetic import SyntheticMovement, leg_recording
 from simulator import simulate_night
 
 
@@ -98,7 +98,7 @@ def _onset_floor_reference(fast: np.ndarray, level: np.ndarray, lag: int, avg: i
     spread=st.sampled_from([0.001, 0.01, 0.1]),
 )
 def test_onset_floor_kernel_matches_its_definition(lag, avg, extra, first_start, seed, spread) -> None:
-    from detector.kernels import onset_floor
+    from detector.scoring.kernels import onset_floor
 
     rng = np.random.default_rng(seed)
     n = lag + avg + extra

@@ -12,7 +12,7 @@ import pytest
 
 from detector.live.routing import shard_of
 from detector.live.service import CHECKPOINT_MAX_SHARE, LiveDetector
-from detector.scorer import score_arrays
+from detector.scoring.scorer import score_arrays
 from plm import wire
 from plm.mqtt import connect, make_client
 from simulator import simulate_night
@@ -235,7 +235,7 @@ def test_broker_restart_mid_stream_loses_nothing(influxd, tmp_path, batches):
     """The service runs the MQTT network loop on its own thread (not paho's loop_forever), so it has its own
     reconnect: a broker restarted (SIGKILL, then up again on the same port) mid-stream is reconnected to, the
     persistent session redelivers, and every batch published before and after reaches the reorder buffers."""
-    from plm.localservices import Mosquitto
+    from plm.ops.localservices import Mosquitto
 
     broker = Mosquitto(workdir=tmp_path / "broker")
     broker.start()
@@ -276,7 +276,7 @@ def test_a_checkpoint_of_another_detector_version_is_set_aside_not_fatal(mosquit
     on a renamed attribute): it starts the nights in progress again, says so, and keeps running."""
     import sqlite3
 
-    from detector.journal import Journal
+    from detector.storage.journal import Journal
 
     settings = settings_for(mosquitto, influxd, tmp_path / "state", instance="upgrade")
     (tmp_path / "state").mkdir()

@@ -153,7 +153,7 @@ def test_activity_minutes_are_written_for_each_leg_with_the_scorers_numbers(tmp_
 
 
 def _scored_events(batches):
-    from detector.scorer import score_arrays
+    from detector.scoring.scorer import score_arrays
     from tests.live_helpers import batches_as_arrays
 
     return score_arrays(batches_as_arrays(batches["left"]), batches_as_arrays(batches["right"])).events

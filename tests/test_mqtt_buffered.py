@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from plm import mqtt as plm_mqtt
 from plm.config import MqttSettings
-from plm.localservices import Mosquitto
 from plm.mqtt import BufferedReadClient, connect, make_client
+from plm.ops.localservices import Mosquitto
 
 TOPIC = "plm/v1/buffered/left-ankle/acc"
 

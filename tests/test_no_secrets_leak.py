@@ -12,13 +12,13 @@ import urllib.parse
 
 import pytest
 
-from detector.influx import InfluxSink, V1Writer, WriteError
 from detector.live.service import LiveDetector
-from detector.report_data import InfluxQL, ReportDataError, load_from_influx
+from detector.reporting.data import InfluxQL, ReportDataError, load_from_influx
+from detector.storage.influx import InfluxSink, V1Writer, WriteError
 from plm import wire
 from plm.config import ConfigError, InfluxSettings, MqttSettings, Settings, load_settings
-from plm.localservices import free_port
 from plm.mqtt import connect, make_client
+from plm.ops.localservices import free_port
 from tests.live_helpers import wait_for
 
 pytestmark = pytest.mark.services

@@ -1,4 +1,4 @@
-"""Non-wear (issue 19): the sensor taken off the ankle, detected by detector.nonwear in the scorer's path."""
+"""Non-wear (issue 19): the sensor taken off the ankle, detected by detector.scoring.nonwear in the scorer's path."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector import nonwear, schema
-from detector.night_points import summary_lines
-from detector.nonwear import WearTable, find_nonwear
-from detector.scorer import NightScorer, score_arrays
+from detector.scoring import nonwear
+from detector.scoring.nonwear import WearTable, find_nonwear
+from detector.scoring.scorer import NightScorer, score_arrays
+from detector.storage import schema
+from detector.storage.night_points import summary_lines
 from simulator.api import simulate_night
 
 RATE = 25.0

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from detector.influx import InfluxSink, is_v1_only, server_version
 from detector.report_cli import note_outbox
+from detector.storage.influx import InfluxSink, is_v1_only, server_version
 from plm.cli import main
 from plm.config import InfluxSettings, load_settings
-from plm.localservices import free_port
+from plm.ops.localservices import free_port
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_sink_finds_the_v1_api_of_an_influxdb_1x(influxd, tmp_path: Path, caplog
     settings = InfluxSettings(url=influxd.url, bucket=influxd.database)  # api left at its default, 2
     assert settings.api == 2
     assert server_version(settings).startswith("1.") and is_v1_only(settings)
-    caplog.set_level(logging.INFO, logger="detector.influx")
+    caplog.set_level(logging.INFO, logger="detector.storage.influx")
     with InfluxSink(settings, tmp_path / "o.sqlite") as sink:
         sink.put(["api_probe,subject=zed v=1i 1709300000000"])
         assert sink.flush(10), sink.last_error

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from detector.outbox import Outbox
-from detector.schema import movement_point, night_point
+from detector.storage.outbox import Outbox
+from detector.storage.schema import movement_point, night_point
 
 
 def _mv(onset: float, plm: bool, subject: str = "s1") -> str:

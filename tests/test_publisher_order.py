@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from collector.publisher import SensorPublisher
-from detector.ingest import SensorInbox
+from detector.live.ingest import SensorInbox
 from plm import wire
 from plm.config import MqttSettings
 from plm.mqtt import connect, make_client

@@ -222,7 +222,7 @@ def test_simulate_night_cli_writes_each_format(tmp_path, capsys):
 
 
 def _noon_anchor(t: float) -> float:
-    """The UTC noon at or before ``t`` (what detector.diary.night_start_for is in UTC)."""
+    """The UTC noon at or before ``t`` (what detector.storage.diary.night_start_for is in UTC)."""
     return (t - 43200) // 86400 * 86400 + 43200
 
 

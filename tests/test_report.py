@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from detector.report import KIND_COLOURS, PLM_THRESHOLD, build_report, render_html, rolling_median
-from detector.scorer import score_arrays
+from detector.reporting.report import KIND_COLOURS, PLM_THRESHOLD, build_report, render_html, rolling_median
+from detector.scoring.scorer import score_arrays
 from plm.cli import main
 from simulator import simulate_night
 
@@ -152,9 +152,9 @@ def test_report_from_influxd_shades_the_minutes_no_leg_was_in_bed(influxd_factor
     minutes where neither leg was in bed, as one read from `plm score --json` shades its out_of_bed spans."""
     import tempfile
 
-    from detector import schema
-    from detector.influx import InfluxSink
-    from detector.report_data import InfluxQL, load_from_influx
+    from detector.reporting.data import InfluxQL, load_from_influx
+    from detector.storage import schema
+    from detector.storage.influx import InfluxSink
     from plm.config import InfluxSettings
 
     server = influxd_factory()

@@ -15,9 +15,9 @@ pytest.importorskip("matplotlib", reason="PNG/PDF reports need the 'report' extr
 
 import matplotlib
 
-from detector.report import DOCTOR_REASONS, MEDICATION_NOTE, NOTICE, build_report, render_html
-from detector.report_render import A4_IN, PHONE_DPI, PHONE_WIDTH_IN, render_bytes
-from detector.scorer import score_arrays
+from detector.reporting.render import A4_IN, PHONE_DPI, PHONE_WIDTH_IN, render_bytes
+from detector.reporting.report import DOCTOR_REASONS, MEDICATION_NOTE, NOTICE, build_report, render_html
+from detector.scoring.scorer import score_arrays
 from plm.cli import main
 from simulator import simulate_night
 

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from detector.report import (
+from detector.reporting.report import (
     KIND_COLOURS,
     LANE_COLOUR,
     SERIES_COLOUR,
@@ -175,8 +175,8 @@ def test_the_median_line_the_caption_promises_is_drawn() -> None:
 
 def test_the_png_draws_the_median_line_too() -> None:
     pytest.importorskip("matplotlib")
-    from detector.report import NAVY
-    from detector.report_render import render_figure
+    from detector.reporting.render import render_figure
+    from detector.reporting.report import NAVY
 
     events = movements(40.0, 1.0)
     summary = {"start": START, "end": START + 3600, "plm_index": 40.0, "plm_count": len(events)}

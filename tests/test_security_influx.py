@@ -8,9 +8,9 @@ import urllib.error
 
 import pytest
 
-from detector import schema
-from detector.influx import InfluxSink, V1Writer, WriteError
-from detector.report_data import InfluxQL, ReportDataError
+from detector.reporting.data import InfluxQL, ReportDataError
+from detector.storage import schema
+from detector.storage.influx import InfluxSink, V1Writer, WriteError
 from plm.config import InfluxSettings
 
 pytestmark = pytest.mark.services

@@ -17,7 +17,7 @@ from __future__ import annotations
 import pytest
 
 from bench.soak import SoakConfig, format_report, run_soak
-from detector.scorer import NightScorer, score_arrays
+from detector.scoring.scorer import NightScorer, score_arrays
 from plm.rules import WASM2016
 from simulator.batches import batches_as_arrays, night_batches
 

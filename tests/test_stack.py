@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from plm.cli import main
-from plm.localservices import Mosquitto, ServiceError, find_binary, free_port
-from plm.stack import SECRETS, StackError, init_secrets
+from plm.ops.localservices import Mosquitto, ServiceError, find_binary, free_port
+from plm.ops.stack import SECRETS, StackError, init_secrets
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.services

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from plm import stack_cli
 from plm.cli import main
+from plm.ops import stack_cli
 
 
 @pytest.fixture

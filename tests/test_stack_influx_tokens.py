@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from plm.cli import main
-from plm.stack import OPERATOR_TOKEN_REFUSED, StackError, _write_secret, ensure_influx_tokens
+from plm.ops.stack import OPERATOR_TOKEN_REFUSED, StackError, _write_secret, ensure_influx_tokens
 
 ORG_ID, BUCKET_ID = "0a1b2c3d4e5f6071", "1a2b3c4d5e6f7081"
 

@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from plm.cli import main
-from plm.localservices import Mosquitto, ServiceError, free_port
+from plm.ops.localservices import Mosquitto, ServiceError, free_port
 
 pytestmark = pytest.mark.services
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from plm.cli import main
-from plm.stack import FIRST_START_ONLY, SECRETS
+from plm.ops.stack import FIRST_START_ONLY, SECRETS
 
 VARIABLE = dict(SECRETS)
 

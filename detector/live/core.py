@@ -8,11 +8,11 @@ acknowledges, writes the effects and checkpoints; journal replay, ``plm demo``, 
 the same core, so they cannot disagree with the live path.
 
 Data path inside: route the topic (detector/live/routing.py) -> decode and validate (plm/wire.py) -> the
-leg's reorder buffer (detector/ingest.py) -> hold for the chunk the service chose
-(detector/live/chunk_policy.py) -> the offline scorer (detector/scorer.py, fed batch by batch, so live and
-``plm score`` results cannot disagree) -> schema points (detector/schema.py) and MQTT results
+leg's reorder buffer (detector/live/ingest.py) -> hold for the chunk the service chose
+(detector/live/chunk_policy.py) -> the offline scorer (detector/scoring/scorer.py, fed batch by batch, so live and
+``plm score`` results cannot disagree) -> schema points (detector/storage/schema.py) and MQTT results
 (detector/live/outputs.py). A subject's night (detector/live/night.py) ends on silence, a goodbye, a hole
-or the local clock. Acknowledgement marks are detector/acks.py.
+or the local clock. Acknowledgement marks are detector/live/acks.py.
 """
 
 from __future__ import annotations
@@ -28,10 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from detector import schema
-from detector.acks import AckTracker
-from detector.diary import DiaryError, DiaryNote, diary_lines, merge_notes, night_start_for, parse_diary_payload
-from detector.ingest import SensorInbox
+from detector.live.acks import AckTracker
+from detector.live.ingest import SensorInbox
 from detector.live.night import (
     LEG_LOST_AFTER_S,
     MINUTE_S,
@@ -45,8 +43,10 @@ from detector.live.night import (
 )
 from detector.live.outputs import discovery_configs, movement_payload, night_payload
 from detector.live.routing import Router, side_from_sensor_id
-from detector.night_points import summary_lines
-from detector.scorer import MovementEvent, NightScorer, NightSummary
+from detector.scoring.scorer import MovementEvent, NightScorer, NightSummary
+from detector.storage import schema
+from detector.storage.diary import DiaryError, DiaryNote, diary_lines, merge_notes, night_start_for, parse_diary_payload
+from detector.storage.night_points import summary_lines
 from plm import wire
 from plm.config import Settings, SubjectSettings
 from plm.logs import RateLimitedLog

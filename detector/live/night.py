@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from detector import schema
-from detector.ingest import SensorInbox
-from detector.lm import STAT_SCALE
-from detector.scorer import MovementEvent, NightScorer
+from detector.live.ingest import SensorInbox
+from detector.scoring.lm import STAT_SCALE
+from detector.scoring.scorer import MovementEvent, NightScorer
+from detector.storage import schema
 from plm import wire
 
 NIGHT_GAP_S = 2 * 3600.0  # a hole this long in a subject's data starts a new night

@@ -1,4 +1,4 @@
-"""What the live detector publishes over MQTT besides InfluxDB points (those are detector/schema.py):
+"""What the live detector publishes over MQTT besides InfluxDB points (those are detector/storage/schema.py):
 each movement, the night summary (retained) and Home Assistant's discovery configs (retained).
 
 Pure builders: topic and payload bytes out, so the core returns them as effects and tests compare bytes.
@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from detector.scorer import MovementEvent
+from detector.scoring.scorer import MovementEvent
 from plm import wire
 
 NIGHT_RESULT_OMITS = ("series", "imis", "per_hour", "gaps")  # long lists: InfluxDB has them, a phone does not
@@ -32,7 +32,7 @@ def night_payload(fields: Mapping[str, Any], night_start_s: float) -> bytes:
 def discovery_configs(subject: str) -> list[tuple[str, bytes]]:
     """Home Assistant MQTT discovery: last night's PLM index, PLM count and LM count appear as sensors of one
     device per subject, read from the retained ``_night`` topic (``homeassistant/sensor/plm_<s>/<key>/config``,
-    the topics the broker's ACL gives the viewer of that subject: plm/broker.py)."""
+    the topics the broker's ACL gives the viewer of that subject: plm/ops/broker.py)."""
     device = {"identifiers": [f"plm_{subject}"], "name": f"Leg movements {subject}", "manufacturer": "plm-monitor"}
     configs = []
     for key, name, unit in HA_SENSORS:

@@ -36,13 +36,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from detector import schema
-from detector.influx import InfluxSink
-from detector.journal import Journal
 from detector.live.chunk_policy import ChunkPolicy
 from detector.live.core import BAD_REASONS, DetectorCore, Effects, Stats
 from detector.live.night import LEG_LOST_AFTER_S, SubjectState
-from detector.scorer import warm_up
+from detector.scoring.scorer import warm_up
+from detector.storage import schema
+from detector.storage.influx import InfluxSink
+from detector.storage.journal import Journal
 from plm import wire
 from plm.config import Settings
 from plm.logs import RateLimitedLog

@@ -1,6 +1,6 @@
 """Recordings from files, in one place: every reader returns the same :class:`Recording`.
 
-    the project's CSV (detector/csvio.py)      t,x,y,z; t in Unix seconds, x/y/z in g
+    the project's CSV (detector/recordings/csvio.py)      t,x,y,z; t in Unix seconds, x/y/z in g
     Polar Sensor Logger ACC text (psl.py)      Phone timestamp;sensor timestamp [ns];X [mg];Y [mg];Z [mg]
     ActiGraph .gt3x (gt3x.py)                  through ActiGraph's pygt3x (extra ``[gt3x]``)
     Axivity AX3 .cwa (cwa.py)                  through scikit-digital-health's ReadCwa (extra ``[cwa]``)
@@ -8,7 +8,7 @@
 The format is recognised from the file's content (a zip with ``log.bin`` is a .gt3x, a first block
 starting ``MD`` is a .cwa, the PSL header line), not from its name. A reader whose package is missing
 raises :class:`MissingReader` naming the extra to install. What a reader cannot read right is refused
-with :class:`RecordingError` (a :class:`detector.csvio.CsvError`, so ``plm score`` reports both alike):
+with :class:`RecordingError` (a :class:`detector.recordings.csvio.CsvError`, so ``plm score`` reports both alike):
 one line with the reason and the fix, never a traceback.
 
 Timestamps are Unix seconds (UTC). Devices that keep local time (.gt3x without a TimeZone line, .cwa)
@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from detector.csvio import CsvError
+from detector.recordings.csvio import CsvError
 
 FORMATS = ("csv", "psl", "gt3x", "cwa")
 PSL_ACC_HEADER = "Phone timestamp;sensor timestamp [ns];X [mg];Y [mg];Z [mg]"
@@ -114,8 +114,8 @@ def read_recording(path: str | Path, *, timezone: str | None = None) -> Recordin
 
 
 def read_csv(path: Path) -> Recording:
-    """The project's CSV, read by detector/csvio.py (the one CSV reader); the rate is the median step's."""
-    from detector.csvio import read_leg_csv
+    """The project's CSV, read by detector/recordings/csvio.py (the one CSV reader); the rate is the median step's."""
+    from detector.recordings.csvio import read_leg_csv
 
     t, xyz = read_leg_csv(path)
     return Recording(path, "csv", t, xyz, None, rate_from_steps(t))

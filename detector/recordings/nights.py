@@ -2,8 +2,8 @@
 
 1. The recording (one or two legs) is cut where both legs are silent for :data:`NIGHT_GAP_S` (2 h, the live
    detector's "a hole this long starts a new night"): a phone app's nightly files become one part each.
-2. A part is fed once to a :class:`detector.scorer.NightScorer` (the ``plm score`` scorer), whose epoch
-   classification (detector/inbed.py: lying against the leg's upright direction learned from walking)
+2. A part is fed once to a :class:`detector.scoring.scorer.NightScorer` (the ``plm score`` scorer), whose epoch
+   classification (detector/scoring/inbed.py: lying against the leg's upright direction learned from walking)
    says, per 30-s epoch, in bed or not.
 3. In-bed epochs closer than :data:`MERGE_GAP_S` (a trip to the bathroom) form one time in bed; times in bed
    of one night's anchor (the noon before) closer than :data:`NIGHT_UP_GAP_S`, or each long enough to be a
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.csvio import MAX_RECORDING_S, describe_span
 from detector.recordings import RecordingError
+from detector.recordings.csvio import MAX_RECORDING_S, describe_span
 
 NIGHT_GAP_S = 2 * 3600.0  # as detector.live.night.NIGHT_GAP_S: silence this long separates nights
 MERGE_GAP_S = 90 * 60.0  # out of bed for less than this inside a night (bathroom, a drink) keeps the night whole
@@ -88,7 +88,7 @@ def find_nights(
 def _nights_in_part(
     legs: dict[str, tuple[np.ndarray, np.ndarray]], lo: float, hi: float, name: str
 ) -> tuple[list[Night], list[Skipped]]:
-    from detector.scorer import NightScorer
+    from detector.scoring.scorer import NightScorer
 
     if hi - lo <= ONE_NIGHT_S:  # too short for two nights and the day between: scored whole, no extra pass
         return [Night(lo, hi, hi - lo, split=False)], []
@@ -142,12 +142,12 @@ def join_spells(
 ) -> list[tuple[float, float, float]]:
     """Times in bed (start, end, seconds in bed) that belong to one night joined into one.
 
-    A night's summary is stored at its anchor (the local noon before it, detector.diary.night_start_for), so two
+    A night's summary is stored at its anchor (the local noon before it, detector.storage.diary.night_start_for), so two
     nights with one anchor would overwrite each other's summary. Joined: spells of one anchor less than
     :data:`NIGHT_UP_GAP_S` apart (up for two hours in the night, as restless legs make people do), and any two
     spells of one anchor that are each a night. A nap in the afternoon stays apart from the night after it."""
     if anchor is None:
-        from detector.diary import night_start_for
+        from detector.storage.diary import night_start_for
 
         anchor = night_start_for
     close: list[tuple[float, float, float]] = []

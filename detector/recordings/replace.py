@@ -20,8 +20,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from detector import schema
 from detector.recordings import RecordingError
+from detector.storage import schema
 from plm.config import InfluxSettings
 
 MARGIN_S = 3600.0
@@ -36,7 +36,7 @@ def delete_night(settings: InfluxSettings, subject: str, start_s: float, end_s: 
     """Delete ``subject``'s points of one night (RecordingError with the reason when the server refuses)."""
     lo = (start_s // 3600) * 3600 - MARGIN_S
     hi = end_s + MARGIN_S
-    from detector.influx import is_v1_only
+    from detector.storage.influx import is_v1_only
 
     if settings.api == 1 or is_v1_only(settings):
         _delete_v1(settings, subject, lo, hi, anchor_s)

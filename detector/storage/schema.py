@@ -33,7 +33,7 @@ DIARY = "diary"
 SENSOR_STATUS = "sensor_status"
 DETECTOR_HEALTH = "detector_health"
 NONWEAR = "nonwear"
-"""A span when a leg's sensor was off the ankle (detector.nonwear), at its start."""
+"""A span when a leg's sensor was off the ankle (detector.scoring.nonwear), at its start."""
 NIGHT_WEAR_FIELDS = ("nonwear_h", "worn_fraction", "wear_insufficient")
 """Fields :func:`night_wear_point` adds to the ``night`` point (same series key and time)."""
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.epochs import table_rows
-from detector.params import DetectorParams
+from detector.scoring.epochs import table_rows
+from detector.scoring.params import DetectorParams
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,9 @@ def classify_epochs(
     params: DetectorParams,
     nonwear: list[tuple[float, float]] = (),  # type: ignore[assignment]
 ) -> EpochClassification:
-    """In bed and asleep per epoch, from each leg's epoch table (see :class:`detector.lm.LegDetector`).
+    """In bed and asleep per epoch, from each leg's epoch table (see :class:`detector.scoring.lm.LegDetector`).
 
-    ``nonwear``: spans when no leg's sensor was on the ankle (detector.nonwear); an epoch at least half inside
+    ``nonwear``: spans when no leg's sensor was on the ankle (detector.scoring.nonwear); an epoch at least half inside
     them is neither in bed nor asleep (a sensor on a night stand says nothing about the sleeper)."""
     per_leg = {side: table_rows(table) for side, table in tables.items()}
     epochs = np.unique(np.concatenate([keys for keys, _ in per_leg.values()] or [np.zeros(0, np.int64)]))

@@ -20,7 +20,7 @@ from plm.cli import LazyChoices, number
 
 
 def _showable() -> tuple[str, ...]:
-    from plm.stack import SECRETS  # plm.stack (and numpy through plm.wire) only when a stack command runs
+    from plm.ops.stack import SECRETS  # plm.ops.stack (and numpy through plm.wire) only when a stack command runs
 
     return ("viewer", *(rel for rel, _ in SECRETS), "detector/influx-token", "grafana/influx-token")
 
@@ -29,7 +29,7 @@ SHOWABLE = LazyChoices(_showable)
 
 
 def _rotatable() -> tuple[str, ...]:
-    from plm.stack import FIRST_START_ONLY
+    from plm.ops.stack import FIRST_START_ONLY
 
     return tuple(FIRST_START_ONLY)
 
@@ -160,7 +160,7 @@ def _http_url(text: str) -> str:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from plm.stack import StackError, init_secrets, simulated_subjects
+    from plm.ops.stack import StackError, init_secrets, simulated_subjects
 
     directory = secrets_dir(args)
     if directory is None:
@@ -196,7 +196,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _tokens(args: argparse.Namespace) -> int:
-    from plm.stack import StackError, ensure_influx_tokens
+    from plm.ops.stack import StackError, ensure_influx_tokens
 
     directory = secrets_dir(args)
     if directory is None:
@@ -226,7 +226,7 @@ def _tokens(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from plm.stack import StackError, read_secret
+    from plm.ops.stack import StackError, read_secret
 
     name = "viewer/mqtt-password" if args.name == "viewer" else args.name
     directory = secrets_dir(args)
@@ -245,7 +245,7 @@ def _simulate(args: argparse.Namespace) -> int:
     import threading
 
     from plm.config import load_settings
-    from plm.stack import simulate_forever
+    from plm.ops.stack import simulate_forever
 
     settings = load_settings(args.config)
     stop = threading.Event()

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.epochs import COLUMNS, EpochTable
-from detector.kernels import epoch_sums, first_bad_sample, hysteresis_levels, onset_floor, sample_steps
-from detector.nonwear import WearTable
-from detector.params import DetectorParams
-from detector.signal import ActivityFilter, NoiseFloor, estimate_rate_hz
+from detector.scoring.epochs import COLUMNS, EpochTable
+from detector.scoring.kernels import epoch_sums, first_bad_sample, hysteresis_levels, onset_floor, sample_steps
+from detector.scoring.nonwear import WearTable
+from detector.scoring.params import DetectorParams
+from detector.scoring.signal import ActivityFilter, NoiseFloor, estimate_rate_hz
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class LegDetector:
         # epoch table: epoch index -> [samples, sum x, sum y, sum z (0.1 mg), active samples,
         # sum of the activity envelope (0.1 mg)] -- integers, so exact in any chunking
         self.epochs = EpochTable()
-        # per-epoch integer sums for the non-wear test (detector.nonwear): SD, range, white-noise ratio
+        # per-epoch integer sums for the non-wear test (detector.scoring.nonwear): SD, range, white-noise ratio
         self.wear = WearTable(self.params.epoch_s)
         self.twitch_count = 0
         self.vibration_count = 0  # bursts rejected as bed vibration (no change across gravity)

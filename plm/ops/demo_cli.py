@@ -47,8 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
-    from plm.demo import DemoError, env_hint, format_result, grafana_hint, run_demo
-    from plm.localservices import ServiceError
+    from plm.ops.demo import DemoError, env_hint, format_result, grafana_hint, run_demo
+    from plm.ops.localservices import ServiceError
 
     keep = threading.Event() if args.keep else None
     if keep is not None:

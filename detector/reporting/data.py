@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from detector.diary import DiaryNote, anchor_of_date, night_date
+from detector.storage.diary import DiaryNote, anchor_of_date, night_date
 from plm.config import InfluxSettings
 
 DAY_MS = 86_400_000
@@ -78,7 +78,7 @@ def latest_night(client: InfluxQL, subject: str, tz: dt.tzinfo | str | None) -> 
 def load_from_influx(
     client: InfluxQL, subject: str, night: dt.date | None, tz: dt.tzinfo | str | None
 ) -> dict[str, Any]:
-    """Everything :func:`detector.report.build_report` takes, for the night starting on ``night``."""
+    """Everything :func:`detector.reporting.report.build_report` takes, for the night starting on ``night``."""
     night = night or latest_night(client, subject, tz)
     anchor = int(anchor_of_date(night, tz) * 1000)
     subj = f'"subject" = {_quote(subject)}'

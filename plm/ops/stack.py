@@ -4,7 +4,7 @@ Why generated at first start, not shipped in ``.env``: a stack that starts with 
 is a stack that runs with one. ``init_secrets`` makes every missing secret with a CSPRNG, keeps the
 ones that exist (so restarts never rotate a password under a running service), takes a value from
 the environment when the operator set one, and writes the mosquitto configuration from
-:mod:`plm.broker` -- the same generator the broker security tests exercise.
+:mod:`plm.ops.broker` -- the same generator the broker security tests exercise.
 
 Layout under ``root`` (each sub-directory is its own named volume in docker-compose.yml, mounted only
 into the service that needs it, and owned by that service's non-root uid)::
@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plm.broker import BrokerUser, acl_text, mosquitto_conf, password_hash
+from plm.ops.broker import BrokerUser, acl_text, mosquitto_conf, password_hash
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def simulated_subjects(count: int, prefix: str = "sim") -> tuple[str, ...]:
 
 
 def broker_users(sim_subjects: Sequence[str], collector_subjects: Sequence[str], viewer_subjects: Sequence[str]):
-    """The stack's broker users: least privilege per service (see plm.broker for the roles)."""
+    """The stack's broker users: least privilege per service (see plm.ops.broker for the roles)."""
     users = [BrokerUser("detector", "detector"), BrokerUser("simulator", "collector", tuple(sim_subjects))]
     if collector_subjects:
         users.append(BrokerUser("collector", "collector", tuple(collector_subjects)))

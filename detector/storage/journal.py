@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS dead_letter (
 );
 """
 DEAD_LETTERS_KEPT = 10_000  # rows; older ones are dropped (the total stays counted): a flood cannot fill the disk
-DEAD_LETTER_PAYLOAD_BYTES = 128 * 1024  # the broker's packet limit (plm.broker.MAX_PACKET_BYTES)
+DEAD_LETTER_PAYLOAD_BYTES = 128 * 1024  # the broker's packet limit (plm.ops.broker.MAX_PACKET_BYTES)
 DEAD_LETTER_TEXT_CHARS = 8_000
 
 

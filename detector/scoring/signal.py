@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from detector.kernels import activity_chain, running_floor
-from detector.params import DetectorParams
+from detector.scoring.kernels import activity_chain, running_floor
+from detector.scoring.params import DetectorParams
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class ActivityFilter:
     The lagged difference |a(t) - a(t - lag)| is how far the leg's orientation (and so the gravity
     vector in the sensor frame) moved in the last ``lag`` seconds. Unlike a high-pass it has no
     decaying tail after a movement that ends in a new position: it returns to the noise exactly
-    ``lag`` seconds after the leg stops, which :class:`detector.lm.LegDetector` subtracts from the offset.
+    ``lag`` seconds after the leg stops, which :class:`detector.scoring.lm.LegDetector` subtracts from the offset.
     Unlike a one-sample derivative it integrates the motion over ``lag``, so slow small tilts stand
     well above sensor noise.
     """

@@ -362,7 +362,7 @@ def wear_sums(
     open_key: int,
     open_count: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per epoch touched by these samples: its index and the non-wear sums of detector.nonwear (columns
+    """Per epoch touched by these samples: its index and the non-wear sums of detector.scoring.nonwear (columns
     ``N, S1, S2, ST, D2, ND, MN, MX`` there), every value rounded to 1/scale first so the sums are exact in
     any chunking. ``last``: the previous sample (rounded; used when ``has_last``) for the first successive
     difference; ``open_key``/``open_count``: the table's last epoch and its samples so far (the sample

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from detector.outbox import Outbox, Pending
+from detector.storage.outbox import Outbox, Pending
 from plm.config import InfluxSettings
 from plm.logs import RateLimitedLog
 

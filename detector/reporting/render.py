@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from detector.report import (
+from detector.reporting.report import (
     DOCTOR_REASONS,
     LANE_COLOUR,
     LANE_LABELS,

@@ -130,7 +130,7 @@ def password_hash(password: str, salt: bytes | None = None) -> str:
 def role_topics(user: BrokerUser) -> list[tuple[str, str]]:
     """(access, MQTT topic filter) pairs a user's role grants, access ``read``, ``write`` or ``readwrite``: the
     one statement of the roles (module docstring), written as a mosquitto ACL here and as NATS permissions by
-    plm/broker_nats.py."""
+    plm/ops/broker_nats.py."""
     rules: list[tuple[str, str]] = []
     if user.role == "collector":
         for s in user.subjects:

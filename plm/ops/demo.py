@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from plm import wire
-from plm.broker import BrokerUser, write_broker_config
 from plm.config import DetectorSettings, InfluxSettings, MqttSettings, Settings
-from plm.localservices import Influxd1, Mosquitto, free_port
+from plm.ops.broker import BrokerUser, write_broker_config
+from plm.ops.localservices import Influxd1, Mosquitto, free_port
 
 log = logging.getLogger(__name__)
 
@@ -220,10 +220,10 @@ def run_demo(
 
 
 def _write_report(settings: Settings, out_dir: Path) -> tuple[Path | None, str]:
-    """The night report from InfluxDB (detector.report), if that stage is installed."""
+    """The night report from InfluxDB (detector.reporting.report), if that stage is installed."""
     try:
-        from detector.report import build_report, render_html
-        from detector.report_data import InfluxQL, load_from_influx
+        from detector.reporting.data import InfluxQL, load_from_influx
+        from detector.reporting.report import build_report, render_html
     except ImportError as exc:
         return None, f"night report skipped: {exc}"
     try:

@@ -1,7 +1,7 @@
 """Sleep diary: short notes ("caffeine after 18:00") tagged with what is known to change leg twitching.
 
 A note arrives from ``plm note`` or from MQTT (``plm/v1/<subject>/_diary``, for phone shortcuts or
-Home Assistant) and is stored by :func:`detector.schema.diary_points` as a ``diary`` point plus
+Home Assistant) and is stored by :func:`detector.storage.schema.diary_points` as a ``diary`` point plus
 ``diary_<tag>`` flags on the ``night`` point, so InfluxQL can compare nights with and without a tag.
 
 Which night a note belongs to: people write notes in the evening before a night ("had wine") or
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from detector.schema import DIARY_TAGS
+from detector.storage.schema import DIARY_TAGS
 
 MAX_TEXT_CHARS = 2000
 """One note's text. Longer is refused whole (cutting a note could cut off what matters)."""
@@ -359,7 +359,7 @@ def anchor_of_date(day: dt.date, tz: str | dt.tzinfo | None = None) -> float:
 def diary_lines(subject: str, note: DiaryNote, received_s: float, tz: str | dt.tzinfo | None = None) -> list[str]:
     """Line protocol for a note (its :attr:`~DiaryNote.stored_text`): written at ``note.time_s`` if given,
     else when received."""
-    from detector.schema import diary_points
+    from detector.storage.schema import diary_points
 
     when = note.time_s if note.time_s is not None else received_s
     return diary_points(subject, night_start_for(when, tz), note.stored_text, note.tags)

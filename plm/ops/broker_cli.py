@@ -1,5 +1,5 @@
 """`plm broker-config`: write a locked-down mosquitto configuration (passwords, ACLs, TLS), or with
-``--broker nats`` a nats-server one (bcrypt passwords, per-role permissions; plm/broker_nats.py)."""
+``--broker nats`` a nats-server one (bcrypt passwords, per-role permissions; plm/ops/broker_nats.py)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from plm.broker import (
+    from plm.ops.broker import (
         BrokerConfigError,
         Owner,
         TlsFiles,
@@ -123,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
 
 def run_nats(args: argparse.Namespace) -> int:
     """``--broker nats``: nats.conf (mode 600) and the JetStream store; the same conventions as mosquitto's."""
-    from plm.broker import BrokerConfigError, Owner, access_problems, parse_user_spec, write_private_file
-    from plm.broker_nats import write_nats_config
+    from plm.ops.broker import BrokerConfigError, Owner, access_problems, parse_user_spec, write_private_file
+    from plm.ops.broker_nats import write_nats_config
 
     if any((args.tls_ca, args.tls_cert, args.tls_key)):
         print(

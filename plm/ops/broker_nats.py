@@ -1,5 +1,5 @@
 """Generate a locked-down nats-server 2.9 configuration serving the product's MQTT: bcrypt passwords, per-role
-permissions equivalent to the mosquitto ACLs of :mod:`plm.broker` (``plm broker-config --broker nats``).
+permissions equivalent to the mosquitto ACLs of :mod:`plm.ops.broker` (``plm broker-config --broker nats``).
 
 NATS serves MQTT 3.1.1 (2.9: not MQTT 5) on its ``mqtt {}`` listener and keeps the MQTT state in JetStream:
 sessions, retained messages and QoS 1 messages are streams of the users' account, so the account needs
@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plm.broker import BrokerConfigError, BrokerUser, Owner, role_topics, write_private_file
+from plm.ops.broker import BrokerConfigError, BrokerUser, Owner, role_topics, write_private_file
 
 # bcrypt work factor of the password hashes. Go's bcrypt.DefaultCost is 10 and the NATS CLI's
 # `nats server passwd` writes 11: the server checks one hash per CONNECT (~0.1 s here at 11), which only
@@ -48,7 +48,7 @@ BCRYPT_COST = 11  # published: 10 (Go default), 11 (`nats server passwd`)
 BCRYPT_MAX_BYTES = 72  # bcrypt reads at most 72 bytes of a password; a longer one would be cut silently
 MQTT_DELIVERY_SUBJECTS = "$MQTT.sub.>"  # where NATS delivers a QoS 1 subscription's messages (see above)
 # QoS 1 messages in flight, unacknowledged, to one MQTT subscription (nats-server default 1024), the
-# counterpart of mosquitto's max_inflight_messages (plm/broker.py sets 16384): the detector acknowledges a
+# counterpart of mosquitto's max_inflight_messages (plm/ops/broker.py sets 16384): the detector acknowledges a
 # group only once it is journaled, so this bounds its groups (docs/live.md). nats-server 2.9 accepts up to 65535
 MQTT_MAX_ACK_PENDING = 16384  # published default: 1024
 ACCOUNT = "PLM"
@@ -60,7 +60,7 @@ def nats_subject(topic_filter: str) -> str:
 
 
 def nats_permissions(user: BrokerUser) -> dict[str, dict[str, list[str]]]:
-    """The user's role (:func:`plm.broker.role_topics`) as a NATS permission map, plus the QoS 1 delivery
+    """The user's role (:func:`plm.ops.broker.role_topics`) as a NATS permission map, plus the QoS 1 delivery
     subjects every role needs (each subscribes with QoS 1: the collector its acks and ``_owner``, the detector
     the samples, a viewer the results)."""
     publish: list[str] = []
@@ -153,7 +153,7 @@ def write_nats_config(
     owner: Owner | None = None,
 ) -> NatsFiles:
     """Write ``nats.conf`` (mode 600: it holds the password hashes) into ``out_dir`` and create the JetStream
-    store directory (default ``out_dir/jetstream``). Passwords as :func:`plm.broker.write_broker_config`:
+    store directory (default ``out_dir/jetstream``). Passwords as :func:`plm.ops.broker.write_broker_config`:
     from ``passwords`` (by env-var name) or the environment, a missing one an error unless
     ``generate_missing``. ``owner``: the account nats-server runs as (Debian: ``nats``), given the file and
     the store."""

@@ -1,7 +1,7 @@
 """The database points of one night's summary: one definition for the live service and for tools.
 
 Pure: a summary (``NightSummary.fields``) and its movements in, line protocol out. The night point is
-written at the night's noon anchor (where that night's diary flags land, see detector.diary), hourly
+written at the night's noon anchor (where that night's diary flags land, see detector.storage.diary), hourly
 points at each hour of the recording, and one point per PLM series with its mean IMI.
 """
 
@@ -11,8 +11,8 @@ import statistics
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from detector import schema
-from detector.diary import night_start_for
+from detector.storage import schema
+from detector.storage.diary import night_start_for
 
 
 def night_fields(fields: Mapping[str, Any]) -> dict[str, Any]:

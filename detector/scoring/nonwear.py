@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from detector.kernels import wear_sums
+from detector.scoring.kernels import wear_sums
 
 QUIET_SD_G = 0.013
 """Per-axis SD of a quiet epoch (g): van Hees et al. 2013 / GGIR's 13 mg. A still worn leg is far below it too:

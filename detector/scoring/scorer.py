@@ -1,7 +1,7 @@
 """The one night scorer: acceleration chunks in, final movements and a night summary out.
 
 :class:`NightScorer` is the implementation used live (MQTT) and offline (files): :func:`score_arrays`
-is one ``feed`` per leg plus :meth:`NightScorer.finish`. Per leg a :class:`detector.lm.LegDetector`
+is one ``feed`` per leg plus :meth:`NightScorer.finish`. Per leg a :class:`detector.scoring.lm.LegDetector`
 turns samples into movements; LMs go to the event-level rules (:class:`plm.rules.EventScorer`), twitches
 are reported on their own. A movement can be final only when every leg's data has passed it (the
 *watermark* = the earliest time a leg could still report a movement from), so a leg that falls silent
@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from detector.inbed import EpochClassification, classify_epochs, upright_direction
-from detector.lm import LegDetector, LegGap, RawMovement
-from detector.nonwear import HANDLING_S, MIN_WORN_FRACTION, find_nonwear, intersect, overlap_s
-from detector.params import DetectorParams
+from detector.scoring.inbed import EpochClassification, classify_epochs, upright_direction
+from detector.scoring.lm import LegDetector, LegGap, RawMovement
+from detector.scoring.nonwear import HANDLING_S, MIN_WORN_FRACTION, find_nonwear, intersect, overlap_s
+from detector.scoring.params import DetectorParams
 from plm.rules import WASM2016, EventScorer, Gap, LegMovement, RuleSet, ScoredMovement, Series
 
 logger = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ class NightScorer:
         return min(leg.watermark for leg in self._legs.values())
 
     def epoch_table(self, side: str) -> Mapping[int, np.ndarray]:
-        """The leg's 30-s epoch rows (see :class:`detector.lm.LegDetector`); read, never modify."""
+        """The leg's 30-s epoch rows (see :class:`detector.scoring.lm.LegDetector`); read, never modify."""
         return self._legs[side].epochs
 
     def leg_rate_hz(self, side: str) -> float | None:
@@ -197,7 +197,7 @@ class NightScorer:
         return classify_epochs({s: leg.epochs for s, leg in legs.items()}, rates, longs, self.params, off)
 
     def nonwear(self) -> dict[str, list[tuple[float, float]]]:
-        """Per leg with data: the spans its sensor was off the ankle so far (detector.nonwear)."""
+        """Per leg with data: the spans its sensor was off the ankle so far (detector.scoring.nonwear)."""
         out = {}
         for side, leg in self._legs.items():
             if leg.first_t is None:

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from detector.schema import series_key
+from detector.storage.schema import series_key
 from plm.durable import open_durable_db
 
 _SCHEMA = """

@@ -22,7 +22,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plm.broker import password_hash, write_private_file
+from plm.ops.broker import password_hash, write_private_file
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class Mosquitto(_Service):
     extra_config: str = ""
     port: int = field(default_factory=free_port)
     binary: str | None = field(default_factory=lambda: find_binary("mosquitto"))
-    config_file: Path | None = None  # a ready configuration (e.g. from plm.broker); its listener must use `port`
+    config_file: Path | None = None  # a ready configuration (e.g. from plm.ops.broker); its listener must use `port`
 
     def __post_init__(self) -> None:
         if not self.binary:
@@ -167,7 +167,7 @@ class Mosquitto(_Service):
             # mosquitto's default of 1000 queued messages per client silently drops QoS 1 messages
             # for a consumer that falls behind a fast replay; the product's config raises it too
             "max_queued_messages 1000000",
-            "max_inflight_messages 16384",  # as the product's broker config (plm/broker.py): the detector uses 3.1.1
+            "max_inflight_messages 16384",  # as the product's broker config (plm/ops/broker.py): the detector uses 3.1.1
         ]
         if self.acl is not None:
             acl_file = self.workdir / "acl"
@@ -354,7 +354,7 @@ class NatsServer(_Service):
     # or consumer_replicas (docs/deploy-scale.md: what they change); empty = the server's defaults
     mqtt_options: dict[str, object] = field(default_factory=dict)
     binary: str | None = field(default_factory=lambda: find_binary("nats-server"))
-    # a ready configuration (e.g. from plm.broker_nats): its MQTT listener must use `mqtt_port`, and `users` holds
+    # a ready configuration (e.g. from plm.ops.broker_nats): its MQTT listener must use `mqtt_port`, and `users` holds
     # one user and password it accepts, for the readiness check (which then does not ask the monitoring port)
     config_file: Path | None = None
 
