@@ -420,25 +420,85 @@ class _TimedDetector(LiveDetector):
         self.core._emit = timed
 
 
-def _detector_process(settings: Settings, reports, stop) -> None:
-    """The detector in its own process, as ``plm detect`` runs: reports progress once a second."""
-    detector = _TimedDetector(settings, publish_results=True, checkpoint_every_s=30.0)
+def _detector_process(
+    settings: Settings, reports, stop, shard: tuple[int, int] = (0, 1), max_chunk_s: float = 16.0
+) -> None:
+    """The detector in its own process, as ``plm detect [--shard k/N]`` runs: reports progress once a second
+    (a dict: ``kind`` started / progress / stopped, ``shard``, ``now``, ``received``, ``ignored`` (other shards'
+    messages that still reached it), ``reached`` (the most behind leg's scored data), ``chunk_s``, ``cpu_s``;
+    the stopped report adds ``emitted``). ``max_chunk_s``: the service's longest chunk (0: every batch scored on
+    arrival, whatever the load)."""
+    detector = _TimedDetector(
+        settings, shard=shard, publish_results=True, checkpoint_every_s=30.0, max_chunk_s=max_chunk_s
+    )
     detector.start()
-    reports.put(("started", time.time(), 0, None, 0.0, time.process_time()))
-    while not stop.wait(1.0):
+
+    def report(kind: str, **extra) -> None:
         reached = [max(s.last_t.values()) for s in list(detector.subjects.values()) if s.last_t]
         reports.put(
-            (
-                "progress",
-                time.time(),
-                detector.stats.received,
-                min(reached) if reached else None,
-                detector.chunk_s,
-                time.process_time(),  # the whole process (all threads): contention on the machine does not count
-            )
+            {
+                "kind": kind,
+                "shard": shard,
+                "now": time.time(),
+                "received": detector.stats.received,
+                "ignored": detector.stats.ignored_other_shard,
+                "reached": min(reached) if reached else None,
+                "chunk_s": detector.chunk_s,
+                # the whole process (all threads): contention on the machine does not count
+                "cpu_s": time.process_time(),
+                **extra,
+            }
         )
+
+    report("started")
+    while not stop.wait(1.0):
+        report("progress")
     detector.stop()
-    reports.put(("stopped", time.time(), detector.stats.received, detector.emitted, detector.chunk_s, 0.0))
+    report("stopped", emitted=detector.emitted)
+
+
+def judge_realtime(
+    lags: list[float], chunks: list[float], received: int, expected: int, window_s: float
+) -> dict[str, object]:
+    """Did a detector keep up in real time? ``lags``/``chunks``: its progress reports over the measured span
+    (lag of the most behind leg's scored data behind the wall clock, the chunk it held legs for then).
+
+    Kept up = every batch in, and the lag bounded and not growing: scored data trails the wall clock by the
+    batch (1 s), the reorder window (rounded up to batches), the chunk the service held legs for under load
+    (chunk_s: its latency-for-throughput trade) and 2 s of processing slack. Growing: the lag beyond the chunk
+    held at that moment rose by more than a second from the second quarter of the run to the last (a policy
+    that moves to a longer chunk adds that chunk to the lag by design; a service that falls behind grows its
+    lag whatever the chunk)."""
+    late_half = lags[len(lags) // 2 :]
+    chunk_late = max(chunks[len(chunks) // 2 :], default=0.0)
+    excess = [lag - chunk for lag, chunk in zip(lags, chunks, strict=True)]
+    quarter = max(1, len(excess) // 4)
+    growing = (
+        len(excess) >= 4 and float(np.median(excess[-quarter:])) - float(np.median(excess[quarter : 2 * quarter])) > 1.0
+    )
+    kept_up = (
+        bool(late_half) and max(late_half) <= 1.0 + window_s + chunk_late + 2.0 and not growing and received >= expected
+    )
+    return {
+        "kept_up": kept_up,
+        "lag_growing": growing,
+        "lag_s_median": _percentile(lags, 50),
+        "lag_s_max_last_half": round(max(late_half), 2) if late_half else None,
+        "chunk_s_median": _percentile(chunks, 50),
+        "chunk_s_max_last_half": chunk_late,
+    }
+
+
+def cpu_figures(marks: list[tuple[float, int, float]]) -> dict[str, float | None]:
+    """The detector process's own CPU over the measured span, from (wall, messages received, process CPU s)
+    marks: share of one core, and CPU microseconds per message received."""
+    if len(marks) < 2:
+        return {"detector_cpu_share": None, "detector_cpu_us_per_message": None}
+    (w0, m0, c0), (w1, m1, c1) = marks[0], marks[-1]
+    return {
+        "detector_cpu_share": round((c1 - c0) / (w1 - w0), 3),
+        "detector_cpu_us_per_message": round(1e6 * (c1 - c0) / max(1, m1 - m0)),
+    }
 
 
 def _pin(detector_pid: int | None, others: list[int | None]) -> bool:
@@ -478,7 +538,7 @@ def realtime(mosq: Mosquitto, influxd: Influxd1, sensors: int, seconds: int, wor
     detector.start()
     everyone_else = [mosq.proc.pid, influxd.proc.pid, os.getpid()]  # type: ignore[union-attr]
     pinned = _pin(detector.pid, everyone_else)
-    if reports.get(timeout=60)[0] != "started":
+    if reports.get(timeout=60)["kind"] != "started":
         raise RuntimeError("the detector process did not start")
     ready = mp.Semaphore(0)
     # two publisher processes when one cannot render and send everything in time
@@ -533,22 +593,24 @@ def realtime(mosq: Mosquitto, influxd: Influxd1, sensors: int, seconds: int, wor
     load_before = os.getloadavg()[0]
     while time.time() < t0 + seconds + 8:
         try:
-            _kind, now, received, reached, chunk_s, cpu_s = reports.get(timeout=2.0)
+            r = reports.get(timeout=2.0)
         except Exception:  # queue.Empty: the detector is too busy to report; its lag shows in the next one
             continue
-        if reached is not None and t0 + WARMUP_S < now < t0 + seconds:
-            lags.append(now - reached)  # the most behind leg's scored data vs the wall clock
-            chunks.append(chunk_s)
-            cpu_marks.append((now, received, cpu_s))
+        received = r["received"]
+        if r["reached"] is not None and t0 + WARMUP_S < r["now"] < t0 + seconds:
+            lags.append(r["now"] - r["reached"])  # the most behind leg's scored data vs the wall clock
+            chunks.append(r["chunk_s"])
+            cpu_marks.append((r["now"], received, r["cpu_s"]))
     for p in procs:
         p.join(60)
     stop.set()
     poller.join(5)
     stop_detector.set()
     while True:
-        kind, _now, count, emitted, _chunk, _cpu = reports.get(timeout=120)
-        received = max(received, count)
-        if kind == "stopped":
+        r = reports.get(timeout=120)
+        received = max(received, r["received"])
+        if r["kind"] == "stopped":
+            emitted = r["emitted"]
             break
     detector.join(30)
     if pinned:
@@ -576,43 +638,17 @@ def realtime(mosq: Mosquitto, influxd: Influxd1, sensors: int, seconds: int, wor
         if at_end[0] - offsets[k] <= 2.0:
             prompt.append(first_seen[k] - offsets[k])
     expected = len(_topics(sensors)) * seconds
-    late_half = lags[len(lags) // 2 :]
-    # kept up = every batch in, and the lag bounded and not growing: scored data trails the wall clock by
-    # the batch (1 s), the reorder window (rounded up to batches), the chunk the service held legs for
-    # under load (chunk_s: its latency-for-throughput trade) and 2 s of processing slack
-    chunk_late = max(chunks[len(chunks) // 2 :], default=0.0)
-    # growing: the lag beyond the chunk held at that moment rose by more than a second from the second
-    # quarter of the run to the last (a policy that moves to a longer chunk adds that chunk to the lag by
-    # design; a service that falls behind grows its lag whatever the chunk)
-    excess = [lag - chunk for lag, chunk in zip(lags, chunks, strict=True)]
-    quarter = max(1, len(excess) // 4)
-    growing = (
-        len(excess) >= 4 and float(np.median(excess[-quarter:])) - float(np.median(excess[quarter : 2 * quarter])) > 1.0
-    )
-    kept_up = (
-        bool(late_half) and max(late_half) <= 1.0 + window_s + chunk_late + 2.0 and not growing and received >= expected
-    )
+    verdict = judge_realtime(lags, chunks, received, expected, window_s)
     return {
         "sensors": sensors,
         "reorder_window_s": window_s,
         "messages_expected": expected,
         "messages_received": received,
-        "kept_up": kept_up,
+        "kept_up": verdict.pop("kept_up"),
         "machine_load_at_start": round(load_before, 2),
         "detector_pinned_to_one_core": pinned,
-        # the detector process's own CPU over the measured span: share of one core, and per message received
-        "detector_cpu_share": round((cpu_marks[-1][2] - cpu_marks[0][2]) / (cpu_marks[-1][0] - cpu_marks[0][0]), 3)
-        if len(cpu_marks) > 1
-        else None,
-        "detector_cpu_us_per_message": round(
-            1e6 * (cpu_marks[-1][2] - cpu_marks[0][2]) / max(1, cpu_marks[-1][1] - cpu_marks[0][1])
-        )
-        if len(cpu_marks) > 1
-        else None,
-        "lag_s_median": _percentile(lags, 50),
-        "lag_s_max_last_half": round(max(late_half), 2) if late_half else None,
-        "chunk_s_median": _percentile(chunks, 50),
-        "chunk_s_max_last_half": chunk_late,
+        **cpu_figures(cpu_marks),
+        **verdict,
         "movements_seen": len(lat),
         "latency_s_p50": _percentile(lat, 50),
         "latency_s_p95": _percentile(lat, 95),

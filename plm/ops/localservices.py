@@ -354,11 +354,16 @@ class NatsServer(_Service):
     # or consumer_replicas (docs/deploy-scale.md: what they change); empty = the server's defaults
     mqtt_options: dict[str, object] = field(default_factory=dict)
     binary: str | None = field(default_factory=lambda: find_binary("nats-server"))
+    # a ready configuration (e.g. from plm.ops.broker_nats): its MQTT listener must use `mqtt_port`, and `users` holds
+    # one user and password it accepts, for the readiness check (which then does not ask the monitoring port)
+    config_file: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.binary:
             raise ServiceError(f"nats-server not installed ({NATS_INSTALL_HINT})")
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.config_file is not None:
+            return
         import json
 
         users = []
@@ -410,7 +415,7 @@ class NatsServer(_Service):
         self.wait_ready(timeout_s)
 
     def ready(self) -> bool:
-        if not _http_ok(f"http://127.0.0.1:{self.http_port}/healthz"):
+        if self.config_file is None and not _http_ok(f"http://127.0.0.1:{self.http_port}/healthz"):
             return False
         user, password = next(iter(self.users.items()))
         return _mqtt311_connect_ok(self.mqtt_port, user, password)
