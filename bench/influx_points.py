@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detector.live.core import DetectorCore
+from detector.storage.schema import point_key
 from plm import wire
 from plm.config import Settings
 from simulator import batches as simulator_batches
@@ -28,12 +29,6 @@ from simulator import simulate_night
 
 GROUP = 40  # messages per group, as the service reads them under light load
 FAR_FUTURE_NS = 2**62
-
-
-def point_key(line: str) -> tuple[str, str]:
-    """(series key, timestamp) of a line: what InfluxDB keeps one point per."""
-    head, _, rest = line.partition(" ")
-    return head, rest.rsplit(" ", 1)[-1]
 
 
 def count_night(profile: str, hours: float, seed: int) -> tuple[Counter[str], Counter[str], int]:

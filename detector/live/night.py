@@ -196,6 +196,7 @@ class EndedNight:
             if f.name not in keep:
                 setattr(current, f.name, getattr(night, f.name))
         current.offline_sides = set()
+        current.summary_written = {}  # the end wrote final versions of them: the reopened night's differ
         current.ended_night = None
         current.local_end_passed = self.ended_by_local_time
         current.emitted_at_end = self.emitted
@@ -221,6 +222,8 @@ class SubjectState:
     nights_finished: int = 0
     minutes: MinuteState = field(default_factory=MinuteState)
     held: dict[str, list[wire.SampleBatch]] = field(default_factory=dict)  # released, not yet scored (per side)
+    # the night's summary points as last written, by (series key, timestamp): unchanged ones are not rewritten
+    summary_written: dict[tuple[str, str], str] = field(default_factory=dict)
     ended_night: EndedNight | None = None  # the previous night, until a later anchor's data arrives
     local_end_passed: bool = False  # a reopened night ended at the local time once: it ends on silence now
     # movements the end of the night wrote before it was reopened: written again only if they changed

@@ -148,6 +148,17 @@ def to_ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+_SERIES_KEY = re.compile(r"(?:[^ \\]|\\.)*")  # up to the first space no backslash escapes
+
+
+def point_key(text: str) -> tuple[str, str]:
+    """(series key, timestamp) of one of our lines: what InfluxDB keeps one point per (a later line with the same
+    key replaces the point's fields). Every line we build ends with its timestamp."""
+    match = _SERIES_KEY.match(text)
+    assert match is not None  # the pattern matches the empty string at least
+    return match.group(), text.rsplit(" ", 1)[-1]
+
+
 def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, Any], time_ms: int) -> str:
     """One line of line protocol. Tags are sorted (InfluxDB's canonical order); ``None`` fields are left out."""
     present = {k: v for k, v in fields.items() if v is not None}
