@@ -85,6 +85,7 @@ class ClusterNightConfig:
     # default is lossless too: --ack-wait '', and the CI tests use it; docs/deploy-scale.md)
     mqtt_options: dict[str, Any] = field(default_factory=lambda: {"consumer_replicas": 1, "ack_wait": "1s"})
     profile: str = "rls-severe"
+    drain_s: float = 300.0  # after the stream: this long for every batch to be acknowledged, else a failure
     workdir: Path | None = None
     keep: bool = False
 
@@ -117,6 +118,7 @@ class ClusterNightReport:
     faults: list[Fault] = field(default_factory=list)
     publisher_dropped: int = 0
     publisher_resent: int = 0  # batches sent again by the collectors because the detector's ack stalled
+    publisher_subscribe_refused: int = 0  # ack subscriptions the cluster refused, each asked for again
     speedup: float = 0.0
     hole_wait_s: float = 0.0
     wall_s: float = 0.0
@@ -237,6 +239,16 @@ class Watcher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def _log_tail(path: Path, lines: int = 6) -> str:
+    """The last warnings of a replica's log, for a failure message."""
+    with contextlib.suppress(OSError):
+        kept = [
+            line for line in path.read_text(errors="replace").splitlines() if " WARNING " in line or " ERROR " in line
+        ]
+        return " | ".join(kept[-lines:]) or "no warnings"
+    return "no log"
 
 
 def pick_subjects(count: int, replicas: int) -> list[str]:
@@ -446,11 +458,17 @@ def run_cluster_night(
             th.join(300)
         report.stream_s = round(time.monotonic() - started, 1)
         # every batch in a replica's journal (the acks emptied every queue), then the goodbyes
-        if _wait(lambda: all(p.queue_depth == 0 for p in publishers.values()), 300, 0.2) is None:
-            waiting = {f"{k[0]}/{k[1]}": p.queue_depth for k, p in publishers.items() if p.queue_depth}
-            raise RuntimeError(f"batches never acknowledged by a replica: {waiting}")
+        if _wait(lambda: all(p.queue_depth == 0 for p in publishers.values()), cfg.drain_s, 0.2) is None:
+            waiting = {
+                f"{k[0]}/{k[1]}": f"{p.queue_depth} queued, connected {p.connected}, refused {p.subscribe_refused}"
+                for k, p in publishers.items()
+                if p.queue_depth
+            }
+            tails = "; ".join(f"replica {k}: {_log_tail(tmp / f'replica{k}.log')}" for k in range(cfg.replicas))
+            raise RuntimeError(f"batches never acknowledged by a replica: {waiting}; {tails}")
         report.publisher_dropped = sum(p.dropped for p in publishers.values())
         report.publisher_resent = sum(p.resent for p in publishers.values())
+        report.publisher_subscribe_refused = sum(p.subscribe_refused for p in publishers.values())
         for (_subject, side), pub in publishers.items():
             pub.stop(wire.SensorStatus(state="offline", side=side))
         if _wait(lambda: set(subjects) <= set(watcher.finals), 120) is None:
@@ -491,7 +509,8 @@ def format_report(r: ClusterNightReport) -> str:
         f"hole wait {r.hole_wait_s:g} s of data, NATS mqtt {c['mqtt_options']}",
         "  subjects per replica: " + ", ".join(f"{k}: {len(v)}" for k, v in sorted(r.subjects_per_replica.items())),
         f"  batches published {r.batches_published}, publisher drops {r.publisher_dropped}, "
-        f"proxied connections failed over {r.failovers}, batches resent on a stalled ack {r.publisher_resent}",
+        f"proxied connections failed over {r.failovers}, batches resent on a stalled ack {r.publisher_resent}, "
+        f"ack subscriptions refused (and asked again) {r.publisher_subscribe_refused}",
         f"  movements expected {r.movements_expected}, stored {r.movements_stored}, lost {r.movements_lost}, "
         f"extra {r.movements_extra}, duplicated {r.movements_duplicated}",
         f"  night summaries equal to offline scoring: {not r.summary_mismatches} {r.summary_mismatches[:4]}",

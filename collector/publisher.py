@@ -39,7 +39,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 
 from plm.config import MqttSettings
-from plm.mqtt import forget_unacknowledged, make_client
+from plm.mqtt import forget_unacknowledged, make_client, suback_refused
 from plm.wire import (
     MAX_FUTURE_NS,
     SampleBatch,
@@ -66,6 +66,9 @@ ACK_MODES = ("auto", "detector", "broker")
 ACK_STALL_S = 20.0  # the detector's ack (published every ACK_EVERY_S = 5 s while it moves) has not covered the oldest
 # batch sent for this long: send the oldest batches again. Shorter than the detector's hole wait (60 s of data), longer
 # than a few ack periods, so a busy detector is not flooded; a detector that is down gets IN_FLIGHT batches per stall
+RESUBSCRIBE_S = 5.0  # the broker refused the ack/owner subscription (a SUBACK code >= 0x80: an ACL, or a NATS cluster
+# that could not create the QoS 1 consumer while a node was down): ask again this long after. Without it the
+# detector's acks never arrive and the queue only grows (CI, 2026-12: a node-kill night stalled for good)
 
 
 class SensorPublisher:
@@ -118,6 +121,10 @@ class SensorPublisher:
         )
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+        self._subscribe_mid: int | None = None  # the ack/owner SUBSCRIBE awaiting its SUBACK
+        self._resubscribe_at: float | None = None  # monotonic time to ask again after a refusal (worker reads)
+        self.subscribe_refused = 0
         previous_disconnect: Callable[..., None] | None = self.client.on_disconnect
 
         def _on_disconnect(c, userdata, flags, reason, props) -> None:
@@ -131,8 +138,9 @@ class SensorPublisher:
     def _on_connect(self, client: mqtt.Client) -> None:
         # before anything goes out on the new connection: the queue's worker alone resends batches
         forget_unacknowledged(client, self.topic)
+        self._resubscribe_at = None
         if self.ack_mode != "broker":
-            client.subscribe([(self.ack_topic, 1), (self.owner_topic, 1)])
+            self._subscribe_acks(client)
         self._connections += 1  # before _connected is set: the worker reads them in the opposite order
         self._connected.set()
         # a connected sensor says so before its first batch: a detector replica learns of a new subject from its
@@ -140,6 +148,24 @@ class SensorPublisher:
         status = self._last_status or SensorStatus("online", side=self.side)
         client.publish(self.status_topic, encode_status(status), qos=1, retain=True)
         self._wake.set()
+
+    def _subscribe_acks(self, client: mqtt.Client) -> None:
+        _result, self._subscribe_mid = client.subscribe([(self.ack_topic, 1), (self.owner_topic, 1)])
+
+    def _on_subscribe(self, _client, _userdata, mid: int, reason_codes, _props=None) -> None:
+        if mid != self._subscribe_mid:
+            return
+        codes = list(reason_codes) if isinstance(reason_codes, list | tuple) else [reason_codes]
+        if len(codes) < 2 or any(suback_refused(code) for code in codes):
+            self.subscribe_refused += 1
+            self._resubscribe_at = time.monotonic() + RESUBSCRIBE_S
+            log.warning(
+                "%s: the broker refused the subscription to the detector's acks (%s); asking again in %.0f s",
+                self.ack_topic,
+                ", ".join(str(c) for c in codes),
+                RESUBSCRIBE_S,
+            )
+            self._wake.set()
 
     def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
         if message.topic == self.owner_topic:
@@ -290,6 +316,10 @@ class SensorPublisher:
                     owner_epoch = epoch  # a detector (re)subscribed to the subject: republish what is unacknowledged
                     last_sent = 0
                     in_flight.clear()
+                due = self._resubscribe_at
+                if connected and due is not None and time.monotonic() >= due:
+                    self._resubscribe_at = None
+                    self._subscribe_acks(self.client)
                 received = self.ack_mode == "broker" or epoch > 0 or time.monotonic() - connected_at >= OWNER_WAIT_S
                 now = time.monotonic()
                 if connected and received and waits_for_detector and last_sent and now - ack_moved_at >= ACK_STALL_S:

@@ -17,7 +17,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
 from paho.mqtt import _packet
@@ -184,6 +184,13 @@ class BufferedReadClient(mqtt.Client):
     def _sock_close(self) -> None:
         self._read_ahead, self._read_pos = b"", 0  # bytes of a dead connection must never be parsed as the next one's
         super()._sock_close()
+
+
+def suback_refused(code: Any) -> bool:
+    """A SUBACK reason code (paho: a ReasonCode, or an int for 3.1.1) that refuses the subscription (>= 0x80:
+    MQTT 3.1.1 section 3.9.3, MQTT 5 section 3.9.3). Anything that is not a code refuses too."""
+    value = getattr(code, "value", code)
+    return not isinstance(value, int) or value >= 0x80
 
 
 def forget_unacknowledged(client: mqtt.Client, topic: str) -> int:

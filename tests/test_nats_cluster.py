@@ -83,6 +83,7 @@ def _cluster_night(nats_cluster_factory, influxd_factory, tmp_path, **faults):
         minutes=15,
         batches_per_s=400,
         mqtt_options={"consumer_replicas": 1},
+        drain_s=120,  # a stall fails with the replicas' warnings, before pytest's timeout kills it without them
         workdir=tmp_path / "night",
         **faults,
     )

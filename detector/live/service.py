@@ -46,7 +46,7 @@ from detector.storage.journal import Journal
 from plm import wire
 from plm.config import Settings
 from plm.logs import RateLimitedLog
-from plm.mqtt import BufferedReadClient, Received, connect, make_client, run_until
+from plm.mqtt import BufferedReadClient, Received, connect, make_client, run_until, suback_refused
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,9 @@ RECEIVE_MAXIMUM = 16_384  # unacknowledged batches the broker may send ahead (a 
 IDLE_S = 0.05  # nothing read for this long: the service has caught up (held chunks are scored now)
 GROUP_WAIT_S = 0.1  # the first message of a group waits at most this long for more before the group is processed
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1.0, 30.0
+RESUBSCRIBE_S = 5.0  # a refused subscription (SUBACK >= 0x80) is asked for again this long after
 REPLAY_GROUP = 2000  # journal rows applied per core call on recovery (the size of a live group at 500 sensors)
 CHECKPOINT_MAX_SHARE = 0.02  # checkpoints take at most this share of the worker's time (see _work)
-
-
-def _refused(code: Any) -> bool:
-    """A SUBACK reason code (paho: ReasonCode, or an int for 3.1.1) that refuses the subscription (>= 0x80)."""
-    value = getattr(code, "value", code)
-    return not isinstance(value, int) or value >= 0x80
 
 
 def _socket_dry(client: mqtt.Client) -> bool:
@@ -146,6 +141,8 @@ class LiveDetector:
         # wildcard. Either way it announces, retained, each subject it receives (plm/v1/<s>/_owner)
         self.own_subscriptions = shard[1] > 1
         self._subjects_subscribed: set[str] = set()  # owned subjects whose sample topics are subscribed
+        self._refused_subjects: set[str] = set()  # refused by the broker: asked for again at _resubscribe_at
+        self._resubscribe_at = 0.0
         self._announced: set[str] = set()  # subjects whose _owner this process has published
         self._announce_on_suback: dict[int, list[str]] = {}  # SUBSCRIBE packet id -> the subjects it covers
         self._resend_acks = False
@@ -414,18 +411,20 @@ class LiveDetector:
     def _on_subscribe(self, client: mqtt.Client, _userdata: Any, mid: int, reason_codes: Any = (), *_rest: Any) -> None:
         """A SUBACK. Only a subscription the broker granted is announced: a refused one (an ACL, a cluster
         broker out of consumers: NATS refuses fast QoS 1 subscriptions with 0x80) would tell collectors to send
-        batches nobody receives. A refused subject is forgotten, so its next status asks again (a collector
-        says "online" about once a minute)."""
+        batches nobody receives. A refused subject is asked for again ``RESUBSCRIBE_S`` later (and on its next
+        status): a cluster refuses while a node is down and grants once it is back."""
         self._subscribed.set()
         subjects = self._announce_on_suback.pop(mid, None)
         if not subjects:
             return
         codes = list(reason_codes) if isinstance(reason_codes, list | tuple) else []
-        granted = [s for s, code in zip(subjects, codes, strict=False) if not _refused(code)]
-        refused = [s for s, code in zip(subjects, codes, strict=False) if _refused(code)]
+        granted = [s for s, code in zip(subjects, codes, strict=False) if not suback_refused(code)]
+        refused = [s for s, code in zip(subjects, codes, strict=False) if suback_refused(code)]
         refused += subjects[len(codes) :]  # no code at all: not granted either
         if refused:
             self._subjects_subscribed.difference_update(refused)
+            self._refused_subjects.update(refused)
+            self._resubscribe_at = time.monotonic() + RESUBSCRIBE_S
             self.stats.bad["subscribe_refused"] += len(refused)
             self._limited.warning(
                 "subscribe",
@@ -433,6 +432,11 @@ class LiveDetector:
             )
         if granted:
             self._announce(client, granted)
+
+    def _resubscribe_refused(self, now: float) -> None:
+        if self._refused_subjects and self._client is not None and now >= self._resubscribe_at:
+            subjects, self._refused_subjects = sorted(self._refused_subjects), set()
+            self._subscribe_subjects(self._client, subjects)
 
     def _announce(self, client: mqtt.Client, subjects: Sequence[str]) -> None:
         """Retained ``plm/v1/<subject>/_owner``: a collector sends a subject's batches once it has seen one (the
@@ -482,6 +486,7 @@ class LiveDetector:
             self._publish_acks(now)
             if now - last_tick >= 1.0:
                 self._write(self.core.tick(time.time()))
+                self._resubscribe_refused(now)
                 sensors = self.core.sensor_count()
                 last_tick = now
             if now - last_checkpoint >= self._checkpoint_interval_s():
