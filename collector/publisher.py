@@ -122,7 +122,6 @@ class SensorPublisher:
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
-        self._subscribe_mid: int | None = None  # the ack/owner SUBSCRIBE awaiting its SUBACK
         self._resubscribe_at: float | None = None  # monotonic time to ask again after a refusal (worker reads)
         self.subscribe_refused = 0
         previous_disconnect: Callable[..., None] | None = self.client.on_disconnect
@@ -150,11 +149,11 @@ class SensorPublisher:
         self._wake.set()
 
     def _subscribe_acks(self, client: mqtt.Client) -> None:
-        _result, self._subscribe_mid = client.subscribe([(self.ack_topic, 1), (self.owner_topic, 1)])
+        client.subscribe([(self.ack_topic, 1), (self.owner_topic, 1)])
 
-    def _on_subscribe(self, _client, _userdata, mid: int, reason_codes, _props=None) -> None:
-        if mid != self._subscribe_mid:
-            return
+    def _on_subscribe(self, _client, _userdata, _mid: int, reason_codes, _props=None) -> None:
+        # the only SUBSCRIBE this client sends (no packet id to match: a SUBACK to a subscribe from the worker
+        # thread can come back on paho's thread before subscribe() has returned the id)
         codes = list(reason_codes) if isinstance(reason_codes, list | tuple) else [reason_codes]
         if len(codes) < 2 or any(suback_refused(code) for code in codes):
             self.subscribe_refused += 1

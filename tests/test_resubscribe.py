@@ -62,7 +62,7 @@ def test_refused_subscriptions_are_asked_for_again_until_granted(
     monkeypatch.setattr(publisher_module, "RESUBSCRIBE_S", 0.5)
     monkeypatch.setattr(service_module, "RESUBSCRIBE_S", 0.5)
     cluster = nats_cluster_factory(users={"sensor": PASSWORD, "det": PASSWORD}, permissions=REFUSING)
-    server = cluster.nodes[0]  # everyone on one node; the reload goes to every node
+    server = cluster.nodes[0]  # everyone on one node; the restart without permissions is of every node
 
     def mqtt_as(user: str) -> MqttSettings:
         return MqttSettings(url=server.url, username=user, password=PASSWORD, protocol="3.1.1")
