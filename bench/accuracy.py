@@ -171,7 +171,7 @@ def evaluate_night(
         float(summary.plm_index or 0.0),
         seconds,
         situation,
-        float(truth.worn_hours()["in_bed"]),
+        float(truth.observed_hours()["in_bed"]),
         float(summary.time_in_bed_h),
         nw["true"],
         nw["found"],

@@ -142,6 +142,25 @@ def test_truth_json_is_the_rules_applied_to_the_true_events(tmp_path):
     assert "aasm" in doc["score"]
 
 
+def test_the_truth_divides_by_the_time_a_leg_was_measured():
+    """Movements while no sensor sent data are not counted, so neither are those hours: the truth's index is
+    per hour of time in bed with data (as the detector's), not per hour of the whole time in bed. On one
+    leg a sensor gap is unobserved time; on two legs only where both sensors were silent."""
+    one = simulate_night("rls-severe", seed=11, duration_h=1.5, gap=True, legs="left")
+    (gap,) = one.truth.sensors["left"].gaps
+    lights_off, lights_on = one.truth.in_bed
+    inside = max(0.0, min(gap[1], lights_on) - max(gap[0], lights_off))
+    assert inside > 60
+    hours = one.truth.observed_hours()
+    assert hours["in_bed"] == pytest.approx(one.truth.worn_hours()["in_bed"] - inside / 3600)
+    assert one.truth.indices()["plm_index"] == pytest.approx(one.truth.score().plm_count / hours["in_bed"])
+    two = simulate_night("rls-severe", seed=11, duration_h=1.5, gap=True, legs="both")
+    silent = two.truth.unobserved
+    for a, b in silent:  # every span is silent on both legs
+        for side in two.truth.legs:
+            assert any(c <= a and b <= d for c, d in two.truth.sensors[side].gaps)
+
+
 def test_truth_times_share_the_csv_time_base():
     night = simulate_night("rls-severe", seed=5, duration_h=0.75, drops=False, gap=False, partner=False)
     leg = night.legs["left"]
