@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.scoring import bounce
+from detector.scoring import bounce, edges
 from detector.scoring.epochs import COLUMNS, EpochTable
 from detector.scoring.kernels import epoch_sums, first_bad_sample, hysteresis_levels, onset_floor, sample_steps
 from detector.scoring.nonwear import WearTable
@@ -138,6 +138,7 @@ class LegDetector:
         self._hist_t = np.zeros(0)
         self._hist_low = np.zeros((0, 3))
         self._hist_fast = np.zeros((0, 3))
+        self._hist_raw = np.zeros((0, 3))  # the samples themselves: sharp edges placed without the filter's smear
         self._hist_level = np.zeros(0)
         self._hist_n = 1
         self._floor_cache = (-1, 0)  # (samples seen, _onset_floor_index) -- the watermark is asked often
@@ -299,6 +300,7 @@ class LegDetector:
             self._tail = np.zeros(self._sustained_n - 1, dtype=np.int64)
             self._lag_n = self._filter.lag_n
             self._delay_s = self._filter.boundary_delay_s
+            self._edges = self._filter.edge_windows
             # an offset is refined back from its confirmation over the quiet run, the lag and the envelope decay
             span = p.offset_quiet_s + p.diff_lag_s + 10 * p.envelope_s + 0.5
             self._avg_n = max(1, round(p.rest_average_s * self.rate_hz))
@@ -441,11 +443,24 @@ class LegDetector:
         self._quiet_t = None
 
     def _refine_onset(self, ke: int, lo: int, e: _Extended) -> float:
-        """Onset = where the distance from rest left the noise band, searched back over the lagged window."""
-        d2 = e.distance2(lo, ke + 1, e.rest(lo - self._avg_n, lo + 1))
-        inside = np.flatnonzero(d2 < e.level[lo : ke + 1] ** 2)
+        """Onset = where the distance from rest left the noise band, searched back over the lagged window;
+        then on the unfiltered samples, inside the window the boundary filter can have smeared (4h)."""
+        rest_lo = e.back(lo - self._avg_n)
+        d2 = e.distance2(lo, ke + 1, e.rest(rest_lo, lo + 1))
+        level = e.level[lo : ke + 1]
+        inside = np.flatnonzero(d2 < level**2)
         first = lo + int(inside[-1]) + 1 if inside.size else lo
-        return float(e.t[min(first, ke)]) - self._delay_s
+        onset = float(e.t[min(first, ke)]) - self._delay_s
+        if not inside.size or first > ke:
+            return onset
+        rest, ratio = edges.rest_and_noise(e.raw[rest_lo : lo + 1], e.fast[rest_lo : lo + 1], self._edges.white_ratio)
+        if ratio <= 0.0 or self._has_hole(e, rest_lo, ke + 1):
+            return onset
+        return edges.refine_onset(e.t[lo : ke + 1], e.raw[lo : ke + 1], level, ratio, rest, onset, self._edges)
+
+    def _has_hole(self, e: _Extended, a: int, b: int) -> bool:
+        """A step longer than missing_dt_periods among the samples [a, b): the edges there stay as found."""
+        return edges.longest_step(e.t[a:b]) > self.params.missing_dt_periods / self.rate_hz  # type: ignore[operator]
 
     def _refine_offset(self, ce: int, lo: int, e: _Extended) -> float:
         """Offset = where the distance from the final resting orientation returned into the noise band."""
@@ -460,7 +475,16 @@ class LegDetector:
             period = 1.0 / self.rate_hz  # type: ignore[operator]
             if e.t[first] - e.t[first - 1] > self.params.missing_dt_periods * period:
                 return float(e.t[first - 1]) + period - self._delay_s
-        return float(e.t[first]) - self._delay_s
+        offset = float(e.t[first]) - self._delay_s
+        if not outside.size or first <= lo or first > ce - 2 or self._has_hole(e, lo, ce + 1):
+            return offset
+        # the stretch the boundary calls rest gives the unfiltered samples' rest and noise (4h)
+        rest, ratio = edges.rest_and_noise(e.raw[first : ce + 1], e.fast[first : ce + 1], self._edges.white_ratio)
+        if ratio <= 0.0:
+            return offset
+        return edges.refine_offset(
+            e.t[lo : first + 1], e.raw[lo : first + 1], e.level[lo : first + 1], ratio, rest, offset, self._edges
+        )
 
     def _first_still(self, c0: int, end: int, e: _Extended) -> int:
         """First piece index in [c0, end) where the leg has stayed within the noise band of its current
@@ -608,9 +632,9 @@ class LegDetector:
         self._tail = flags[flags.shape[0] - (w - 1) :].copy() if w > 1 else self._tail  # copy: no view on the chunk
         if self._state == IDLE and not above.any():
             self._idle_piece(quiet, below)
-            self._keep_history(t, low, fast, level)
+            self._keep_history(t, xyz, low, fast, level)
             return
-        e = _Extended.build(self, t, low, fast, level)
+        e = _Extended.build(self, t, xyz, low, fast, level)
         self._x_floor = still_floor
         csum = np.concatenate(([0], np.cumsum(flags)))
         win_ok = 2 * (csum[w:] - csum[:-w]) > w  # window ending at piece index i
@@ -808,18 +832,22 @@ class LegDetector:
         self._count_still_run(quiet)
         self.samples += n
 
-    def _keep_history(self, t: np.ndarray, low: np.ndarray, fast: np.ndarray, level: np.ndarray) -> None:
+    def _keep_history(
+        self, t: np.ndarray, raw: np.ndarray, low: np.ndarray, fast: np.ndarray, level: np.ndarray
+    ) -> None:
         """What ``_Extended.keep`` stores, without building the extended arrays: an idle piece (most of
         them) needs no look-back, only the last ``_hist_n`` samples of history and piece for the next one."""
         m, n = self._hist_n, t.shape[0]
         if n >= m:
             self._hist_t, self._hist_low = t[n - m :].copy(), low[n - m :].copy()
             self._hist_fast, self._hist_level = fast[n - m :].copy(), level[n - m :].copy()
+            self._hist_raw = np.array(raw[n - m :], dtype=np.float64)
             return
         drop = max(0, self._hist_t.shape[0] + n - m)
         self._hist_t = np.concatenate((self._hist_t[drop:], t))
         self._hist_low = np.concatenate((self._hist_low[drop:], low))
         self._hist_fast = np.concatenate((self._hist_fast[drop:], fast))
+        self._hist_raw = np.concatenate((self._hist_raw[drop:], raw))
         self._hist_level = np.concatenate((self._hist_level[drop:], level))
 
     def _count_still_run(self, quiet: np.ndarray) -> None:
@@ -849,16 +877,20 @@ class _Extended:
     h: int
     whole: bool  # the history holds the sensor's every sample so far (nothing before index 0)
     t: np.ndarray
+    raw: np.ndarray  # the samples as received (g)
     low: np.ndarray
     fast: np.ndarray
     level: np.ndarray
 
     @classmethod
-    def build(cls, leg: LegDetector, t: np.ndarray, low: np.ndarray, fast: np.ndarray, level: np.ndarray) -> _Extended:
+    def build(
+        cls, leg: LegDetector, t: np.ndarray, raw: np.ndarray, low: np.ndarray, fast: np.ndarray, level: np.ndarray
+    ) -> _Extended:
         return cls(
             leg._hist_t.shape[0],
             leg._hist_t.shape[0] == leg.samples,
             np.concatenate((leg._hist_t, t)),
+            np.concatenate((leg._hist_raw, raw)),
             np.concatenate((leg._hist_low, low)),
             np.concatenate((leg._hist_fast, fast)),
             np.concatenate((leg._hist_level, level)),
@@ -886,4 +918,5 @@ class _Extended:
         leg._hist_t = self.t[-m:].copy()
         leg._hist_low = self.low[-m:].copy()
         leg._hist_fast = self.fast[-m:].copy()
+        leg._hist_raw = self.raw[-m:].copy()
         leg._hist_level = self.level[-m:].copy()

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from detector.scoring.edges import EdgeWindows
 from detector.scoring.kernels import activity_chain, running_floor
 from detector.scoring.params import DetectorParams
 
@@ -96,6 +97,13 @@ def _design(rate_hz: float, params: DetectorParams) -> _FilterDesign:
         except OSError as exc:
             logger.debug("filter design cache not written (%s)", exc)
     return design
+
+
+@functools.lru_cache(maxsize=64)
+def _edge_windows(rate_hz: float, params: DetectorParams) -> EdgeWindows:
+    """How far the boundary filter of this rate can move a sharp edge (:mod:`detector.scoring.edges`)."""
+    design = _design(rate_hz, params)
+    return EdgeWindows.of(design.fast, rate_hz, design.boundary_delay_s)
 
 
 def _loaded(value: np.ndarray) -> np.ndarray | int | float:
@@ -177,6 +185,7 @@ class ActivityFilter:
         self._design = _design(round(rate_hz, 4), params)
         self.lag_n = self._design.lag_n
         self.boundary_delay_s = self._design.boundary_delay_s
+        self.edge_windows = _edge_windows(round(rate_hz, 4), params)
         self.quiet_n = max(1, round(params.quiet_lag_s * rate_hz))
         self._state: _ChainState | None = None  # None: the next sample settles the filters
 

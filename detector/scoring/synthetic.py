@@ -84,17 +84,21 @@ def leg_recording(
         t = t + rng.uniform(-jitter, jitter, n) / rate_hz
         t.sort()
     theta = np.zeros(n)
+    alpha = np.zeros(n)  # angular acceleration, analytic: a numerical derivative would spread an edge over samples
     for m in movements:
         inside = (t >= m.onset) & (t < m.onset + m.duration)
         tau = t[inside] - m.onset
         ramp = max((m.duration - m.hold_s) / 2, 1e-9)  # rise and release each take this long
         phase = np.clip(np.minimum(tau, m.duration - tau) / ramp, 0, 1)
         theta[inside] += np.radians(m.angle_deg) * 0.5 * (1 - np.cos(np.pi * phase))
+        ramping = phase < 1
+        alpha[np.flatnonzero(inside)[ramping]] += (
+            np.radians(m.angle_deg) * 0.5 * (np.pi / ramp) ** 2 * np.cos(np.pi * phase[ramping])
+        )
     # leg frame: z along the shank; lying = gravity along -y, upright = gravity along -z; tilt about x
     base = np.radians(90.0 if lying else 0.0)
     angle = base + theta
     gravity = np.stack([np.zeros(n), -np.sin(angle), -np.cos(angle)], axis=1)
-    alpha = np.gradient(np.gradient(theta, t), t)  # angular acceleration -> tangential acceleration
     linear = np.stack(
         [np.zeros(n), SHANK_RADIUS_M * alpha / G * np.cos(angle), -SHANK_RADIUS_M * alpha / G * np.sin(angle)], axis=1
     )
