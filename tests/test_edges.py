@@ -12,7 +12,7 @@ from detector.scoring import edges
 from detector.scoring.lm import LegDetector
 from detector.scoring.params import DetectorParams
 from detector.scoring.signal import ActivityFilter
-from detector.scoring.synthetic import SyntheticMovement, leg_recording
+from detector.scoring.synthetic import SyntheticMovement, leg_recording, random_rotation
 
 RATES = (25.0, 52.0, 100.0)
 
@@ -135,3 +135,50 @@ def test_smooth_movements_keep_their_durations(rate: float) -> None:
     assert abs(float(np.median(errors))) < 0.05
     short_lm = _measured(rate, 0.6, 4.0, range(4))
     assert all(kind == "lm" for _, kind in short_lm)  # a 0.6-s LM stays one
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_a_rest_of_half_a_second_separates_two_movements(rate: float) -> None:
+    """The EMG rule: movements separated by >= 0.5 s of rest are two. Timed on the boundary vector alone,
+    whose tails eat into the rest at both ends, a 0.6-s rest between two 0.8-s movements merged them at
+    25 Hz every time and at 52 Hz in 7 of 10 recordings; timed like the edges (4h) it separates them, and
+    a 0.45-s rest still does not."""
+    for rest, count in ((0.6, 2), (0.45, 1)):
+        for seed in range(4):
+            moves = [SyntheticMovement(10.0, 0.8, 4.0), SyntheticMovement(10.8 + rest, 0.8, 4.0)]
+            t, xyz = leg_recording(moves, 30, rate, seed=seed)
+            leg = LegDetector("left")
+            found = [m for m in leg.feed(t, xyz)[0] + leg.flush()[0] if m.kind == "lm"]
+            assert len(found) == count, (rest, seed, found)
+
+
+def _slow_return(rate: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A shank raised 3 deg in 0.3 s, held 2 s and lowered back over 2.5 s (too slowly for the activity to
+    cross its onset level), three times; lying, randomly mounted, 3 mg of noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(100 * rate)) / rate
+    theta = np.zeros_like(t)
+    for onset in (10.0, 40.0, 70.0):
+        tau = t - onset
+        up = np.clip(tau / 0.3, 0, 1)
+        down = np.clip((tau - 2.3) / 2.5, 0, 1)
+        theta += np.radians(3.0) * (0.5 * (1 - np.cos(np.pi * up)) - down)
+    angle = np.pi / 2 + theta
+    leg = np.stack([np.zeros_like(t), np.sin(angle), np.cos(angle)], axis=1)
+    xyz = leg @ random_rotation(rng).T + rng.normal(0, 0.003, (t.shape[0], 3))
+    return t, np.round(xyz, 3)
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_a_hold_released_too_slowly_for_the_activity_ends_where_the_leg_came_back(rate: float) -> None:
+    """The leg is still in its raised position, then back at its first rest without any burst: the
+    movement ends where it came back (4.3-4.8 s here), not at the top of its 0.3-s rise (before: a 0.1-0.2-s
+    twitch at 25 and 52 Hz)."""
+    durations = []
+    for seed in range(3):
+        t, xyz = _slow_return(rate, seed)
+        leg = LegDetector("left")
+        found = leg.feed(t, xyz)[0] + leg.flush()[0]
+        durations += [m.duration for m in found if m.kind == "lm"]
+    assert len(durations) >= 8
+    assert all(3.8 < d < 5.0 for d in durations), durations

@@ -130,6 +130,46 @@ def refine_offset(
     return float(_refine_offset(t, raw, level, noise, rest, offset, windows.tail, windows.delay_s, windows.period))
 
 
+def first_rest(
+    t: np.ndarray,
+    raw: np.ndarray,
+    fast: np.ndarray,
+    level: np.ndarray,
+    start: int,
+    end: int,
+    quiet_n: int,
+    smear_n: int,
+    avg_n: int,
+    quiet_s: float,
+    longest_s: float,
+    windows: EdgeWindows,
+) -> int:
+    """First index in [start, end) where the leg has been at rest for ``quiet_s``, timed like the edges:
+    the boundary vector within the noise band (``level``) of its current rest (mean of the last ``avg_n``
+    samples) for the last ``quiet_n`` samples; or, where it came back later than that, the rest counted from
+    the offset placed again on the unfiltered samples (:func:`refine_offset`, looked for over ``smear_n``
+    samples more; not across a step longer than ``longest_s``). -1 if none."""
+    return int(
+        _first_rest(
+            t,
+            raw,
+            fast,
+            level,
+            start,
+            end,
+            quiet_n,
+            smear_n,
+            avg_n,
+            quiet_s,
+            longest_s,
+            windows.delay_s,
+            windows.white_ratio,
+            windows.tail,
+            windows.period,
+        )
+    )
+
+
 def longest_step(t: np.ndarray) -> float:
     """The longest step between successive sample times (0 for fewer than two samples)."""
     return float(_longest_step(t))
@@ -241,3 +281,61 @@ def _longest_step(t: np.ndarray) -> float:
     for i in range(1, t.shape[0]):
         longest = max(longest, t[i] - t[i - 1])
     return longest
+
+
+@njit(cache=True, nogil=True)
+def _first_rest(
+    t: np.ndarray,
+    raw: np.ndarray,
+    fast: np.ndarray,
+    level: np.ndarray,
+    start: int,
+    end: int,
+    quiet_n: int,
+    smear_n: int,
+    avg_n: int,
+    quiet_s: float,
+    longest_s: float,
+    delay: float,
+    white_ratio: float,
+    tail: np.ndarray,
+    period: float,
+) -> int:
+    rest = np.empty(3)
+    raw_rest = np.empty(3)
+    for ce in range(start, end):
+        lo = max(ce - quiet_n - smear_n, 0)
+        a = max(ce + 1 - avg_n, 0)
+        for k in range(3):
+            total = 0.0
+            for i in range(a, ce + 1):
+                total += fast[i, k]
+            rest[k] = total / (ce + 1 - a)
+        first = lo
+        for i in range(ce, lo - 1, -1):  # the last sample outside the band, searched back
+            if _distance(fast, i, rest) >= level[i]:
+                first = i + 1
+                break
+        if first <= max(ce - quiet_n, 0):  # the whole last quiet_s within the band
+            return ce
+        if first == lo:
+            continue
+        offset = t[first] - delay
+        if first <= ce - 2 and _longest_step(t[lo : ce + 1]) <= longest_s:
+            raw_rest[:] = 0.0
+            ratio = _rest_and_noise(raw[first : ce + 1], fast[first : ce + 1], white_ratio, raw_rest)
+            if ratio > 0.0:
+                offset = _refine_offset(
+                    t[lo : first + 1],
+                    raw[lo : first + 1],
+                    level[lo : first + 1],
+                    ratio,
+                    raw_rest,
+                    offset,
+                    tail,
+                    delay,
+                    period,
+                )
+        if t[ce] - delay - offset >= quiet_s:
+            return ce
+    return -1

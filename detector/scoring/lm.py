@@ -31,6 +31,10 @@ IDLE, MOVING, HELD = 0, 1, 2
 MAX_PIECE = 1 << 18
 """Samples processed at once: bounds temporary memory; results do not depend on it."""
 
+MAX_STEP_G = 16.0
+"""The largest acceleration step a sensor reports (the widest range of common MEMS accelerometers): bounds
+how far the boundary filter can have smeared an edge (4h)."""
+
 STAT_SCALE = 10_000
 """Epoch sums are kept in integer 0.1 mg so that they are exact in any chunking."""
 
@@ -126,6 +130,10 @@ class LegDetector:
         self._held_offset = 0.0  # when the motion stopped, entering the held state
         self._held_rest = np.zeros(3)  # ... and the leg's resting vector there
         self._held_until = 0.0  # held longer than this: the leg is in a new position
+        # held: the last sample time (filter time) the leg was away from its first rest (beyond the return band),
+        # and the first time after it that it was within the noise band of that rest (nan: not yet)
+        self._away_t = 0.0
+        self._entered_t = math.nan
         # while a burst follows a hold: (offset of the first movement, its sustained flag, onset of the
         # burst as a new movement, its resting orientation, its peak distance)
         self._alt: tuple[float, bool, float, np.ndarray, float] | None = None
@@ -301,6 +309,10 @@ class LegDetector:
             self._lag_n = self._filter.lag_n
             self._delay_s = self._filter.boundary_delay_s
             self._edges = self._filter.edge_windows
+            # the most the boundary filter can delay the end of a movement (a stop 16 g high over the
+            # smallest band): how much earlier than on the boundary alone a rest can be confirmed (4h)
+            self._smear_s = self._edges.late_s(MAX_STEP_G / p.offset_min_g)
+            self._smear_n = math.ceil(self._smear_s * self.rate_hz)
             # an offset is refined back from its confirmation over the quiet run, the lag and the envelope decay
             span = p.offset_quiet_s + p.diff_lag_s + 10 * p.envelope_s + 0.5
             self._avg_n = max(1, round(p.rest_average_s * self.rate_hz))
@@ -309,7 +321,7 @@ class LegDetector:
             self._lag_q_n = self._bridge_n + 1
             self._hist_n = self._lag_n + self._avg_n + 2 + math.ceil(span * self.rate_hz)
             # the longest look-backs: onset (lag + resting average), stillness window (quiet + average)
-            assert self._hist_n > max(self._lag_n, self._quiet_n) + self._avg_n
+            assert self._hist_n > max(self._lag_n, self._quiet_n + self._smear_n) + self._avg_n
 
     def _process(self, t: np.ndarray, xyz: np.ndarray) -> tuple[list[RawMovement], list[LegGap]]:
         self._ensure_filters()
@@ -475,10 +487,17 @@ class LegDetector:
             period = 1.0 / self.rate_hz  # type: ignore[operator]
             if e.t[first] - e.t[first - 1] > self.params.missing_dt_periods * period:
                 return float(e.t[first - 1]) + period - self._delay_s
+        if not outside.size or first <= lo:
+            return float(e.t[first]) - self._delay_s
+        return self._unfiltered_offset(e, lo, first, ce)
+
+    def _unfiltered_offset(self, e: _Extended, lo: int, first: int, ce: int) -> float:
+        """The offset the boundary vector puts at extended index ``first`` (back in the band from there to
+        ``ce``), placed again on the unfiltered samples (4h): the stretch the boundary calls rest gives their
+        rest and noise, and the samples from ``lo`` on where the leg was last outside it."""
         offset = float(e.t[first]) - self._delay_s
-        if not outside.size or first <= lo or first > ce - 2 or self._has_hole(e, lo, ce + 1):
+        if first > ce - 2 or self._has_hole(e, lo, ce + 1):
             return offset
-        # the stretch the boundary calls rest gives the unfiltered samples' rest and noise (4h)
         rest, ratio = edges.rest_and_noise(e.raw[first : ce + 1], e.fast[first : ce + 1], self._edges.white_ratio)
         if ratio <= 0.0:
             return offset
@@ -490,14 +509,66 @@ class LegDetector:
         """First piece index in [c0, end) where the leg has stayed within the noise band of its current
         rest for the last offset_quiet_s (-1 if none). The stillness signal only compares samples
         quiet_lag_s apart, so a slow drift (postural sway) can keep it low while the leg moves: this
-        checks the whole window against the rest, as the EMG rule does ("within 2 uV of resting level")."""
-        for c in range(c0, end):
-            ce = e.h + c
-            lo = e.back(ce - self._quiet_n)
-            d2 = e.distance2(lo, ce + 1, e.rest(ce + 1 - self._avg_n, ce + 1))
-            if (d2 < e.level[lo : ce + 1] ** 2).all():
-                return c
-        return -1
+        checks the whole window against the rest, as the EMG rule does ("within 2 uV of resting level").
+
+        The rest is timed as the offset is (4h): from where the unfiltered samples came back into the band,
+        when the boundary vector's return was later only by as much as its filter smears a stop of that
+        height. Timed on the boundary alone, a 0.6-s rest between two brisk movements lost 0.1-0.2 s to the
+        filter's tails at both ends and the two were merged into one."""
+        if end <= c0:
+            return -1
+        e.back(e.h + c0 - self._quiet_n - self._smear_n - self._avg_n)  # the look-back stays in the history
+        found = edges.first_rest(
+            e.t,
+            e.raw,
+            e.fast,
+            e.level,
+            e.h + c0,
+            e.h + end,
+            self._quiet_n,
+            self._smear_n,
+            self._avg_n,
+            self.params.offset_quiet_s,
+            self.params.missing_dt_periods / self.rate_hz,  # type: ignore[operator]
+            self._edges,
+        )
+        return found - e.h if found >= 0 else -1
+
+    def _return_band(self, e: _Extended, a: int, b: int) -> np.ndarray:
+        """Squared distance from the first rest within which a held leg counts as back (as in
+        :meth:`_quiet_confirmed`: the noise band, or most of the way back from the farthest still position)."""
+        peak = self._peak_still if self._peak_still > 0 else self._peak
+        return np.maximum(e.level[a:b], self.params.return_fraction * peak) ** 2
+
+    def _follow_return(self, e: _Extended, a: int, b: int) -> None:
+        """Held, piece indices [a, b) scanned: follow the last sample where the leg was away from its first
+        rest (the boundary vector against the resting orientation before the onset, beyond the return band),
+        and the first sample after it within the noise band of that rest."""
+        if b <= a:
+            return
+        lo, hi = e.h + a, e.h + b
+        d2 = e.distance2(lo, hi, self._ref)
+        away = np.flatnonzero(d2 >= self._return_band(e, lo, hi))
+        inside = np.flatnonzero(d2 < e.level[lo:hi] ** 2)
+        if away.size:
+            self._away_t = float(e.t[lo + int(away[-1])])
+            self._entered_t = math.nan
+            inside = inside[inside > away[-1]]
+        if math.isnan(self._entered_t) and inside.size:
+            self._entered_t = float(e.t[lo + int(inside[0])])
+
+    def _back_at_first_rest(self, e: _Extended, i: int) -> float | None:
+        """The hold expired at piece index ``i``. If the leg left the held position and is back at its first
+        rest, where its movement ended: where it came within the noise band of that rest (the EMG offset:
+        the start of the rest), or, back only most of the way, the sample after it was last beyond the return
+        band. None if it did not come back."""
+        ie = e.h + i
+        d2 = float(e.distance2(ie, ie + 1, self._ref)[0])
+        if not (d2 < float(self._return_band(e, ie, ie + 1)[0]) and self._away_t > self._held_offset + self._delay_s):
+            return None
+        if not math.isnan(self._entered_t) and d2 < float(e.level[ie]) ** 2:
+            return self._entered_t
+        return self._away_t + 1.0 / self.rate_hz  # type: ignore[operator]
 
     def _update_peaks(self, e: _Extended, a: int, b: int, still: np.ndarray) -> None:
         """Track the largest distance from rest of the open movement (and of the alternative) over [a, b),
@@ -590,6 +661,8 @@ class LegDetector:
         self._held_offset = offset
         self._held_rest = rest.copy()
         self._held_until = offset + p.hold_max_s
+        self._away_t = offset + self._delay_s
+        self._entered_t = math.nan
         self._quiet_t = None
         return False
 
@@ -672,7 +745,7 @@ class LegDetector:
         rest_t, rest_g = start_t.copy(), start_g.copy()
         if carried:
             rest_t[0], rest_g[0] = self._quiet_t, self._quiet_g
-        confirm = np.searchsorted(t, rest_t + p.offset_quiet_s, side="left")
+        confirm = np.searchsorted(t, rest_t + p.offset_quiet_s - self._smear_s, side="left")
         confirm = np.maximum(confirm, starts)
         # a resting leg's stillness crosses its offset level in a few % of samples (sensor noise, 1-3
         # samples at a time: ~1 in 3 windows of 0.4 s), so a rest that every blip restarted was confirmed
@@ -794,6 +867,7 @@ class LegDetector:
             # HELD: a new burst, or still long enough to be a new position
             k, release = next_burst(pos)
             expiry = int(np.searchsorted(t, self._held_until, side="left"))
+            self._follow_return(e, pos, min(k, expiry, n))
             if k < n and k < expiry:
                 if release >= 0:
                     self._tail_guard = False
@@ -804,7 +878,15 @@ class LegDetector:
                 if 0 <= release < expiry:
                     self._tail_guard = False
                 sustained = self._sustained or self._held
-                self._emit(self._onset_t, self._held_offset, sustained, out, self._across, self._ref, self._held_rest)
+                offset, rest = self._held_offset, self._held_rest
+                back = self._back_at_first_rest(e, expiry)
+                if back is not None:
+                    # back at its first rest with no burst: the release was too slow or small for the activity
+                    # to flag (a degree or two over half a second), and the movement ended where the leg
+                    # came back, not at its rise
+                    offset, rest = back - self._delay_s, e.low[e.h + expiry]
+                    sustained = True
+                self._emit(self._onset_t, offset, sustained, out, self._across, self._ref, rest)
                 self._to_idle()
                 pos = expiry
                 continue
