@@ -170,6 +170,39 @@ def first_rest(
     )
 
 
+def unfiltered_offset(
+    t: np.ndarray,
+    raw: np.ndarray,
+    fast: np.ndarray,
+    level: np.ndarray,
+    lo: int,
+    first: int,
+    ce: int,
+    longest_s: float,
+    windows: EdgeWindows,
+) -> float:
+    """The offset the boundary vector puts at index ``first`` (back in the band from there to ``ce``), placed
+    again on the unfiltered samples: the stretch the boundary calls rest gives their rest and noise, and the
+    samples from ``lo`` on where the leg was last outside it (:func:`refine_offset`). As found when that rest
+    is too short to say, or a step longer than ``longest_s`` (a hole) lies in [lo, ce]."""
+    return float(
+        _unfiltered_offset(
+            t,
+            raw,
+            fast,
+            level,
+            lo,
+            first,
+            ce,
+            longest_s,
+            windows.delay_s,
+            windows.white_ratio,
+            windows.tail,
+            windows.period,
+        )
+    )
+
+
 def longest_step(t: np.ndarray) -> float:
     """The longest step between successive sample times (0 for fewer than two samples)."""
     return float(_longest_step(t))
@@ -302,7 +335,6 @@ def _first_rest(
     period: float,
 ) -> int:
     rest = np.empty(3)
-    raw_rest = np.empty(3)
     for ce in range(start, end):
         lo = max(ce - quiet_n - smear_n, 0)
         a = max(ce + 1 - avg_n, 0)
@@ -320,22 +352,34 @@ def _first_rest(
             return ce
         if first == lo:
             continue
-        offset = t[first] - delay
-        if first <= ce - 2 and _longest_step(t[lo : ce + 1]) <= longest_s:
-            raw_rest[:] = 0.0
-            ratio = _rest_and_noise(raw[first : ce + 1], fast[first : ce + 1], white_ratio, raw_rest)
-            if ratio > 0.0:
-                offset = _refine_offset(
-                    t[lo : first + 1],
-                    raw[lo : first + 1],
-                    level[lo : first + 1],
-                    ratio,
-                    raw_rest,
-                    offset,
-                    tail,
-                    delay,
-                    period,
-                )
+        offset = _unfiltered_offset(t, raw, fast, level, lo, first, ce, longest_s, delay, white_ratio, tail, period)
         if t[ce] - delay - offset >= quiet_s:
             return ce
     return -1
+
+
+@njit(cache=True, nogil=True)
+def _unfiltered_offset(
+    t: np.ndarray,
+    raw: np.ndarray,
+    fast: np.ndarray,
+    level: np.ndarray,
+    lo: int,
+    first: int,
+    ce: int,
+    longest_s: float,
+    delay: float,
+    white_ratio: float,
+    tail: np.ndarray,
+    period: float,
+) -> float:
+    offset = t[first] - delay
+    if first > ce - 2 or _longest_step(t[lo : ce + 1]) > longest_s:
+        return offset
+    rest = np.zeros(3)
+    ratio = _rest_and_noise(raw[first : ce + 1], fast[first : ce + 1], white_ratio, rest)
+    if ratio <= 0.0:
+        return offset
+    return _refine_offset(
+        t[lo : first + 1], raw[lo : first + 1], level[lo : first + 1], ratio, rest, offset, tail, delay, period
+    )

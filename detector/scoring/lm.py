@@ -492,18 +492,10 @@ class LegDetector:
         return self._unfiltered_offset(e, lo, first, ce)
 
     def _unfiltered_offset(self, e: _Extended, lo: int, first: int, ce: int) -> float:
-        """The offset the boundary vector puts at extended index ``first`` (back in the band from there to
-        ``ce``), placed again on the unfiltered samples (4h): the stretch the boundary calls rest gives their
-        rest and noise, and the samples from ``lo`` on where the leg was last outside it."""
-        offset = float(e.t[first]) - self._delay_s
-        if first > ce - 2 or self._has_hole(e, lo, ce + 1):
-            return offset
-        rest, ratio = edges.rest_and_noise(e.raw[first : ce + 1], e.fast[first : ce + 1], self._edges.white_ratio)
-        if ratio <= 0.0:
-            return offset
-        return edges.refine_offset(
-            e.t[lo : first + 1], e.raw[lo : first + 1], e.level[lo : first + 1], ratio, rest, offset, self._edges
-        )
+        """The offset the boundary vector puts at extended index ``first``, placed again on the unfiltered
+        samples (4h; :func:`detector.scoring.edges.unfiltered_offset`)."""
+        longest = self.params.missing_dt_periods / self.rate_hz  # type: ignore[operator]
+        return edges.unfiltered_offset(e.t, e.raw, e.fast, e.level, lo, first, ce, longest, self._edges)
 
     def _first_still(self, c0: int, end: int, e: _Extended) -> int:
         """First piece index in [c0, end) where the leg has stayed within the noise band of its current
