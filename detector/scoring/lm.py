@@ -313,6 +313,7 @@ class LegDetector:
             # smallest band): how much earlier than on the boundary alone a rest can be confirmed (4h)
             self._smear_s = self._edges.late_s(MAX_STEP_G / p.offset_min_g)
             self._smear_n = math.ceil(self._smear_s * self.rate_hz)
+            self._hole_s = p.missing_dt_periods / self.rate_hz  # a longer step between samples is a hole
             # an offset is refined back from its confirmation over the quiet run, the lag and the envelope decay
             span = p.offset_quiet_s + p.diff_lag_s + 10 * p.envelope_s + 0.5
             self._avg_n = max(1, round(p.rest_average_s * self.rate_hz))
@@ -472,7 +473,7 @@ class LegDetector:
 
     def _has_hole(self, e: _Extended, a: int, b: int) -> bool:
         """A step longer than missing_dt_periods among the samples [a, b): the edges there stay as found."""
-        return edges.longest_step(e.t[a:b]) > self.params.missing_dt_periods / self.rate_hz  # type: ignore[operator]
+        return edges.longest_step(e.t[a:b]) > self._hole_s
 
     def _refine_offset(self, ce: int, lo: int, e: _Extended) -> float:
         """Offset = where the distance from the final resting orientation returned into the noise band."""
@@ -494,8 +495,7 @@ class LegDetector:
     def _unfiltered_offset(self, e: _Extended, lo: int, first: int, ce: int) -> float:
         """The offset the boundary vector puts at extended index ``first``, placed again on the unfiltered
         samples (4h; :func:`detector.scoring.edges.unfiltered_offset`)."""
-        longest = self.params.missing_dt_periods / self.rate_hz  # type: ignore[operator]
-        return edges.unfiltered_offset(e.t, e.raw, e.fast, e.level, lo, first, ce, longest, self._edges)
+        return edges.unfiltered_offset(e.t, e.raw, e.fast, e.level, lo, first, ce, self._hole_s, self._edges)
 
     def _first_still(self, c0: int, end: int, e: _Extended) -> int:
         """First piece index in [c0, end) where the leg has stayed within the noise band of its current
@@ -521,7 +521,7 @@ class LegDetector:
             self._smear_n,
             self._avg_n,
             self.params.offset_quiet_s,
-            self.params.missing_dt_periods / self.rate_hz,  # type: ignore[operator]
+            self._hole_s,
             self._edges,
         )
         return found - e.h if found >= 0 else -1
@@ -915,7 +915,7 @@ class LegDetector:
         if n >= m:
             self._hist_t, self._hist_low = t[n - m :].copy(), low[n - m :].copy()
             self._hist_fast, self._hist_level = fast[n - m :].copy(), level[n - m :].copy()
-            self._hist_raw = np.array(raw[n - m :], dtype=np.float64)
+            self._hist_raw = raw[n - m :].copy()
             return
         drop = max(0, self._hist_t.shape[0] + n - m)
         self._hist_t = np.concatenate((self._hist_t[drop:], t))
