@@ -57,20 +57,29 @@ class LegMovement:
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """A span with no data on at least one leg.
+    """A span with no data on one leg (``side``) or on every leg (``side=None``).
 
-    A gap ends any PLM series: we cannot know whether a movement was missed inside it, so no IMI
-    is measured across it.
+    Missing data is not evidence of a break: a gap breaks the links (IMIs) of each movement on its leg
+    that it touches -- overlaps, or comes closer to than a same-leg merge reaches -- because a movement
+    unseen in it could have merged with that one, so its extent and CLM verdict are unknown. A gap that
+    lies in the rest between two movements leaves their link (docs/scoring.md, choice 8).
+
+    ``ends_series=True`` marks a span that is not missing data but a known interruption of the scoring
+    (the subject was out of bed): it ends any series across it, as the non-CLM movements of getting up do.
     """
 
     start: float
     end: float
+    side: str | None = None
+    ends_series: bool = False
 
     def __post_init__(self) -> None:
         _require_finite("gap start", self.start)
         _require_finite("gap end", self.end)
         if self.end <= self.start:
             raise ValueError(f"gap end ({self.end!r}) must be after its start ({self.start!r})")
+        if self.side is not None and self.side not in SIDES:
+            raise ValueError(f"gap side must be 'left', 'right' or None (every leg), got {self.side!r}")
 
 
 @dataclass(frozen=True)
@@ -143,7 +152,8 @@ class ScoredMovement:
     series). ``candidate`` is the CLM verdict: a bilateral ``"lm"`` with more than
     ``max_bilateral_parts`` parts keeps kind ``"lm"`` but is not a candidate. ``imi`` is the
     onset-to-onset interval from the previous CLM, or None when this is not a CLM, is the first, or
-    follows a break (non-CLM movement or data gap). The identity of a movement is its onset.
+    follows a break (non-CLM movement, or a data gap touching it or its predecessor). The identity of a
+    movement is its onset.
     """
 
     onset: float

@@ -8,7 +8,9 @@ watermark. Both go through the same three stages, so they cannot disagree:
    ``min_lm_s`` (counted as ``short_count``);
 2. bilateral merge of the surviving monolateral LMs, taken in global onset order (left before right
    on equal onsets, so that the order never depends on when data arrived);
-3. classification (LM / long / CLM) and PLM series over the resulting movements and data gaps.
+3. classification (LM / long / CLM) and PLM series over the resulting movements and data gaps: a
+   gap breaks the links of the movements on its leg that it touches (their extent is unknown), not a
+   link it only lies between (docs/scoring.md, choice 8).
 
 Each stage holds only what can still change: the open same-leg movement per side, LMs waiting for
 the other leg to catch up, the open bilateral group, and the open run of CLMs (at most
@@ -57,16 +59,26 @@ class _Group:
     parts: int
     longest_part_s: float
     last_onset: dict[str, float] = field(default_factory=dict)
+    spans: dict[str, tuple[float, float]] = field(default_factory=dict)  # per leg: first onset, last offset
 
     @classmethod
     def start(cls, mono: _Mono) -> _Group:
-        return cls(mono.onset, mono.offset, 1, quantize(mono.offset - mono.onset), {mono.side: mono.onset})
+        return cls(
+            mono.onset,
+            mono.offset,
+            1,
+            quantize(mono.offset - mono.onset),
+            {mono.side: mono.onset},
+            {mono.side: (mono.onset, mono.offset)},
+        )
 
     def add(self, mono: _Mono) -> None:
         self.offset = max(self.offset, mono.offset)
         self.parts += 1
         self.longest_part_s = max(self.longest_part_s, quantize(mono.offset - mono.onset))
         self.last_onset[mono.side] = mono.onset
+        first, last = self.spans.get(mono.side, (mono.onset, mono.offset))
+        self.spans[mono.side] = (first, max(last, mono.offset))
 
 
 class EventScorer:
@@ -97,6 +109,7 @@ class EventScorer:
         self._gaps: list[Gap] = []
         self._prev_onset: float | None = None
         self._prev_candidate = False
+        self._prev_touches_gap = False
         self._run_len = 0
         self._run_members: list[ScoredMovement] = []
         self._run_last_onset = 0.0
@@ -134,7 +147,8 @@ class EventScorer:
         self._pending[side] = _Mono(movement.onset, movement.offset, side)
 
     def add_gap(self, gap: Gap) -> None:
-        """Accept a data gap; it breaks the link between the CLMs on either side of it."""
+        """Accept a data gap (it breaks the links of the movements it touches, :meth:`_touches_gap`) or an
+        interruption (``ends_series``: it ends any series across it)."""
         if not isinstance(gap, Gap):
             raise TypeError(f"expected Gap, got {type(gap).__name__}")
         if gap.start < self._watermark:
@@ -262,8 +276,9 @@ class EventScorer:
         if group is not None and not any(self._can_join(group, self._lower_bound(side), side) for side in SIDES):
             self._closed_groups.append(group)
             self._group = None
-        # a movement is scored once every gap that could precede it is known (gap.start < onset)
-        while self._closed_groups and self._closed_groups[0].onset <= watermark:
+        # a movement is scored once every gap that could touch it is known (gap.start < offset + merge)
+        merge = self.rules.same_leg_merge_s
+        while self._closed_groups and self._closed_groups[0].offset + merge <= watermark:
             self._score(self._closed_groups.popleft())
         if self._run_len and (
             watermark == math.inf or quantize(self._next_onset_bound() - self._run_last_onset) > self.rules.max_imi_s
@@ -280,8 +295,26 @@ class EventScorer:
         return min(bounds)
 
     # ------------------------------------------------------------- stage 3
-    def _gap_between(self, start: float, end: float) -> bool:
-        return any(gap.start < end and gap.end > start for gap in self._gaps)
+    def _touches_gap(self, group: _Group) -> bool:
+        """Could a movement unseen in a data gap have merged with this movement's part on the gap's leg
+        (a rest < ``same_leg_merge_s`` between them)? Then its extent and its verdict are unknown.
+
+        What a gap hides on one leg is that leg's movements: the other leg's, and whether an unseen
+        movement would have combined with them bilaterally, are scored as a one-leg recording scores
+        them (docs/scoring.md, choice 8). A leg's part is the span of its parts in the movement."""
+        merge = self.rules.same_leg_merge_s
+        return any(
+            not gap.ends_series
+            and gap.side in (None, side)
+            and quantize(onset - gap.end) < merge
+            and quantize(gap.start - offset) < merge
+            for gap in self._gaps
+            for side, (onset, offset) in group.spans.items()
+        )
+
+    def _interrupted(self, start: float, end: float) -> bool:
+        """Is there a known interruption (``Gap.ends_series``) between these two onsets?"""
+        return any(gap.ends_series and gap.start < end and gap.end > start for gap in self._gaps)
 
     def _classify(self, group: _Group) -> tuple[str, str, bool]:
         rules = self.rules
@@ -303,19 +336,22 @@ class EventScorer:
         side, kind, candidate = self._classify(group)
         self._counts[kind] += 1
         onset = group.onset
+        touches_gap = self._touches_gap(group)
         imi: float | None = None
         if (
             candidate
             and self._prev_candidate
             and self._prev_onset is not None
-            and not self._gap_between(self._prev_onset, onset)
+            and not touches_gap
+            and not self._prev_touches_gap
+            and not self._interrupted(self._prev_onset, onset)
         ):
             imi = quantize(onset - self._prev_onset)
             if self.keep_history:
                 self._imis.append(imi)
-        self._prev_onset, self._prev_candidate = onset, candidate
-        # gaps ending at or before this onset cannot break any later link
-        self._gaps = [gap for gap in self._gaps if gap.end > onset]
+        self._prev_onset, self._prev_candidate, self._prev_touches_gap = onset, candidate, touches_gap
+        # a gap this far before this onset cannot touch, or lie between, any later pair of movements
+        self._gaps = [gap for gap in self._gaps if quantize(onset - gap.end) < self.rules.same_leg_merge_s]
         movement = ScoredMovement(
             onset=onset,
             duration=group.offset - onset,

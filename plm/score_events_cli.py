@@ -182,14 +182,20 @@ def events_span_s(movements: Sequence[LegMovement]) -> float:
 
 
 def read_gaps(path: Path) -> list[Gap]:
-    """Read ``start,end`` rows (seconds, same time base as the events)."""
+    """Read ``start,end`` rows (seconds, same time base as the events), with an optional ``side`` column
+    (left/right: the leg without data; empty or absent: every leg)."""
 
     def build(line: int, row: dict[str, str]) -> Gap:
         start = _time(path, line, "start", row.get("start"))
         end = _time(path, line, "end", row.get("end"))
         if end <= start:
             raise InputError(f"{path}:{line}: gap end {end} must be after its start {start}")
-        return Gap(start, end)
+        side = (row.get("side") or "").strip().lower() or None
+        if side is not None and side not in SIDES:
+            raise InputError(
+                f"{path}:{line}: side must be 'left', 'right' or empty (every leg), got {row.get('side')!r}"
+            )
+        return Gap(start, end, side)
 
     return _read_rows(path, ("start", "end"), build)
 
@@ -272,7 +278,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive_hours,
         help="denominator for the PLM index: hours of the recording the events come from (at least their span)",
     )
-    parser.add_argument("--gaps", metavar="GAPS.csv", help="CSV with header start,end: spans without data")
+    parser.add_argument(
+        "--gaps",
+        metavar="GAPS.csv",
+        help="CSV with header start,end[,side]: spans without data (on one leg, or on every leg)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
 
 

@@ -537,7 +537,7 @@ def plan_night(
     planner.scattered("long", "restless", profile.long_lm_per_h, {"wake": 1.0, "n1": 0.2}, hours_in_bed)
     planner.scattered("twitch", "twitch", profile.twitch_per_h, _TWITCH_STAGE_WEIGHT, hours_in_bed)
     # the rules break some runs (short IMIs, isolated LMs): top up until the scored PLMS count reaches the target
-    score_gaps = [Gap(s, e) for s, e in out_of_bed]
+    score_gaps = [Gap(s, e, ends_series=True) for s, e in out_of_bed]
     for _ in range(6):
         got = _plms_count(stage_at_final, planner.movements, score_gaps)
         if got >= 0.95 * wanted or wanted == 0:

@@ -71,9 +71,11 @@ class Truth:
 
     @property
     def gaps(self) -> list[Gap]:
-        """Spans no perfect detector can score: a recorded leg's sensor was off, or the subject was out of bed."""
-        spans = self.sensor_gaps + list(self.plan.out_of_bed)
-        return [Gap(a, b) for a, b in sorted(spans)]
+        """Spans no perfect detector can score: a recorded leg's sensor was off (missing data on that leg),
+        or the subject was out of bed (an interruption: it ends any series, as getting up does)."""
+        gaps = [Gap(a, b, side) for side, s in self.sensors.items() for a, b in s.gaps]
+        gaps += [Gap(a, b, ends_series=True) for a, b in self.plan.out_of_bed]
+        return sorted(gaps, key=lambda g: (g.start, g.end, g.side or ""))
 
     def recorded(self, m: Movement) -> bool:
         """True when the movement's leg was recorded and its sensor was on, and on the ankle, for all of it."""
@@ -222,7 +224,10 @@ class Truth:
                 }
                 for m in plan.movements
             ],
-            "gaps": [{"start": round(g.start, 3), "end": round(g.end, 3)} for g in self.gaps],
+            "gaps": [
+                {"start": round(g.start, 3), "end": round(g.end, 3), "side": g.side, "ends_series": g.ends_series}
+                for g in self.gaps
+            ],
             "partner": [
                 {"start": round(p["start"], 3), "end": round(p["end"], 3), "amplitude_mg": round(p["amp_g"] * 1000, 2)}
                 for p in plan.partner

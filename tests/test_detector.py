@@ -93,13 +93,19 @@ def test_quiet_leg_gives_nothing() -> None:
     assert summary.lm_count == 0 and summary.plm_count == 0
 
 
-def test_long_gap_breaks_the_series_and_is_reported() -> None:
+def test_a_long_gap_is_reported_and_breaks_a_series_only_where_it_cuts_a_movement() -> None:
     t, xyz = leg_recording(periodic_night(n=8), 220.0, seed=5)
-    keep = (t < 75.0) | (t > 95.0)  # 20 s hole that swallows the 4th movement (onset 80 s)
+    keep = (t < 75.0) | (t > 95.0)  # 20 s hole that swallows the 4th movement (80-82 s) whole
     summary = score_arrays((t[keep], xyz[keep]))
     assert summary.gaps and summary.gaps[0]["end"] - summary.gaps[0]["start"] > 19
-    assert summary.plm_count == 4  # the 3 before the gap cannot form a series; the 4 after do
     assert summary.missing_fraction > 0.05
+    # the hole is missing evidence, not a break: the 7 movements seen are one series (40 s across it)
+    assert summary.plm_count == 7 and summary.series_count == 1
+    keep = (t < 81.0) | (t > 95.0)  # the same hole cutting into that movement: its extent is unknown
+    summary = score_arrays((t[keep], xyz[keep]))
+    cut = [e for e in summary.events if 79.0 < e.onset < 82.0]
+    assert cut and not cut[0].plm
+    assert summary.plm_count == 4  # the 3 before it cannot form a series; the 4 after do
 
 
 def _feed_in_chunks(data, cuts_left, cuts_right, rules=None):

@@ -191,19 +191,69 @@ def test_long_movement_in_the_middle_splits_evaluation() -> None:
     assert score.series[0].start == 100.0
 
 
-def test_data_gap_in_the_middle_splits_evaluation() -> None:
+def test_a_data_gap_in_the_rest_between_two_clms_leaves_their_link() -> None:
+    """A hole is missing evidence, not a break: the IMI is still measured between the onsets seen."""
     movements = left_train([0.0, 20.0, 40.0, 60.0, 80.0, 100.0, 120.0])
     assert score_events(movements).plm_count == 7
-    score = score_events(movements, gaps=[Gap(62.0, 70.0)])
-    assert score.plm_count == 4
-    assert [s.count for s in score.series] == [4]
-    assert score.movements[4].imi is None
-    assert 20.0 in score.imis and len(score.imis) == 5
+    score = score_events(movements, gaps=[Gap(63.0, 79.0)])  # 1 s after the 60-s movement ends, 1 s before 80
+    assert score.plm_count == 7 and [s.count for s in score.series] == [7]
+    assert score.movements[4].imi == 20.0
+    # a hole that swallowed a movement: the IMI across it is 40 s, still in range
+    score = score_events([m for m in movements if m.onset != 60.0], gaps=[Gap(55.0, 70.0)])
+    assert score.plm_count == 6 and score.movements[3].imi == 40.0
     # gaps before the first or after the last movement break nothing
-    assert score_events(movements, gaps=[Gap(-10.0, 0.0), Gap(121.0, 500.0)]).plm_count == 7
-    # a gap starting exactly at an onset breaks the link after that movement, not the one before it
-    score = score_events(movements, gaps=[Gap(60.0, 61.0)])
-    assert [m.imi for m in score.movements][3:5] == [20.0, None]
+    assert score_events(movements, gaps=[Gap(-10.0, -1.0), Gap(123.0, 500.0)]).plm_count == 7
+
+
+@pytest.mark.parametrize(
+    ("gap", "touched", "clear"),
+    [
+        # cuts into the 60-s movement (60-62 s): its end is unknown
+        ((61.0, 70.0), 60.0, (62.5, 70.0)),
+        # starts 0.4 s after its end: it may have gone on (a rest < 0.5 s merges); 0.5 s after is a rest
+        ((62.4, 70.0), 60.0, (62.5, 70.0)),
+        # ends 0.4 s before the next onset: that movement may have started earlier
+        ((70.0, 79.6), 80.0, (70.0, 79.5)),
+        # ends inside it: its onset is unknown
+        ((50.0, 61.0), 60.0, (50.0, 59.5)),
+    ],
+)
+def test_a_data_gap_touching_a_movement_breaks_both_its_links(
+    gap: tuple[float, float], touched: float, clear: tuple[float, float]
+) -> None:
+    movements = left_train([0.0, 20.0, 40.0, 60.0, 80.0, 100.0, 120.0, 140.0])
+    score = score_events(movements, gaps=[Gap(*gap)])
+    by_onset = {m.onset: m for m in score.movements}
+    assert by_onset[touched].imi is None and by_onset[touched + 20.0].imi is None
+    assert not by_onset[touched].plm
+    assert score.plm_count == 4  # the side with four CLMs still forms a series, the side with three not
+    assert score_events(movements, gaps=[Gap(*clear)]).plm_count == 8
+
+
+def test_a_gap_on_one_leg_hides_that_legs_movements_only() -> None:
+    """A sensor that drops out on one leg: the other leg's movements are scored as a one-leg recording
+    scores them, a bilateral movement included, unless the gap touches its part on the silent leg."""
+    movements = [*left_train([0.0, 20.0, 40.0]), LegMovement(60.0, 2.0, "left"), LegMovement(61.0, 7.0, "right")]
+    movements += left_train([80.0, 100.0])
+    assert score_events(movements).plm_count == 6
+    # the right leg is lost for a minute from 63 s on: its movement at 61-68 s is cut, so the bilateral
+    # movement's extent is unknown
+    assert score_events(movements, gaps=[Gap(63.0, 123.0, "right")]).plm_count == 0
+    # the left leg is lost 63-65 s: clear of its part (60-62 s); the right leg saw the rest of it
+    assert score_events(movements, gaps=[Gap(63.0, 65.0, "left")]).plm_count == 6
+    # lost for good from 10 s on: the left leg's series is scored on its own, as with one sensor
+    one_leg = [m for m in movements if m.side == "left"]
+    assert score_events(one_leg, gaps=[Gap(10.0, 500.0, "right")]).plm_count == 6
+    assert score_events(one_leg, gaps=[Gap(10.0, 500.0)]).plm_count == 0  # every leg: nothing was seen
+
+
+def test_an_interruption_ends_the_series_across_it() -> None:
+    """Out of bed is not missing data: the series ends, as the non-CLM movements of getting up end it."""
+    movements = left_train([0.0, 20.0, 40.0, 60.0, 120.0, 140.0, 160.0])
+    assert score_events(movements).plm_count == 7  # the 60-s IMI is in range
+    assert score_events(movements, gaps=[Gap(65.0, 115.0)]).plm_count == 7  # missing data in the rest
+    score = score_events(movements, gaps=[Gap(65.0, 115.0, ends_series=True)])
+    assert score.plm_count == 4 and score.movements[4].imi is None
 
 
 # --------------------------------------------------------------------------- AASM

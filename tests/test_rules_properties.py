@@ -37,10 +37,14 @@ movement_lists = st.lists(
     st.builds(lambda t, d, s: LegMovement(t / GRID, d / GRID, s), ticks, durations, st.sampled_from(SIDES)),
     max_size=30,
 )
-gap_lists = st.lists(
-    st.builds(lambda t, d: Gap(t / GRID, (t + d) / GRID), ticks, st.integers(min_value=1, max_value=GRID * 20)),
-    max_size=3,
+gaps = st.builds(
+    lambda t, d, side, ends: Gap(t / GRID, (t + d) / GRID, side, ends),
+    ticks,
+    st.integers(min_value=1, max_value=GRID * 20),
+    st.sampled_from([None, *SIDES]),
+    st.booleans(),
 )
+gap_lists = st.lists(gaps, max_size=3)
 rule_sets = st.sampled_from(list(RULESETS.values()))
 PROPERTY_SETTINGS = settings(max_examples=300, deadline=None)
 
@@ -60,7 +64,7 @@ def test_invariant_under_time_shift(movements: list[LegMovement], gaps: list[Gap
     moved = score_events(
         [replace(m, onset=m.onset + shift) for m in movements],
         rules,
-        [Gap(g.start + shift, g.end + shift) for g in gaps],
+        [replace(g, start=g.start + shift, end=g.end + shift) for g in gaps],
     )
     assert shifted_back(moved, shift) == expected
 
@@ -70,7 +74,11 @@ def test_invariant_under_time_shift(movements: list[LegMovement], gaps: list[Gap
 def test_invariant_under_swapping_legs(movements: list[LegMovement], gaps: list[Gap], rules: RuleSet) -> None:
     mirror = {"left": "right", "right": "left", "bilateral": "bilateral"}
     expected = score_events(movements, rules, gaps)
-    swapped = score_events([replace(m, side=mirror[m.side]) for m in movements], rules, gaps)
+    swapped = score_events(
+        [replace(m, side=mirror[m.side]) for m in movements],
+        rules,
+        [replace(g, side=None if g.side is None else mirror[g.side]) for g in gaps],
+    )
     assert swapped.movements == tuple(replace(m, side=mirror[m.side]) for m in expected.movements)
     assert replace(swapped, movements=expected.movements) == expected
 
@@ -103,6 +111,25 @@ def test_far_away_movement_changes_nothing_nearby(
     assert (lone.plm, lone.candidate, lone.side) == (False, True, side)
     assert score.clm_count == expected.clm_count + 1
     assert (score.plm_count, score.short_count) == (expected.plm_count, expected.short_count)
+
+
+@PROPERTY_SETTINGS
+@given(movement_lists, gap_lists, gaps, rule_sets)
+def test_a_gap_never_adds_a_plm_and_one_in_the_rest_changes_nothing(
+    movements: list[LegMovement], known: list[Gap], gap: Gap, rules: RuleSet
+) -> None:
+    """A gap only ever removes links (runs split, never join); missing data that touches no movement on
+    its leg -- a rest of >= 0.5 s on both sides -- and lies in a rest of both legs removes none."""
+    expected = score_events(movements, rules, known)
+    score = score_events(movements, rules, [*known, gap])
+    assert score.plm_count <= expected.plm_count
+    assert score.clm_count == expected.clm_count and score.lm_count == expected.lm_count
+    merge = rules.same_leg_merge_s
+    clear = not gap.ends_series and all(
+        gap.start - m.offset >= merge or m.onset - gap.end >= merge for m in movements if gap.side in (None, m.side)
+    )
+    if clear:
+        assert score == expected
 
 
 @st.composite

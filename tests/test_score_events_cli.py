@@ -44,10 +44,22 @@ def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
 
 def test_gaps_and_rules_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     events = write(tmp_path, "events.csv", SERIES_CSV)
-    gaps = write(tmp_path, "gaps.csv", "start,end\n30,35\n")
+    # a gap that cuts into the 20-s movement: its links go, three CLMs are left on either side
+    gaps = write(tmp_path, "gaps.csv", "start,end\n21,35\n")
     assert main([str(events), "--json", "--gaps", str(gaps)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["plm_count"] == 0 and "plm_index" not in data
+    # a gap in the rest between two movements leaves their link
+    gaps.write_text("start,end\n30,35\n", encoding="utf-8")
+    assert main([str(events), "--json", "--gaps", str(gaps)]) == 0
+    assert json.loads(capsys.readouterr().out)["plm_count"] == 4
+    # a gap on the left leg only: the right leg saw the 20-s movement whole
+    gaps.write_text("start,end,side\n21,35,Left\n", encoding="utf-8")
+    assert main([str(events), "--json", "--gaps", str(gaps)]) == 0
+    assert json.loads(capsys.readouterr().out)["plm_count"] == 4
+    gaps.write_text("start,end,side\n21,35,both\n", encoding="utf-8")
+    assert main([str(events), "--json", "--gaps", str(gaps)]) == 2
+    assert "side must be" in capsys.readouterr().err
     # AASM: onsets 40 and 40.5 on different legs still combine; IMIs 20 s are in range
     assert main([str(events), "--json", "--rules", "aasm"]) == 0
     assert json.loads(capsys.readouterr().out)["plm_count"] == 4

@@ -130,7 +130,8 @@ def test_truth_json_is_the_rules_applied_to_the_true_events(tmp_path):
         and m["role"] not in ("get_up", "lie_down")
     ]
     assert [m["scored"] for m in doc["movements"]].count(True) == len(lms)
-    gaps = [Gap(g["start"], g["end"]) for g in doc["gaps"]]
+    gaps = [Gap(g["start"], g["end"], g["side"], g["ends_series"]) for g in doc["gaps"]]
+    assert {(g.start, g.end) for g in gaps if g.ends_series} == {(o["start"], o["end"]) for o in doc["out_of_bed"]}
     score = score_events(lms, WASM2016, gaps)
     truth = doc["score"]["wasm2016"]
     assert truth["plm_count"] == score.plm_count > 0

@@ -17,7 +17,7 @@ class DetectorParams:
     rate_estimate_samples: int = 256  # samples buffered to estimate the rate (chunk-independent)
     missing_dt_periods: float = 1.5  # a step longer than this many periods counts as missing data
     filter_reset_s: float = 1.0  # a hole this long restarts the filters (settled on the next sample)
-    series_gap_s: float = 5.0  # a hole this long is a data gap: ends movements and PLM series
+    series_gap_s: float = 5.0  # a hole this long is a data gap: closes a movement, breaks the links it touches
     # --- activity signal (orientation-free)
     lowpass_hz: float = 2.0  # removes sensor noise above leg-motion frequencies (each axis)
     tremor_low_hz: float = 1.0  # band of the dynamic part: tremor of a held contraction, jerks ...

@@ -7,9 +7,10 @@ are reported on their own. A movement can be final only when every leg's data ha
 *watermark* = the earliest time a leg could still report a movement from), so a leg that falls silent
 holds the others back until :meth:`NightScorer.mark_gap` says it is lost.
 
-One-leg gaps and bilateral scoring: while one leg has no data, a bilateral movement cannot be told from
-a monolateral one and a movement on the silent leg could break or extend a series; so a gap on either
-leg (>= ``series_gap_s``) is a data gap for the rules, which ends any PLM series (docs/scoring.md).
+One-leg gaps: a hole >= ``series_gap_s`` on a leg goes to the rules as a data gap on that leg. It breaks
+the links of the movements it cuts into or comes within a merge of; the other leg's movements are scored
+as a one-leg recording scores them, and a series runs on across a gap that lies in a rest
+(docs/scoring.md, choice 8).
 """
 
 from __future__ import annotations
@@ -226,7 +227,7 @@ class NightScorer:
         for gap in gaps:
             start = max(gap.start, floor)
             if gap.end > start:
-                self._rules.add_gap(Gap(start, gap.end))
+                self._rules.add_gap(Gap(start, gap.end, gap.side))
         for move in sorted(moves, key=lambda m: m.onset):
             self._leg_moves[move.side].append((move.onset, move.offset))
             if is_strap_slip(move):
