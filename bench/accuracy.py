@@ -243,42 +243,48 @@ def report(results: list[NightResult], out=sys.stdout) -> dict[str, float]:
     return overall
 
 
+def _situation_row(rs: list[NightResult]) -> dict[str, float]:
+    tp, fp, fn = (sum(getattr(r, k) for r in rs) for k in ("tp", "fp", "fn"))
+    given = [r for r in rs if r.index_given]
+    errs = np.array([abs(r.index_error) for r in given]) if given else np.array([np.nan])
+    nw_true = sum(r.nonwear_true_s for r in rs)
+    nw_det = sum(r.nonwear_detected_s for r in rs)
+    nw_found = sum(r.nonwear_found_s for r in rs)
+    return {
+        "nights": len(rs),
+        "lm_f1": f1(rs),
+        "sens": tp / max(tp + fn, 1),
+        "ppv": tp / max(tp + fp, 1),
+        "plmi_within_1": float(np.mean(errs <= 1.0)) if given else float("nan"),
+        "plmi_abs_err": float(errs.mean()),
+        "tib_abs_err_h": float(np.mean([abs(r.detected_tib_h - r.true_tib_h) for r in given] or [0.0])),
+        "nw_recall": nw_found / nw_true if nw_true else float("nan"),
+        "nw_precision": nw_found / nw_det if nw_det else float("nan"),
+        "worn_called_nw": sum(r.worn_called_off_s for r in rs) / max(sum(r.worn_in_bed_s for r in rs), 1.0),
+        "edge_fp_per_night": sum(r.edge_fp for r in rs) / len(rs),
+        "no_index": float(sum(not r.index_given for r in rs)),
+        "no_index_due": float(sum(not r.index_due for r in rs)),
+        "no_index_agree": float(sum(r.index_given == r.index_due for r in rs)),
+        "slips": float(sum(r.slips for r in rs)),
+        "slip_lm": float(sum(r.slip_lm for r in rs)),
+        "slip_twitch": float(sum(r.slip_twitch for r in rs)),
+    }
+
+
 def situation_table(results: list[NightResult], out=sys.stdout) -> dict[str, dict[str, float]]:
-    """Per situation (issue 19): LM precision/recall/F1, PLM index error, time-in-bed error, non-wear minutes."""
+    """Per situation (issue 19): LM precision/recall/F1, PLM index error, time-in-bed error, non-wear minutes;
+    with more than one situation also "all" (every night), then each target of issue 19 met or not."""
     print(
         f"{'situation':14} {'nights':>6} {'LM F1':>6} {'sens':>6} {'PPV':>6} {'PLMI<=1/h':>9} {'|dPLMI|':>7} "
         f"{'|dTIB| h':>8} {'NW rec':>7} {'NW prec':>7} {'worn->NW':>8} {'edge FP':>7} {'no index':>8} {'(truth)':>7} {'slips':>5} {'->LM':>4} {'->tw':>4}",
         file=out,
     )
     table = {}
-    for name in dict.fromkeys(r.situation for r in results):
-        rs = [r for r in results if r.situation == name]
-        tp, fp, fn = (sum(getattr(r, k) for r in rs) for k in ("tp", "fp", "fn"))
-        given = [r for r in rs if r.index_given]
-        errs = np.array([abs(r.index_error) for r in given]) if given else np.array([np.nan])
-        nw_true = sum(r.nonwear_true_s for r in rs)
-        nw_det = sum(r.nonwear_detected_s for r in rs)
-        nw_found = sum(r.nonwear_found_s for r in rs)
-        row = {
-            "nights": len(rs),
-            "lm_f1": f1(rs),
-            "sens": tp / max(tp + fn, 1),
-            "ppv": tp / max(tp + fp, 1),
-            "plmi_within_1": float(np.mean(errs <= 1.0)) if given else float("nan"),
-            "plmi_abs_err": float(errs.mean()),
-            "tib_abs_err_h": float(np.mean([abs(r.detected_tib_h - r.true_tib_h) for r in given] or [0.0])),
-            "nw_recall": nw_found / nw_true if nw_true else float("nan"),
-            "nw_precision": nw_found / nw_det if nw_det else float("nan"),
-            "worn_called_nw": sum(r.worn_called_off_s for r in rs) / max(sum(r.worn_in_bed_s for r in rs), 1.0),
-            "edge_fp_per_night": sum(r.edge_fp for r in rs) / len(rs),
-            "no_index": float(sum(not r.index_given for r in rs)),
-            "no_index_due": float(sum(not r.index_due for r in rs)),
-            "no_index_agree": float(sum(r.index_given == r.index_due for r in rs)),
-            "slips": float(sum(r.slips for r in rs)),
-            "slip_lm": float(sum(r.slip_lm for r in rs)),
-            "slip_twitch": float(sum(r.slip_twitch for r in rs)),
-        }
-        table[name] = row
+    groups = {name: [r for r in results if r.situation == name] for name in dict.fromkeys(r.situation for r in results)}
+    if len(groups) > 1:
+        groups["all"] = list(results)
+    for name, rs in groups.items():
+        row = table[name] = _situation_row(rs)
         print(
             f"{name:14} {len(rs):6d} {row['lm_f1']:6.3f} {row['sens']:6.3f} {row['ppv']:6.3f} "
             f"{row['plmi_within_1']:9.3f} {row['plmi_abs_err']:7.2f} {row['tib_abs_err_h']:8.3f} "
@@ -287,6 +293,19 @@ def situation_table(results: list[NightResult], out=sys.stdout) -> dict[str, dic
             f"{int(row['slips']):5d} {int(row['slip_lm']):4d} {int(row['slip_twitch']):4d}",
             file=out,
         )
+    overall = table["all" if len(groups) > 1 else next(iter(groups))]
+    worst = min(row["lm_f1"] for row in table.values())
+    verdicts = [
+        ("LM F1", overall["lm_f1"] >= 0.98 and worst >= 0.95, f"{overall['lm_f1']:.3f}, lowest situation {worst:.3f}"),
+        ("PLMI within 1/h", overall["plmi_within_1"] >= 0.95, f"{overall['plmi_within_1']:.3f} of nights"),
+        (
+            "non-wear",
+            not overall["nw_recall"] < 0.95 and overall["worn_called_nw"] < 0.01,  # nan (nothing taken off) passes
+            f"found {overall['nw_recall']:.3f}, worn called non-wear {100 * overall['worn_called_nw']:.2f}%",
+        ),
+        ("bed entry/exit", overall["edge_fp_per_night"] <= 0.5, f"{overall['edge_fp_per_night']:.2f} false LMs/night"),
+    ]
+    print("; ".join(f"{name}: {figure} {'met' if ok else 'NOT MET'}" for name, ok, figure in verdicts), file=out)
     print(
         "targets: LM F1 >= 0.98 (no situation < 0.95); PLMI within 1/h on 95 % of nights (nights given an index);"
         " non-wear minutes found >= 95 %, worn time called non-wear < 1 %; false LMs at bed entry/exit <= 0.5/night."

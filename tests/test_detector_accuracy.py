@@ -35,9 +35,12 @@ def test_situation_table_floor_on_short_simulated_nights() -> None:
         evaluate_night("rls-moderate", 2015, 52.0, "left", hours=1.5, situation="taken-off"),
         evaluate_night("mild", 2013, 100.0, "both", hours=1.5, situation="ordinary"),
     ]
-    table = situation_table(results, out=io.StringIO())
+    printed = io.StringIO()
+    table = situation_table(results, out=printed)
     off, ordinary = table["taken-off"], table["ordinary"]
-    assert off["nights"] == 2 and ordinary["nights"] == 1
+    assert off["nights"] == 2 and ordinary["nights"] == 1 and table["all"]["nights"] == 3
+    verdict = printed.getvalue().splitlines()[-2]  # before the legend: each target of issue 19, met or not
+    assert verdict.count(" met") + verdict.count("NOT MET") == 4 and verdict.startswith("LM F1: ")
     assert off["nw_recall"] >= 0.9 and off["nw_precision"] >= 0.95
     assert off["worn_called_nw"] < 0.01 and ordinary["worn_called_nw"] == 0.0
     assert min(row["lm_f1"] for row in table.values()) >= 0.9
