@@ -123,12 +123,21 @@ def evaluate_night(
     # taking a sensor off and putting it back is handling (detector.scoring.nonwear.HANDLING_S), not a leg movement
     for span in summary.nonwear:
         moves += [{"start": span["start"] - 60, "end": span["start"]}, {"start": span["end"], "end": span["end"] + 60}]
+    upright: dict[str, list[tuple[float, float]]] = {}
+    for span in summary.upright:  # a leg upright for seconds inside a lying epoch (sitting on the bed's edge)
+        upright.setdefault(span["side"], []).append((span["start"], span["end"]))
+
+    def leg_upright(e) -> bool:
+        legs = [e.side] if e.side in upright else list(upright) if e.side == "bilateral" else []
+        return bool(legs) and all(any(a <= e.onset < b for a, b in upright[side]) for side in legs)
+
     detected = np.array(
         sorted(
             e.onset
             for e in summary.events
             if e.kind == "lm"
             and not any(s["start"] <= e.onset < s["end"] for s in up)
+            and not leg_upright(e)
             and not any(s["start"] < e.onset + e.duration and s["end"] > e.onset for s in moves)
         )
     )

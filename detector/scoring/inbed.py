@@ -17,6 +17,7 @@ looks like sleep to any accelerometer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -59,6 +60,58 @@ def upright_direction(table: Mapping[int, np.ndarray], rate_hz: float, params: D
             return None
         mean = _unit(directions[close].sum(axis=0))
     return mean
+
+
+PostureChange = tuple[float, float, np.ndarray, np.ndarray]  # onset, offset, gravity before, gravity after
+
+
+def leg_postures(
+    changes: list[PostureChange], up: np.ndarray, lying_angle_deg: float
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """One leg's bed transitions and the spans its shank was upright, from its posture changes in time order.
+
+    Between two posture changes the leg keeps the orientation the first one left it in (smaller changes are
+    not posture changes), so the changes alone are a timeline of the leg's orientation, to the movement,
+    where the 30-s epochs only vote by their mean. Returns the movements that took the leg between lying and
+    upright (getting into and out of bed) and the spans the shank was upright: sitting on the edge of the bed
+    before lying down or after sitting up, standing, walking -- unbounded (+-inf) before the first change and
+    after the last. A sleep lab scores leg movements lying in bed (lights-off to lights-on); movements of a leg
+    that is upright are not that, however short the sitting was (seconds, inside an epoch that is mostly
+    lying: the epochs cannot see it)."""
+
+    def upright(g: np.ndarray) -> bool:
+        return angle_deg(g, up) <= lying_angle_deg
+
+    transitions: list[tuple[float, float]] = []
+    spans: list[tuple[float, float]] = []
+
+    def add(a: float, b: float) -> None:
+        if spans and a <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(b, spans[-1][1]))
+        elif b > a:
+            spans.append((a, b))
+
+    if not changes:
+        return transitions, spans
+    since, was_up = -math.inf, upright(changes[0][2])
+    for onset, offset, before, after in changes:
+        up_before, up_after = upright(before), upright(after)
+        if was_up:
+            add(since, onset)
+        if up_before != up_after:
+            transitions.append((onset, offset))
+        elif up_before:  # sitting up -> standing: upright throughout
+            add(onset, offset)
+        since, was_up = offset, up_after
+    if was_up:
+        add(since, math.inf)
+    return transitions, spans
+
+
+def angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    """Angle between two gravity vectors (any length)."""
+    cos = float(a @ b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12)
+    return math.degrees(math.acos(min(1.0, max(-1.0, cos))))
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

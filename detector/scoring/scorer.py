@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from detector.scoring.inbed import EpochClassification, classify_epochs, upright_direction
+from detector.scoring.inbed import EpochClassification, angle_deg, classify_epochs, leg_postures, upright_direction
 from detector.scoring.lm import LegDetector, LegGap, RawMovement
 from detector.scoring.nonwear import HANDLING_S, MIN_WORN_FRACTION, find_nonwear, intersect, overlap_s
 from detector.scoring.params import DetectorParams
@@ -258,26 +258,27 @@ class NightScorer:
         if move.before is None or move.after is None:
             return
         before, after = np.asarray(move.before), np.asarray(move.after)
-        if _angle_deg(before, after) > self.params.posture_change_deg:
+        if angle_deg(before, after) > self.params.posture_change_deg:
             self._posture_changes.append((move.side, move.onset, move.offset, before, after))
 
-    def _bed_transitions(self, rates: dict[str, float]) -> list[tuple[float, float]]:
-        """Spans of movements that took a leg between lying and upright (relative to its learned upright
-        direction): lying down into bed and getting up out of it. A sleep lab's scoring starts after the
-        first and stops before the second (lights-off, lights-on, a bathroom trip): they are not LMs."""
-        p = self.params
-        ups = {
-            side: upright_direction(leg.epochs, rates[side], p) if side in rates else None
-            for side, leg in self._legs.items()
-        }
-        spans = []
-        for side, onset, offset, before, after in self._posture_changes:
-            up = ups.get(side)
-            if up is not None and (_angle_deg(before, up) > p.lying_angle_deg) != (
-                _angle_deg(after, up) > p.lying_angle_deg
-            ):
-                spans.append((onset, offset))
-        return sorted(spans)  # legs report in any interleaving: sorted, the result does not depend on it
+    def _postures(
+        self, rates: dict[str, float]
+    ) -> tuple[list[tuple[float, float]], dict[str, list[tuple[float, float]]]]:
+        """Movements that took a leg between lying and upright (relative to its learned upright direction:
+        lying down into bed, getting up out of it), and per leg the spans its shank was upright
+        (:func:`detector.scoring.inbed.leg_postures`). A sleep lab's scoring starts after the first transition
+        and stops before the second (lights-off, lights-on, a bathroom trip): neither they nor the movements of
+        an upright leg are LMs of the night."""
+        transitions: list[tuple[float, float]] = []
+        upright: dict[str, list[tuple[float, float]]] = {}
+        for side, leg in self._legs.items():
+            up = upright_direction(leg.epochs, rates[side], self.params) if side in rates else None
+            if up is None:
+                continue
+            changes = sorted((c[1:] for c in self._posture_changes if c[0] == side), key=lambda c: c[0])
+            moved, upright[side] = leg_postures(changes, up, self.params.lying_angle_deg)
+            transitions += moved
+        return sorted(transitions), upright  # legs report in any interleaving: sorted, the result does not depend on it
 
     def _store(self, event: MovementEvent) -> None:
         if self.keep_events or event.kind == "long":
@@ -322,8 +323,13 @@ class NightScorer:
         scored = [e for e in events if e.kind != "twitch"]
         # a sleep lab scores leg movements in bed (lights-off to lights-on, not while the subject is up):
         # movements in epochs classified upright (standing, walking, sitting with the feet down) stay in
-        # ``events`` as measured, but are not counted as LMs of the night (``lm_count``, per hour)
-        transitions = self._bed_transitions(rates)
+        # ``events`` as measured, but are not counted as LMs of the night (``lm_count``, per hour); nor are those
+        # of a leg upright for seconds inside a lying epoch (sitting on the edge of the bed: docs/scoring.md)
+        transitions, upright = self._postures(rates)
+
+        def leg_upright(e: MovementEvent) -> bool:  # a bilateral movement: every leg with a posture reference
+            legs = [e.side] if e.side in upright else list(upright) if e.side == "bilateral" else []
+            return bool(legs) and all(any(a <= e.onset < b for a, b in upright[side]) for side in legs)
 
         # taking a sensor off and putting it back on is the hand's work, not the leg's
         handling = [(a - HANDLING_S, a) for spans in nonwear.values() for a, _ in spans]
@@ -332,12 +338,17 @@ class NightScorer:
 
         def in_bed_lm(e: MovementEvent) -> bool:
             end = e.onset + e.duration
-            return state_of(e.onset) > 0 and not any(a < end and b > e.onset for a, b in excluded)
+            return (
+                state_of(e.onset) > 0 and not leg_upright(e) and not any(a < end and b > e.onset for a, b in excluded)
+            )
 
         lms_in_bed = [e for e in scored if e.kind == "lm" and in_bed_lm(e)]
         plms = [e for e in scored if e.plm]
         plm_states = [
-            0 if any(a < e.onset + e.duration and b > e.onset for a, b in handling) else state_of(e.onset) for e in plms
+            0
+            if leg_upright(e) or any(a < e.onset + e.duration and b > e.onset for a, b in handling)
+            else state_of(e.onset)
+            for e in plms
         ]
         plm_in_bed = sum(1 for s in plm_states if s > 0)
         plm_sleep = sum(1 for s in plm_states if s == 2)
@@ -413,6 +424,16 @@ class NightScorer:
             "gaps": gaps,
             "out_of_bed": _out_of_bed_spans(epochs, epoch_s),
             "bed_transitions": [{"start": a, "end": b} for a, b in transitions],
+            # per leg, the spans its shank was upright (sitting, standing, walking), to the movement; within the recording
+            "upright": sorted(
+                (
+                    {"side": side, "start": max(a, start), "end": min(b, end)}
+                    for side, spans in upright.items()
+                    for a, b in spans
+                    if start is not None and end is not None and min(b, end) > max(a, start)
+                ),
+                key=lambda d: (d["start"], d["side"]),
+            ),
             "nonwear": sorted(
                 ({"side": side, "start": a, "end": b} for side, spans in nonwear.items() for a, b in spans),
                 key=lambda d: (d["start"], d["side"]),
@@ -431,11 +452,6 @@ class NightScorer:
             "final": self._finished,
         }
         return NightSummary(fields, tuple(events) if self.keep_events else ())
-
-
-def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
-    cos = float(a @ b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12)
-    return math.degrees(math.acos(min(1.0, max(-1.0, cos))))
 
 
 def _out_of_bed_spans(epochs: EpochClassification, epoch_s: float) -> list[dict[str, float]]:
