@@ -352,7 +352,7 @@ def test_upright_direction_follows_the_walk_not_the_most_frequent_restless_posit
     lying = (0.0, 1.0, 0.05)
     table = {0: epoch(walking, 0.9, 0.35), 1: epoch((0.02, -0.28, 0.96), 0.7, 0.25), 480: epoch(walking, 0.8, 0.3)}
     table.update({k: epoch(lying, 0.6, 0.08) for k in (100, 130, 200, 210, 300)})
-    up = upright_direction(table, rate, DetectorParams())
+    up = upright_direction(table, {}, rate, DetectorParams())
     assert up is not None
     assert float(up @ (np.asarray(walking) / np.linalg.norm(walking))) > np.cos(np.radians(10))
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from detector.live.ingest import SensorInbox
-from detector.scoring.lm import STAT_SCALE
+from detector.scoring.epochs import STAT_SCALE
 from detector.scoring.scorer import MovementEvent, NightScorer
 from detector.storage import schema
 from plm import wire
@@ -90,7 +90,7 @@ def minute_lines(
     for side in scorer.sides:
         table = scorer.epoch_table(side)
         rate = scorer.leg_rate_hz(side)
-        up = scorer.upright_direction(side)
+        up = classes.upright.get(side)
         for m in minutes:
             lo_s = max(m * MINUTE_S, night_start_s)
             expected = (m + 1) * MINUTE_S - lo_s

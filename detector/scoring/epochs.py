@@ -9,12 +9,15 @@ It reads like a ``Mapping[int, row]`` so code written for a dict of rows works u
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
 COLUMNS = 6
 """Columns of a row: samples, sum x, sum y, sum z, active samples, sum envelope (0.1 mg units)."""
+
+STAT_SCALE = 10_000
+"""Epoch sums are kept in integer 0.1 mg so that they are exact in any chunking."""
 
 
 class EpochTable(Mapping[int, np.ndarray]):
@@ -24,6 +27,7 @@ class EpochTable(Mapping[int, np.ndarray]):
         self._keys = np.zeros(max(1, capacity), dtype=np.int64)
         self._rows = np.zeros((max(1, capacity), COLUMNS), dtype=np.int64)
         self._n = 0
+        self._checked = 0  # rows before this index were kept by retain_completed
 
     def add(self, keys: np.ndarray, sums: np.ndarray) -> None:
         """Add per-epoch sums (keys increasing, none before the table's last epoch)."""
@@ -43,6 +47,23 @@ class EpochTable(Mapping[int, np.ndarray]):
         self._keys[self._n : self._n + m] = keys[start:]
         self._rows[self._n : self._n + m] = sums[start:]
         self._n += m
+
+    def retain_completed(self, keep: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Drop the complete rows (all but the last, which later samples may still add to) not yet checked for
+        which ``keep(rows)`` is False. Each row is checked once, when complete, so the rows kept do not depend
+        on the chunking; a table of rare rows (walking blocks) stays small."""
+        done = self._n - 1
+        if done <= self._checked:
+            return
+        rows = self._rows[self._checked : done]
+        kept = np.flatnonzero(keep(rows)) + self._checked
+        m = kept.shape[0]
+        self._keys[self._checked : self._checked + m] = self._keys[kept]
+        self._rows[self._checked : self._checked + m] = self._rows[kept]
+        self._keys[self._checked + m] = self._keys[done]
+        self._rows[self._checked + m] = self._rows[done]
+        self._checked += m
+        self._n = self._checked + 1
 
     @property
     def epochs(self) -> np.ndarray:

@@ -3,11 +3,12 @@
 Lying vs upright: when a person stands, walks or sits with feet down, the shank is near vertical, so
 gravity lies along the shank's long axis; lying in bed it is near horizontal. The sensor's mounting is
 unknown, so each leg's "upright" gravity direction is learned from the recording itself: epochs with
-sustained activity (walking to and from bed) are upright; a robust mean of their gravity directions is
-the upright reference. An epoch whose mean gravity is more than ``lying_angle_deg`` from it is lying.
-Limits (also in docs/scoring.md): a recording that starts and ends in bed has no walking, so there is
-no reference and the whole recording counts as in bed; restless tossing in bed with > 50 % activity
-for a whole epoch can pollute the reference (the robust mean keeps the majority direction).
+sustained activity, or runs of short blocks of vigorous activity (walking to and from bed), are upright; a
+robust mean of their gravity directions is the upright reference, if the leg does not also lie still in
+that orientation for more than a few per cent of the night (a restless bed posture is not upright). An
+epoch whose mean gravity is more than ``lying_angle_deg`` from it is lying. Limits (also in
+docs/scoring.md): a recording that starts and ends in bed has no walking, so there is no reference and the
+whole recording counts as in bed; so does one with a long evening sitting feet down and little walking.
 
 Sleep/wake: an in-bed epoch is wake when it holds a long movement (> 10 s: turning over, getting up)
 or activity for more than ``wake_active_fraction`` of it, and its neighbours within
@@ -18,12 +19,12 @@ looks like sleep to any accelerometer.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from detector.scoring.epochs import table_rows
+from detector.scoring.epochs import COLUMNS, STAT_SCALE, table_rows
 from detector.scoring.params import DetectorParams
 
 
@@ -34,32 +35,143 @@ class EpochClassification:
     in_bed: np.ndarray  # bool
     asleep: np.ndarray  # bool (subset of in_bed)
     posture_reference: dict[str, bool]  # per side: was an upright direction found?
+    upright: dict[str, np.ndarray | None]  # per side: that direction (unit vector), None if not found
 
 
-def upright_direction(table: Mapping[int, np.ndarray], rate_hz: float, params: DetectorParams) -> np.ndarray | None:
-    """The leg's gravity direction (unit vector) when upright, from walking-like epochs; None if unseen."""
+def upright_direction(
+    table: Mapping[int, np.ndarray],
+    blocks: Mapping[int, np.ndarray],
+    rate_hz: float,
+    params: DetectorParams,
+    off: Sequence[tuple[float, float]] = (),
+) -> np.ndarray | None:
+    """The leg's gravity direction (unit vector) when upright, from its walking; None if unseen or implausible.
+
+    ``table``: the leg's 30-s epoch rows, ``blocks``: the same sums per ``walk_block_s``
+    (:class:`detector.scoring.lm.LegDetector`), ``off``: the leg's non-wear spans. Walking is looked for first in
+    whole epochs (at least half active), then in short blocks: the walk from the bathroom to bed takes seconds,
+    less than the 15 s of activity an epoch needs, and a night with no other walk had no reference at all.
+    Each source gives clusters of one orientation, the most vigorous first; the first that is large enough to
+    trust (``upright_trusted_epochs``: a day's walking) or plausible for a night (:func:`_plausibly_upright`)
+    is the reference."""
+    sources = (
+        (_walking_epochs(table, rate_hz, params), params.upright_min_epochs, 1.0),
+        (_walking_blocks(blocks, rate_hz, params), params.walk_min_blocks, params.walk_block_s / params.epoch_s),
+    )
+    for rows, min_rows, epochs_per_row in sources:
+        for up, size in _vigorous_clusters(rows, min_rows, params):
+            if size * epochs_per_row >= params.upright_trusted_epochs:
+                return up
+            if _plausibly_upright(up, table, rate_hz, params, off):
+                return up
+    return None
+
+
+def _walking_epochs(table: Mapping[int, np.ndarray], rate_hz: float, params: DetectorParams) -> np.ndarray:
+    """Rows of the epochs at least half covered and ``upright_active_fraction`` active."""
     if not table:
-        return None
+        return np.zeros((0, COLUMNS))
     _, rows = table_rows(table)
     full = rows[:, 0] >= 0.5 * params.epoch_s * rate_hz
     active = rows[:, 4] >= params.upright_active_fraction * np.maximum(rows[:, 0], 1)
-    chosen = rows[full & active]
-    if chosen.shape[0] < params.upright_min_epochs:
-        return None
-    directions = chosen[:, 1:4] / np.linalg.norm(chosen[:, 1:4], axis=1, keepdims=True)
-    # seed the cluster at the most vigorous epoch (largest mean activity envelope), not at the mean of all:
-    # walking swings the shank through ~60 degrees per stride with heel strikes of 1 g or more, more than
-    # any sustained movement in bed, whereas a restless night can hold more active epochs in one lying
-    # position than the walk to and from bed has (the majority then was the bed, and lying was "upright")
+    return rows[full & active]
+
+
+def _walking_blocks(blocks: Mapping[int, np.ndarray], rate_hz: float, params: DetectorParams) -> np.ndarray:
+    """Rows of the short blocks that are walking: runs of ``walk_min_blocks`` consecutive blocks, each nearly all
+    active with a mean activity envelope of at least ``walk_envelope_g``, and of one mean orientation.
+
+    Why these are walks: the activity signal is the change of the low-passed acceleration over ``diff_lag_s``
+    (0.5 s, about half a stride at a stride rate of ~1 Hz). Walking swings the shank through 60-70 degrees
+    per stride (about +-30 degrees around the vertical; Winter, *Biomechanics and Motor Control of Human
+    Movement*, gait kinematics), so gravity's direction changes by up to 2 g sin(30 deg) = 1 g within that lag,
+    a mean envelope of ~0.6 g; 0.3 g is a swing of +-15 degrees, a shuffle. In bed the same envelope sustained
+    for more than 10 s in one mean orientation is neither a leg movement (at most 10 s) nor turning over (which
+    changes the orientation). Rarer in-bed look-alikes are left to the plausibility check."""
+    if not blocks:
+        return np.zeros((0, COLUMNS))
+    keys, rows = table_rows(blocks)
+    walking = walking_blocks_mask(rows, rate_hz, params)
+    directions = _unit_rows(rows[:, 1:4])
+    # a run: consecutive walking blocks, each within the cluster angle of the one before
+    linked = walking[:-1] & walking[1:] & (np.diff(keys) == 1)
+    linked &= np.einsum("ij,ij->i", directions[:-1], directions[1:]) >= np.cos(np.radians(params.upright_cluster_deg))
+    run_id = np.concatenate([[0], np.cumsum(~linked)])  # a block linked to the one before has its run id
+    run_len = np.bincount(run_id)[run_id]
+    return rows[walking & (run_len >= params.walk_min_blocks)]
+
+
+def walking_blocks_mask(rows: np.ndarray, rate_hz: float, params: DetectorParams) -> np.ndarray:
+    """Which block rows are walking on their own (see :func:`_walking_blocks`): nearly full, nearly all active,
+    vigorous. The leg keeps only these blocks (:meth:`detector.scoring.epochs.EpochTable.retain_completed`)."""
+    n = np.maximum(rows[:, 0], 1)
+    return (
+        (rows[:, 0] >= params.walk_active_fraction * params.walk_block_s * rate_hz)
+        & (rows[:, 4] >= params.walk_active_fraction * n)
+        & (rows[:, 5] >= params.walk_envelope_g * STAT_SCALE * n)
+    )
+
+
+def _vigorous_clusters(
+    chosen: np.ndarray, min_rows: int, params: DetectorParams, most: int = 5
+) -> Iterator[tuple[np.ndarray, int]]:
+    """Robust mean directions of the rows around the most vigorous one, then around the most vigorous of the rest,
+    ... (at most ``most``), each with the number of rows it holds (at least ``min_rows``).
+
+    Seeded at the most vigorous row (largest mean activity envelope), not at the mean of all: walking swings
+    the shank through ~60 degrees per stride with heel strikes of 1 g or more, more than nearly any sustained
+    movement in bed, whereas a restless night can hold more active epochs in one lying position than the walk to
+    and from bed has (the majority then was the bed, and lying was "upright"). The next clusters are there for
+    the exception: a vigorous restless spell in bed that the plausibility check turns down."""
+    directions = _unit_rows(chosen[:, 1:4])
     vigour = chosen[:, 5] / np.maximum(chosen[:, 0], 1)
-    mean = directions[int(np.argmax(vigour))]
     cos_limit = np.cos(np.radians(params.upright_cluster_deg))
-    for _ in range(3):  # robust mean of the cluster around the seed
-        close = directions @ mean >= cos_limit
-        if close.sum() < params.upright_min_epochs:
-            return None
-        mean = _unit(directions[close].sum(axis=0))
-    return mean
+    left = np.ones(chosen.shape[0], dtype=bool)
+    for _ in range(most):
+        if left.sum() < min_rows:
+            return
+        seed = int(np.argmax(np.where(left, vigour, -np.inf)))
+        mean = directions[seed]
+        close = left
+        for _ in range(3):  # robust mean of the cluster around the seed
+            close = left & (directions @ mean >= cos_limit)
+            mean = _unit(directions[close].sum(axis=0))
+        if close.sum() >= min_rows:
+            yield mean, int(close.sum())
+        left = left & ~close
+        left[seed] = False
+
+
+def _plausibly_upright(
+    up: np.ndarray,
+    table: Mapping[int, np.ndarray],
+    rate_hz: float,
+    params: DetectorParams,
+    off: Sequence[tuple[float, float]],
+) -> bool:
+    """A night is spent lying: at most ``upright_still_max_fraction`` of the leg's still, worn epochs may be
+    within ``lying_angle_deg`` of the candidate upright direction.
+
+    The check exists for a recording with no walk in it (the sensor put on and taken off in bed): a restless
+    leg then has vigorous epochs too, all in bed, and the most vigorous of them would make a bed posture
+    "upright" -- the hours lying in that posture would leave time in bed and their movements the index. In
+    such a posture the leg also lies still for a large share of the night (on 70 simulated in-bed-only legs a
+    wrong candidate held 23-59 % of the still epochs), whereas standing and sitting feet down hold a few
+    minutes of a night (0-3 % on the same nights recorded with their walks). Still epochs of a sensor off the
+    ankle are left out: it may lie on the night stand in any orientation. A day recorded with the night has
+    hours of sitting, but also minutes of walking: a cluster of ``upright_trusted_epochs`` is not checked."""
+    keys, rows = table_rows(table)
+    still = (rows[:, 0] >= 0.5 * params.epoch_s * rate_hz) & (rows[:, 4] <= params.still_active_fraction * rows[:, 0])
+    if len(off):
+        lo = keys * params.epoch_s
+        covered = np.zeros(keys.shape[0])
+        for a, b in off:
+            covered += np.clip(np.minimum(lo + params.epoch_s, b) - np.maximum(lo, a), 0, None)
+        still &= covered < 0.5 * params.epoch_s
+    if not still.any():
+        return True
+    upright = _unit_rows(rows[still, 1:4]) @ up >= np.cos(np.radians(params.lying_angle_deg))
+    return float(upright.mean()) <= params.upright_still_max_fraction
 
 
 PostureChange = tuple[float, float, np.ndarray, np.ndarray]  # onset, offset, gravity before, gravity after
@@ -114,6 +226,10 @@ def angle_deg(a: np.ndarray, b: np.ndarray) -> float:
     return math.degrees(math.acos(min(1.0, max(-1.0, cos))))
 
 
+def _unit_rows(v: np.ndarray) -> np.ndarray:
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+
 def _unit(v: np.ndarray) -> np.ndarray:
     norm = float(np.linalg.norm(v))
     return v / norm if norm > 0 else v
@@ -122,11 +238,13 @@ def _unit(v: np.ndarray) -> np.ndarray:
 def classify_epochs(
     tables: Mapping[str, Mapping[int, np.ndarray]],
     rates: dict[str, float],
+    ups: Mapping[str, np.ndarray | None],
     long_movement_spans: list[tuple[float, float]],
     params: DetectorParams,
     nonwear: list[tuple[float, float]] = (),  # type: ignore[assignment]
 ) -> EpochClassification:
-    """In bed and asleep per epoch, from each leg's epoch table (see :class:`detector.scoring.lm.LegDetector`).
+    """In bed and asleep per epoch, from each leg's epoch table (see :class:`detector.scoring.lm.LegDetector`)
+    and its upright direction (:func:`upright_direction`; None: unknown).
 
     ``nonwear``: spans when no leg's sensor was on the ankle (detector.scoring.nonwear); an epoch at least half inside
     them is neither in bed nor asleep (a sensor on a night stand says nothing about the sleeper)."""
@@ -143,7 +261,7 @@ def classify_epochs(
         if not table or not rate:
             reference[side] = False
             continue
-        up = upright_direction(table, rate, params)
+        up = ups.get(side)
         reference[side] = up is not None
         keys_of_leg, rows = per_leg[side]
         idx = np.searchsorted(epochs, keys_of_leg)  # every key of every leg is in ``epochs``
@@ -171,4 +289,11 @@ def classify_epochs(
         wake[shift:] |= wake_seed[:-shift]
         wake[:-shift] |= wake_seed[shift:]
     asleep = in_bed & ~wake
-    return EpochClassification(epochs, covered, in_bed, asleep, reference)
+    return EpochClassification(
+        epochs,
+        covered,
+        in_bed,
+        asleep,
+        reference,
+        {side: ups.get(side) if reference[side] else None for side in tables},
+    )

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.scoring import bounce, edges
-from detector.scoring.epochs import COLUMNS, EpochTable
+from detector.scoring.epochs import COLUMNS, STAT_SCALE, EpochTable
+from detector.scoring.inbed import walking_blocks_mask
 from detector.scoring.kernels import epoch_sums, first_bad_sample, hysteresis_levels, onset_floor, sample_steps
 from detector.scoring.nonwear import WearTable
 from detector.scoring.params import DetectorParams
@@ -35,8 +36,6 @@ MAX_STEP_G = 16.0
 """The largest acceleration step a sensor reports (the widest range of common MEMS accelerometers): bounds
 how far the boundary filter can have smeared an edge (4h)."""
 
-STAT_SCALE = 10_000
-"""Epoch sums are kept in integer 0.1 mg so that they are exact in any chunking."""
 
 EPOCH_COLUMNS = COLUMNS
 """Columns of a row of :attr:`LegDetector.epochs`: samples, sum x, sum y, sum z, active samples, sum envelope."""
@@ -159,6 +158,7 @@ class LegDetector:
         # epoch table: epoch index -> [samples, sum x, sum y, sum z (0.1 mg), active samples,
         # sum of the activity envelope (0.1 mg)] -- integers, so exact in any chunking
         self.epochs = EpochTable()
+        self.blocks = EpochTable()  # the same sums per walk_block_s, walking blocks only (a walk shorter than an epoch)
         # per-epoch integer sums for the non-wear test (detector.scoring.nonwear): SD, range, white-noise ratio
         self.wear = WearTable(self.params.epoch_s)
         self.twitch_count = 0
@@ -937,6 +937,10 @@ class LegDetector:
     def _accumulate_epochs(self, t: np.ndarray, xyz: np.ndarray, active: np.ndarray, env: np.ndarray) -> None:
         keys, sums = epoch_sums(t, xyz, active, env, float(self.params.epoch_s), float(STAT_SCALE))
         self.epochs.add(keys, sums)
+        self.blocks.add(*epoch_sums(t, xyz, active, env, float(self.params.walk_block_s), float(STAT_SCALE)))
+        rate, params = self.rate_hz, self.params
+        assert rate is not None
+        self.blocks.retain_completed(lambda rows: walking_blocks_mask(rows, rate, params))
         self.wear.add(t, xyz)
 
 

@@ -46,6 +46,13 @@ class DetectorParams:
     upright_active_fraction: float = 0.5  # epochs this active (walking) define the leg's upright direction
     upright_min_epochs: int = 2  # at least this many such epochs to trust the upright direction
     upright_cluster_deg: float = 30.0  # epochs within this angle of the robust mean form the upright cluster
+    upright_trusted_epochs: int = 10  # a cluster this large (5 min of walking: a day) needs no plausibility check
+    upright_still_max_fraction: float = 0.05  # else: at most this share of the still epochs may be upright
+    still_active_fraction: float = 0.1  # an epoch at most this active is still (for the check above)
+    walk_block_s: float = 5.0  # short walks (to bed, < 30 s) are found in blocks this long
+    walk_active_fraction: float = 0.9  # a walking block is active this much ...
+    walk_envelope_g: float = 0.3  # ... with a mean activity envelope this high (a shank swinging >= ~15 deg)
+    walk_min_blocks: int = 2  # ... in a run of at least this many consecutive blocks (longer than any LM)
     lying_angle_deg: float = 45.0  # gravity this far from the upright direction = leg lying
     posture_change_deg: float = 30.0  # a movement turning the leg this much may be getting into/out of bed
     wake_active_fraction: float = 0.3  # an in-bed epoch this active is wake
@@ -75,3 +82,5 @@ class DetectorParams:
             raise ValueError("series_gap_s must be >= filter_reset_s")
         if self.rate_estimate_samples < 8 or self.floor_window_blocks < 1 or self.upright_min_epochs < 1:
             raise ValueError("rate_estimate_samples >= 8, floor_window_blocks >= 1, upright_min_epochs >= 1")
+        if self.walk_block_s <= 0 or self.walk_min_blocks < 1:
+            raise ValueError("walk_block_s must be > 0 and walk_min_blocks >= 1")

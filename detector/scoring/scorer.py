@@ -189,16 +189,17 @@ class NightScorer:
 
     def upright_direction(self, side: str) -> np.ndarray | None:
         """The leg's learned upright gravity direction (unit vector), None while unknown."""
-        leg = self._legs[side]
-        return upright_direction(leg.epochs, leg.rate_hz, self.params) if leg.rate_hz else None
+        return self._uprights(self.nonwear())[side]
 
     def epoch_classification(self) -> EpochClassification:
         """In bed / asleep per epoch so far: the same estimate the summary's time in bed and sleep use."""
         legs = self._legs
         rates = {side: leg.rate_hz for side, leg in legs.items() if leg.rate_hz}
         longs = [(e.onset, e.onset + e.duration) for e in self._events.values() if e.kind == "long"]
-        off = intersect(self.nonwear().values())
-        return classify_epochs({s: leg.epochs for s, leg in legs.items()}, rates, longs, self.params, off)
+        nonwear = self.nonwear()
+        off = intersect(nonwear.values())
+        tables = {s: leg.epochs for s, leg in legs.items()}
+        return classify_epochs(tables, rates, self._uprights(nonwear), longs, self.params, off)
 
     def nonwear(self) -> dict[str, list[tuple[float, float]]]:
         """Per leg with data: the spans its sensor was off the ankle so far (detector.scoring.nonwear)."""
@@ -209,6 +210,15 @@ class NightScorer:
             moves = sorted(self._leg_moves[side])
             out[side] = [(a, b) for a, b, _ in find_nonwear(leg.wear, moves, leg.last_t)]
         return out
+
+    def _uprights(self, nonwear: dict[str, list[tuple[float, float]]]) -> dict[str, np.ndarray | None]:
+        """Each leg's upright direction (None: unknown), its non-wear left out of the plausibility check."""
+        return {
+            side: upright_direction(leg.epochs, leg.blocks, leg.rate_hz, self.params, nonwear.get(side, ()))
+            if leg.rate_hz
+            else None
+            for side, leg in self._legs.items()
+        }
 
     # ----------------------------------------------------------------- plumbing
     def _leg(self, side: str) -> LegDetector:
@@ -262,7 +272,7 @@ class NightScorer:
             self._posture_changes.append((move.side, move.onset, move.offset, before, after))
 
     def _postures(
-        self, rates: dict[str, float]
+        self, ups: dict[str, np.ndarray | None]
     ) -> tuple[list[tuple[float, float]], dict[str, list[tuple[float, float]]]]:
         """Movements that took a leg between lying and upright (relative to its learned upright direction:
         lying down into bed, getting up out of it), and per leg the spans its shank was upright
@@ -271,8 +281,7 @@ class NightScorer:
         an upright leg are LMs of the night."""
         transitions: list[tuple[float, float]] = []
         upright: dict[str, list[tuple[float, float]]] = {}
-        for side, leg in self._legs.items():
-            up = upright_direction(leg.epochs, rates[side], self.params) if side in rates else None
+        for side, up in ups.items():
             if up is None:
                 continue
             changes = sorted((c[1:] for c in self._posture_changes if c[0] == side), key=lambda c: c[0])
@@ -299,7 +308,8 @@ class NightScorer:
         longs = [(e.onset, e.onset + e.duration) for e in events if e.kind == "long"]
         nonwear = self.nonwear()
         off = intersect(nonwear.values())  # no leg worn: not time in bed, not in any index
-        epochs = classify_epochs({s: leg.epochs for s, leg in legs.items()}, rates, longs, p, off)
+        ups = self._uprights(nonwear)
+        epochs = classify_epochs({s: leg.epochs for s, leg in legs.items()}, rates, ups, longs, p, off)
         epoch_s = p.epoch_s
         # time in bed as a sleep lab counts it: from the first to the last lying epoch (lights-off to
         # lights-on), a trip to the bathroom included; movements while up are still not counted as PLMs
@@ -325,7 +335,7 @@ class NightScorer:
         # movements in epochs classified upright (standing, walking, sitting with the feet down) stay in
         # ``events`` as measured, but are not counted as LMs of the night (``lm_count``, per hour); nor are those
         # of a leg upright for seconds inside a lying epoch (sitting on the edge of the bed: docs/scoring.md)
-        transitions, upright = self._postures(rates)
+        transitions, upright = self._postures(ups)
 
         def leg_upright(e: MovementEvent) -> bool:  # a bilateral movement: every leg with a posture reference
             legs = [e.side] if e.side in upright else list(upright) if e.side == "bilateral" else []
