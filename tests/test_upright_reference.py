@@ -95,30 +95,47 @@ def _table(parts: list[tuple[int, np.ndarray]]) -> dict[int, np.ndarray]:
 EPOCH = int(30 * RATE)
 
 
+ON_SIDE = np.cross(LYING, SHANK)  # the shank still horizontal, rolled 90 degrees about its axis
+
+
 @pytest.mark.parametrize("still_in_that_posture", [0.3, 0.06])
 def test_a_restless_bed_posture_is_not_taken_for_upright(still_in_that_posture: float) -> None:
     """No walk: three restless epochs in one bed posture are the most vigorous activity of the night. The leg
-    also lies still in that posture for a share of the night no standing or sitting holds: refused."""
-    still_epochs = 600
-    in_posture = round(still_in_that_posture * still_epochs)
+    also lies still in that posture, between spells in another, for a share of the night that no standing or
+    sitting inside a night holds: refused."""
+    in_posture = round(still_in_that_posture * 100)
+    parts = [(0, _rows(LYING, 3, EPOCH, 0.7, 0.25))]  # restless spell
+    for hour in range(6):  # turning between the two postures every hour
+        first = 10 + 120 * hour
+        parts += [(first, _rows(LYING, in_posture, EPOCH, 0.0, 0.002))]
+        parts += [(first + in_posture, _rows(ON_SIDE, 100 - in_posture, EPOCH, 0.0, 0.002))]
+    assert upright_direction(_table(parts), {}, RATE, DetectorParams()) is None
+
+
+def test_an_evening_sitting_before_bed_does_not_veto_the_walk() -> None:
+    """Sitting feet down for two hours before the walk to bed, and lying up after getting up: upright and
+    still, but before and after the night, not inside it (an import keeps 30 min of each around a night)."""
+    walk_blocks = _table([(250, _rows(SHANK, 3, int(5 * RATE), 1.0, 0.5))])
     table = _table(
         [
-            (0, _rows(LYING, 3, EPOCH, 0.7, 0.25)),  # restless spell
-            (10, _rows(LYING, in_posture, EPOCH, 0.0, 0.002)),
-            (10 + in_posture, _rows(np.cross(LYING, SHANK), still_epochs - in_posture, EPOCH, 0.0, 0.002)),
+            (0, _rows(SHANK * 0.9 + LYING * 0.3, 240, EPOCH, 0.03, 0.003)),  # the couch
+            (241, _rows(LYING, 960, EPOCH, 0.01, 0.003)),  # the night
+            (1201, _rows(SHANK, 60, EPOCH, 0.02, 0.003)),  # breakfast
         ]
     )
-    assert upright_direction(table, {}, RATE, DetectorParams()) is None
+    up = upright_direction(table, walk_blocks, RATE, DetectorParams())
+    assert up is not None and float(up @ SHANK) > np.cos(np.radians(20))
 
 
 def test_a_day_of_walking_is_trusted_though_the_leg_sat_upright_for_hours() -> None:
-    """A recording of a day and a night: hours sitting feet down (upright and still) and enough walking epochs
-    that the plausibility check for a night does not apply (nights are then split by posture)."""
+    """A recording of a day and a night: hours sitting feet down (upright and still), between nights too, and
+    enough walking epochs that the plausibility check for a night does not apply (nights are split by posture)."""
     table = _table(
         [
-            (0, _rows(SHANK, 12, EPOCH, 0.9, 0.5)),  # 6 min of walking
-            (20, _rows(SHANK * 0.9 + LYING * 0.2, 400, EPOCH, 0.02, 0.003)),  # sitting
-            (500, _rows(LYING, 900, EPOCH, 0.02, 0.003)),  # the night
+            (0, _rows(LYING, 900, EPOCH, 0.02, 0.003)),  # a night
+            (900, _rows(SHANK, 12, EPOCH, 0.9, 0.5)),  # 6 min of walking
+            (920, _rows(SHANK * 0.9 + LYING * 0.2, 1500, EPOCH, 0.02, 0.003)),  # sitting
+            (2500, _rows(LYING, 900, EPOCH, 0.02, 0.003)),  # the next night
         ]
     )
     up = upright_direction(table, {}, RATE, DetectorParams())
@@ -126,18 +143,41 @@ def test_a_day_of_walking_is_trusted_though_the_leg_sat_upright_for_hours() -> N
 
 
 def test_a_sensor_left_upright_on_the_night_stand_does_not_veto_the_walk() -> None:
-    """Still epochs of a sensor off the ankle say nothing about the leg: they are left out of the check."""
+    """Still epochs of a sensor off the ankle say nothing about the leg: they are left out of the check
+    (taken off at 3 a.m., standing on its end on the night stand, put back on at 5)."""
     walk_blocks = _table([(0, _rows(SHANK, 4, int(5 * RATE), 1.0, 0.5))])
     table = _table(
         [
             (0, _rows(SHANK, 1, EPOCH, 0.6, 0.3)),
             (1, _rows(LYING, 300, EPOCH, 0.01, 0.003)),
-            (301, _rows(SHANK, 200, EPOCH, 0.0, 0.001)),  # on the night stand, standing on its end
+            (301, _rows(SHANK, 240, EPOCH, 0.0, 0.001)),  # on the night stand
+            (541, _rows(LYING, 300, EPOCH, 0.01, 0.003)),
         ]
     )
-    off = [(301 * 30.0, 501 * 30.0)]
+    off = [(301 * 30.0, 541 * 30.0)]
     params = DetectorParams()
-    assert upright_direction(table, walk_blocks, RATE, params) is None  # as if worn: 40 % upright and still
+    assert upright_direction(table, walk_blocks, RATE, params) is None  # as if worn: 29 % upright and still
+    up = upright_direction(table, walk_blocks, RATE, params, off)
+    assert up is not None and float(up @ SHANK) > np.cos(np.radians(10))
+
+
+def test_taking_the_sensor_off_is_not_walking() -> None:
+    """Two vigorous epochs of the hand taking the sensor off (any orientation) just before its non-wear span are
+    not the leg's walking: the 20-s walk to bed in blocks is the reference."""
+    walk_blocks = _table([(0, _rows(SHANK, 4, int(5 * RATE), 1.0, 0.5))])
+    in_hand = np.array([-0.2, 0.3, -0.93])
+    table = _table(
+        [
+            (0, _rows(SHANK, 1, EPOCH, 0.6, 0.3)),
+            (1, _rows(LYING, 300, EPOCH, 0.01, 0.003)),
+            (301, _rows(in_hand, 2, EPOCH, 0.8, 0.6)),
+            (303, _rows(ON_SIDE, 300, EPOCH, 0.0, 0.001)),  # on the night stand until the end
+        ]
+    )
+    off = [(303 * 30.0, 603 * 30.0)]
+    params = DetectorParams()
+    without = upright_direction(table, walk_blocks, RATE, params)
+    assert without is not None and float(without @ in_hand / np.linalg.norm(in_hand)) > 0.9  # what it was before
     up = upright_direction(table, walk_blocks, RATE, params, off)
     assert up is not None and float(up @ SHANK) > np.cos(np.radians(10))
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.scoring.epochs import COLUMNS, STAT_SCALE, table_rows
+from detector.scoring.nonwear import HANDLING_S
 from detector.scoring.params import DetectorParams
 
 
@@ -55,8 +56,8 @@ def upright_direction(
     trust (``upright_trusted_epochs``: a day's walking) or plausible for a night (:func:`_plausibly_upright`)
     is the reference."""
     sources = (
-        (_walking_epochs(table, rate_hz, params), params.upright_min_epochs, 1.0),
-        (_walking_blocks(blocks, rate_hz, params), params.walk_min_blocks, params.walk_block_s / params.epoch_s),
+        (_walking_epochs(table, rate_hz, params, off), params.upright_min_epochs, 1.0),
+        (_walking_blocks(blocks, rate_hz, params, off), params.walk_min_blocks, params.walk_block_s / params.epoch_s),
     )
     for rows, min_rows, epochs_per_row in sources:
         for up, size in _vigorous_clusters(rows, min_rows, params):
@@ -67,17 +68,31 @@ def upright_direction(
     return None
 
 
-def _walking_epochs(table: Mapping[int, np.ndarray], rate_hz: float, params: DetectorParams) -> np.ndarray:
-    """Rows of the epochs at least half covered and ``upright_active_fraction`` active."""
+def _walking_epochs(
+    table: Mapping[int, np.ndarray], rate_hz: float, params: DetectorParams, off: Sequence[tuple[float, float]]
+) -> np.ndarray:
+    """Rows of the epochs at least half covered and ``upright_active_fraction`` active, the sensor on the leg."""
     if not table:
         return np.zeros((0, COLUMNS))
-    _, rows = table_rows(table)
+    keys, rows = table_rows(table)
     full = rows[:, 0] >= 0.5 * params.epoch_s * rate_hz
     active = rows[:, 4] >= params.upright_active_fraction * np.maximum(rows[:, 0], 1)
-    return rows[full & active]
+    return rows[full & active & ~_handled(keys, params.epoch_s, off)]
 
 
-def _walking_blocks(blocks: Mapping[int, np.ndarray], rate_hz: float, params: DetectorParams) -> np.ndarray:
+def _handled(keys: np.ndarray, length_s: float, off: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Rows touching a non-wear span or the ``HANDLING_S`` either side of it: the sensor in the hand, being
+    taken off or put on, moves as vigorously as a walking leg in whatever orientation the hand holds it."""
+    lo = keys * length_s
+    out = np.zeros(keys.shape[0], dtype=bool)
+    for a, b in off:
+        out |= (lo < b + HANDLING_S) & (lo + length_s > a - HANDLING_S)
+    return out
+
+
+def _walking_blocks(
+    blocks: Mapping[int, np.ndarray], rate_hz: float, params: DetectorParams, off: Sequence[tuple[float, float]]
+) -> np.ndarray:
     """Rows of the short blocks that are walking: runs of ``walk_min_blocks`` consecutive blocks, each nearly all
     active with a mean activity envelope of at least ``walk_envelope_g``, and of one mean orientation.
 
@@ -91,7 +106,7 @@ def _walking_blocks(blocks: Mapping[int, np.ndarray], rate_hz: float, params: De
     if not blocks:
         return np.zeros((0, COLUMNS))
     keys, rows = table_rows(blocks)
-    walking = walking_blocks_mask(rows, rate_hz, params)
+    walking = walking_blocks_mask(rows, rate_hz, params) & ~_handled(keys, params.walk_block_s, off)
     directions = _unit_rows(rows[:, 1:4])
     # a run: consecutive walking blocks, each within the cluster angle of the one before
     linked = walking[:-1] & walking[1:] & (np.diff(keys) == 1)
@@ -149,29 +164,37 @@ def _plausibly_upright(
     params: DetectorParams,
     off: Sequence[tuple[float, float]],
 ) -> bool:
-    """A night is spent lying: at most ``upright_still_max_fraction`` of the leg's still, worn epochs may be
-    within ``lying_angle_deg`` of the candidate upright direction.
+    """A night is spent lying: inside it (from the first to the last worn epoch lying with respect to ``up``) at
+    most ``upright_still_max_fraction`` of the leg's still, worn epochs may be within ``lying_angle_deg`` of ``up``.
 
     The check exists for a recording with no walk in it (the sensor put on and taken off in bed): a restless
     leg then has vigorous epochs too, all in bed, and the most vigorous of them would make a bed posture
-    "upright" -- the hours lying in that posture would leave time in bed and their movements the index. In
-    such a posture the leg also lies still for a large share of the night (on 70 simulated in-bed-only legs a
-    wrong candidate held 23-59 % of the still epochs), whereas standing and sitting feet down hold a few
-    minutes of a night (0-3 % on the same nights recorded with their walks). Still epochs of a sensor off the
-    ankle are left out: it may lie on the night stand in any orientation. A day recorded with the night has
-    hours of sitting, but also minutes of walking: a cluster of ``upright_trusted_epochs`` is not checked."""
+    "upright" -- the hours lying in that posture would leave time in bed and their movements the index. Such
+    a posture alternates with the other bed postures all night (on 330 simulated in-bed-only legs a wrong
+    candidate held 6-59 % of the still epochs), whereas standing and sitting inside a night are a bathroom
+    trip. Before the first lying epoch and after the last the leg may sit upright for hours (an evening on the
+    couch; an import keeps 30 min either side of a night): not counted. Still epochs of a sensor off the ankle
+    are left out: it may lie on the night stand in any orientation. A recording of days has hours of sitting
+    between its nights, but also minutes of walking: a cluster of ``upright_trusted_epochs`` is not checked."""
     keys, rows = table_rows(table)
     still = (rows[:, 0] >= 0.5 * params.epoch_s * rate_hz) & (rows[:, 4] <= params.still_active_fraction * rows[:, 0])
+    worn = np.ones(keys.shape[0], dtype=bool)
     if len(off):
         lo = keys * params.epoch_s
         covered = np.zeros(keys.shape[0])
         for a, b in off:
             covered += np.clip(np.minimum(lo + params.epoch_s, b) - np.maximum(lo, a), 0, None)
-        still &= covered < 0.5 * params.epoch_s
+        worn = covered < 0.5 * params.epoch_s
+    upright = _unit_rows(rows[:, 1:4]) @ up >= np.cos(np.radians(params.lying_angle_deg))
+    lying = np.flatnonzero(worn & (rows[:, 0] > 0) & ~upright)
+    if lying.size == 0:
+        return True
+    inside = np.zeros(keys.shape[0], dtype=bool)
+    inside[lying[0] : lying[-1] + 1] = True  # the night: before it and after it the leg may sit for hours
+    still &= worn & inside
     if not still.any():
         return True
-    upright = _unit_rows(rows[still, 1:4]) @ up >= np.cos(np.radians(params.lying_angle_deg))
-    return float(upright.mean()) <= params.upright_still_max_fraction
+    return float(upright[still].mean()) <= params.upright_still_max_fraction
 
 
 PostureChange = tuple[float, float, np.ndarray, np.ndarray]  # onset, offset, gravity before, gravity after
