@@ -80,6 +80,15 @@ def _walking_epochs(
     return rows[full & active & ~_handled(keys, params.epoch_s, off)]
 
 
+def _mostly_off(keys: np.ndarray, epoch_s: float, off: Sequence[tuple[float, float]]) -> np.ndarray:
+    """Epochs at least half inside the (disjoint) spans ``off``."""
+    lo = keys * epoch_s
+    inside = np.zeros(keys.shape[0])
+    for a, b in off:
+        inside += np.clip(np.minimum(lo + epoch_s, b) - np.maximum(lo, a), 0, None)
+    return inside >= 0.5 * epoch_s
+
+
 def _handled(keys: np.ndarray, length_s: float, off: Sequence[tuple[float, float]]) -> np.ndarray:
     """Rows touching a non-wear span or the ``HANDLING_S`` either side of it: the sensor in the hand, being
     taken off or put on, moves as vigorously as a walking leg in whatever orientation the hand holds it."""
@@ -178,13 +187,7 @@ def _plausibly_upright(
     between its nights, but also minutes of walking: a cluster of ``upright_trusted_epochs`` is not checked."""
     keys, rows = table_rows(table)
     still = (rows[:, 0] >= 0.5 * params.epoch_s * rate_hz) & (rows[:, 4] <= params.still_active_fraction * rows[:, 0])
-    worn = np.ones(keys.shape[0], dtype=bool)
-    if len(off):
-        lo = keys * params.epoch_s
-        covered = np.zeros(keys.shape[0])
-        for a, b in off:
-            covered += np.clip(np.minimum(lo + params.epoch_s, b) - np.maximum(lo, a), 0, None)
-        worn = covered < 0.5 * params.epoch_s
+    worn = ~_mostly_off(keys, params.epoch_s, off)
     upright = _unit_rows(rows[:, 1:4]) @ up >= np.cos(np.radians(params.lying_angle_deg))
     lying = np.flatnonzero(worn & (rows[:, 0] > 0) & ~upright)
     if lying.size == 0:
@@ -296,12 +299,7 @@ def classify_epochs(
             angle = np.degrees(np.arccos(np.clip(direction @ up, -1, 1)))
             lying_votes[idx] |= angle > params.lying_angle_deg
     in_bed = lying_votes if any_reference else covered > 0
-    if len(nonwear):
-        lo = epochs * params.epoch_s
-        off = np.zeros(m)
-        for a, b in nonwear:
-            off += np.clip(np.minimum(lo + params.epoch_s, b) - np.maximum(lo, a), 0, None)
-        in_bed = in_bed & (off < 0.5 * params.epoch_s)
+    in_bed = in_bed & ~_mostly_off(epochs, params.epoch_s, nonwear)
     wake_seed = in_bed & (active_fraction > params.wake_active_fraction)
     for start, end in long_movement_spans:
         first, last = int(np.floor(start / params.epoch_s)), int(np.floor(end / params.epoch_s))
