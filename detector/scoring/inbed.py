@@ -35,8 +35,12 @@ class EpochClassification:
     covered_s: np.ndarray  # seconds of data in each epoch (best leg)
     in_bed: np.ndarray  # bool
     asleep: np.ndarray  # bool (subset of in_bed)
-    posture_reference: dict[str, bool]  # per side: was an upright direction found?
-    upright: dict[str, np.ndarray | None]  # per side: that direction (unit vector), None if not found
+    upright: dict[str, np.ndarray | None]  # per side: the upright direction (unit vector), None if not found
+
+    @property
+    def posture_reference(self) -> dict[str, bool]:
+        """Per side: was an upright direction found?"""
+        return {side: up is not None for side, up in self.upright.items()}
 
 
 def upright_direction(
@@ -280,25 +284,20 @@ def classify_epochs(
     covered = np.zeros(m)
     active_fraction = np.zeros(m)
     lying_votes = np.zeros(m, dtype=bool)
-    any_reference = False
-    reference: dict[str, bool] = {}
+    upright: dict[str, np.ndarray | None] = {}
     for side, table in tables.items():
         rate = rates.get(side)
+        up = upright[side] = ups.get(side) if table and rate else None
         if not table or not rate:
-            reference[side] = False
             continue
-        up = ups.get(side)
-        reference[side] = up is not None
         keys_of_leg, rows = per_leg[side]
         idx = np.searchsorted(epochs, keys_of_leg)  # every key of every leg is in ``epochs``
         covered[idx] = np.maximum(covered[idx], np.minimum(rows[:, 0] / rate, params.epoch_s))
         active_fraction[idx] = np.maximum(active_fraction[idx], rows[:, 4] / np.maximum(rows[:, 0], 1))
         if up is not None:
-            any_reference = True
-            direction = rows[:, 1:4] / np.maximum(np.linalg.norm(rows[:, 1:4], axis=1, keepdims=True), 1e-12)
-            angle = np.degrees(np.arccos(np.clip(direction @ up, -1, 1)))
+            angle = np.degrees(np.arccos(np.clip(_unit_rows(rows[:, 1:4]) @ up, -1, 1)))
             lying_votes[idx] |= angle > params.lying_angle_deg
-    in_bed = lying_votes if any_reference else covered > 0
+    in_bed = lying_votes if any(up is not None for up in upright.values()) else covered > 0
     in_bed = in_bed & ~_mostly_off(epochs, params.epoch_s, nonwear)
     wake_seed = in_bed & (active_fraction > params.wake_active_fraction)
     for start, end in long_movement_spans:
@@ -310,11 +309,4 @@ def classify_epochs(
         wake[shift:] |= wake_seed[:-shift]
         wake[:-shift] |= wake_seed[shift:]
     asleep = in_bed & ~wake
-    return EpochClassification(
-        epochs,
-        covered,
-        in_bed,
-        asleep,
-        reference,
-        {side: ups.get(side) if reference[side] else None for side in tables},
-    )
+    return EpochClassification(epochs, covered, in_bed, asleep, upright)
